@@ -1,0 +1,77 @@
+"""The backend protocol: the only door between the controller and a platform.
+
+A backend is built for one service (a Compose service, a label selector, a Swarm service, or the
+simulator's made-up one) with the redeploy spec fixed at construction (image override, pull).
+The controller calls it in this order:
+
+    await backend.connect()                # EngineUnavailable if the platform cannot be reached
+    events = backend.events()              # the stream is live BEFORE the snapshot is taken,
+    snapshot = await backend.snapshot()    # so nothing that happens in between is missed
+    await backend.prepare(snapshot)        # ImageNotFound / Unsupported: still nothing touched
+    await backend.acquire_lock(holder)     # Locked (exit 3)
+    ... redeploy / retire / discard / restore, as the plan decides ...
+    await backend.release_lock()
+    await backend.close()
+
+Every method translates platform errors into ``rollover.errors`` at this boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from rollover.model import Order, Replica, ReplicaEvent, ServiceSnapshot
+
+
+class Backend(Protocol):
+    platform: str
+
+    async def connect(self) -> None:
+        """Reach the platform; raise EngineUnavailable (naming the address) if it cannot be reached."""
+
+    def events(self) -> AsyncIterator[ReplicaEvent]:
+        """Up/down events of this service's replicas only, from the moment this is called.
+
+        A replica is *up* when it reports healthy (it has a healthcheck) or when it is running
+        (it has none). Events of any other container are never yielded.
+        """
+        ...
+
+    async def snapshot(self) -> ServiceSnapshot:
+        """The service's running and starting replicas; ServiceNotFound if there are none."""
+
+    async def prepare(self, snapshot: ServiceSnapshot) -> None:
+        """Check (and pull, if asked) what the rollout needs before anything is touched."""
+
+    async def acquire_lock(self, holder: str) -> None:
+        """Take the service's rollout lock, recorded on the platform; Locked names the holder."""
+
+    async def release_lock(self) -> None:
+        """Give the lock back; a no-op when it is not held."""
+
+    async def redeploy(self, targets: Sequence[Replica], order: Order) -> list[Replica]:
+        """Replace each target by a fresh replica made from the service's current definition.
+
+        Returns once the platform acknowledged the request: the replacements exist and were
+        started (one per target, same order). With STOP_FIRST each target is stopped and removed
+        first; with START_FIRST the targets keep running and the caller retires them later.
+        """
+        ...
+
+    async def restore(self, replaced: Replica, original: Replica, order: Order) -> Replica:
+        """Rollback of one replica: replace ``replaced`` by one made from ``original``'s definition.
+
+        ``original`` is the replica as the snapshot recorded it (its image id, its config), so the
+        result runs the previous image. Order as for ``redeploy``.
+        """
+        ...
+
+    async def retire(self, replica: Replica) -> None:
+        """Stop (within its stop grace period) and remove a replica that has been replaced."""
+
+    async def discard(self, replica: Replica) -> None:
+        """Remove a failed replacement at once."""
+
+    async def close(self) -> None:
+        """Release connections and background watchers."""

@@ -1,0 +1,135 @@
+"""The simulator: an in-memory platform on the event loop's clock (virtual under ``simulate``).
+
+The seed's model made exact: a request is acknowledged ``request_time`` seconds after it is sent,
+and a replica is up ``redeploy_time`` seconds after its request was sent. Step 'all' is one
+service-wide request, so it costs one request time for every replica together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from rollover.errors import Locked, ServiceNotFound
+from rollover.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot
+
+
+@dataclass
+class SimulatedService:
+    """What the simulator's platform holds; tests read it to check the end state."""
+
+    name: str
+    replicas: dict[str, Replica] = field(default_factory=dict)
+    lock_holder: str | None = None
+
+
+class SimBackend:
+    platform = "sim"
+
+    def __init__(
+        self,
+        replicas: int,
+        request_time: float,
+        redeploy_time: float,
+        *,
+        fail_replicas: Sequence[int] = (),
+        extra_at: Sequence[float] = (),
+        service: str = "app",
+        image: str = "v2",
+    ) -> None:
+        """``fail_replicas``: 1-based positions of targets whose replacement exits instead of coming
+        up; ``extra_at``: times at which an extra replica of the service comes up."""
+        if replicas < 1:
+            raise ServiceNotFound(f"simulated service {service!r} needs at least one replica")
+        self.request_time = request_time
+        self.redeploy_time = redeploy_time
+        self.new_image = image
+        self._extra_at = tuple(extra_at)
+        self._ids = itertools.count(1)
+        self._events: asyncio.Queue[ReplicaEvent] = asyncio.Queue()
+        self.state = SimulatedService(name=service)
+        for _ in range(replicas):
+            replica = self._make(f"{service}-{len(self.state.replicas) + 1}", "v1")
+            self.state.replicas[replica.id] = replica
+        originals = list(self.state.replicas)
+        self._failing = {originals[position - 1] for position in fail_replicas if 0 < position <= replicas}
+
+    def _make(self, name: str, image: str) -> Replica:
+        return Replica(id=f"sim{next(self._ids):04d}", name=name, image=image, image_ref=image, has_healthcheck=True)
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        for moment in self._extra_at:
+            loop.call_at(moment, self._add_extra)
+
+    def _add_extra(self) -> None:
+        extra = self._make(f"{self.state.name}-extra-{len(self.state.replicas) + 1}", "v1")
+        self.state.replicas[extra.id] = extra
+        self._events.put_nowait(ReplicaUp(extra.id, asyncio.get_running_loop().time()))
+
+    async def events(self) -> AsyncIterator[ReplicaEvent]:
+        while True:
+            yield await self._events.get()
+
+    async def snapshot(self) -> ServiceSnapshot:
+        return ServiceSnapshot(
+            name=self.state.name, platform=self.platform, replicas=tuple(self.state.replicas.values()),
+            description=f"simulated service {self.state.name}",
+        )
+
+    async def prepare(self, snapshot: ServiceSnapshot) -> None:
+        return None
+
+    async def acquire_lock(self, holder: str) -> None:
+        if self.state.lock_holder is not None:
+            raise Locked(f"rollout of {self.state.name} already running: held by {self.state.lock_holder}")
+        self.state.lock_holder = holder
+
+    async def release_lock(self) -> None:
+        self.state.lock_holder = None
+
+    async def redeploy(self, targets: Sequence[Replica], order: Order) -> list[Replica]:
+        return await self._replace(targets, [self.new_image] * len(targets), order)
+
+    async def restore(self, replaced: Replica, original: Replica, order: Order) -> Replica:
+        (restored,) = await self._replace([replaced], [original.image], order, failing=False)
+        return restored
+
+    async def _replace(
+        self, targets: Sequence[Replica], images: Sequence[str], order: Order, failing: bool = True
+    ) -> list[Replica]:
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time()
+        if order is Order.STOP_FIRST:
+            for target in targets:
+                self.state.replicas.pop(target.id, None)
+        await asyncio.sleep(self.request_time)
+        created = []
+        for target, image in zip(targets, images, strict=True):
+            new = self._make(target.name, image)
+            self.state.replicas[new.id] = new
+            fails = failing and target.id in self._failing
+            loop.call_at(sent_at + self.redeploy_time, self._come_up_or_fail, new.id, fails)
+            created.append(new)
+        return created
+
+    def _come_up_or_fail(self, replica_id: str, fails: bool) -> None:
+        now = asyncio.get_running_loop().time()
+        if replica_id not in self.state.replicas:
+            return
+        if fails:
+            self.state.replicas[replica_id] = replace(self.state.replicas[replica_id], running=False)
+            self._events.put_nowait(ReplicaDown(replica_id, now, "exited with code 1"))
+        else:
+            self._events.put_nowait(ReplicaUp(replica_id, now))
+
+    async def retire(self, replica: Replica) -> None:
+        self.state.replicas.pop(replica.id, None)
+
+    async def discard(self, replica: Replica) -> None:
+        self.state.replicas.pop(replica.id, None)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,285 @@
+"""The one async loop that applies decisions: events -> state -> decision -> platform calls.
+
+The controller owns no rules: ``rollout`` says how the state changes, ``plan`` says what to do.
+It runs unchanged against the simulator on virtual time and against real platforms. All its time
+is the running loop's clock; every time it reports is relative to the start of the rollout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+from rollover import rollout
+from rollover.backends.base import Backend
+from rollover.errors import PlatformError, RolloverError
+from rollover.model import Order, ProgressEvent, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot
+from rollover.plan import Decision, decide
+from rollover.policy import FailurePolicy, Policy, batch_size, choose_order, replacement_timeout
+from rollover.rollout import Phase, RolloutState, TargetProgress
+
+Reporter = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True)
+class _Acknowledged:
+    target_ids: tuple[str, ...]
+    replacements: tuple[Replica, ...]
+    at: float
+
+
+@dataclass(frozen=True)
+class _RequestFailed:
+    target_ids: tuple[str, ...]
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class _Broken:
+    error: BaseException
+
+
+_Message = ReplicaUp | ReplicaDown | _Acknowledged | _RequestFailed | _Broken
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    outcome: str  # completed | failed | rolled-back | paused
+    snapshot: ServiceSnapshot
+    order: Order
+    forward: RolloutState
+    rollback: RolloutState | None
+    started_at: float  # loop time of the start; every time in the states is on the same clock
+    duration_s: float
+    reason: str | None = None
+
+    @property
+    def replaced(self) -> int:
+        return self.forward.count(Phase.UP)
+
+    @property
+    def failed(self) -> int:
+        return self.forward.count(Phase.FAILED)
+
+    @property
+    def rolled_back(self) -> int:
+        return self.rollback.count(Phase.UP) if self.rollback else 0
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.outcome == "completed" else 1
+
+
+def default_holder() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
+
+
+class Controller:
+    def __init__(self, backend: Backend, policy: Policy, *, report: Reporter | None = None,
+                 holder: str | None = None) -> None:
+        self.backend = backend
+        self.policy = policy
+        self._report_to = report or (lambda event: None)
+        self._holder = holder or default_holder()
+        self._messages: asyncio.Queue[_Message] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._t0 = 0.0
+        self._order = Order.START_FIRST
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _report(self, kind: str, replica: str = "", at: float | None = None, **detail: object) -> None:
+        """Tell the user; ``at`` is a loop time (default now), reported relative to the start."""
+        moment = self._now() if at is None else at
+        self._report_to(ProgressEvent(kind, round(moment - self._t0, 6), replica, tuple(detail.items())))
+
+    async def run(self) -> RolloutResult:
+        """Connect, look, lock, roll (and roll back if the policy says so), unlock."""
+        self._t0 = self._now()
+        pump: asyncio.Task[None] | None = None
+        try:
+            await self.backend.connect()
+            pump = asyncio.create_task(self._pump(self.backend.events()))
+            snapshot = await self.backend.snapshot()
+            await self.backend.prepare(snapshot)
+            self._order, why = choose_order(self.policy.order, snapshot.replicas)
+            batch = batch_size(self.policy.step, len(snapshot.replicas))
+            self._report_plan(snapshot, batch, why)
+            await self.backend.acquire_lock(self._holder)
+            try:
+                return await self._roll(snapshot, batch)
+            finally:
+                await self.backend.release_lock()
+        finally:
+            if pump is not None:
+                pump.cancel()
+            await self.backend.close()
+
+    def _report_plan(self, snapshot: ServiceSnapshot, batch: int, why: str) -> None:
+        timeouts = sorted({replacement_timeout(self.policy, replica) for replica in snapshot.replicas})
+        self._report(
+            "plan", service=snapshot.name, platform=snapshot.platform, where=snapshot.description,
+            targets=[replica.name for replica in snapshot.replicas], step=str(self.policy.step), batch=batch,
+            order=self._order.value, order_reason=why, grace_s=self.policy.grace_s,
+            timeout_s=timeouts, on_failure=self.policy.on_failure.value,
+        )
+
+    async def _roll(self, snapshot: ServiceSnapshot, batch: int) -> RolloutResult:
+        self._t0 = self._now()
+        forward = await self._run_phase(rollout.start(snapshot.replicas, batch, self.policy.grace_s))
+        failure = next((item.failure for item in forward.progress if item.phase is Phase.FAILED), None)
+        back: RolloutState | None = None
+        if failure is None:
+            outcome = "completed"
+        elif self.policy.on_failure is FailurePolicy.ROLLBACK:
+            back = await self._roll_back(forward, batch)
+            outcome = "rolled-back"
+        else:
+            outcome = "paused" if self.policy.on_failure is FailurePolicy.PAUSE else "failed"
+        result = RolloutResult(outcome, snapshot, self._order, forward, back, self._t0,
+                               round(self._now() - self._t0, 6), failure)
+        self._report("summary", replaced=result.replaced, failed=result.failed, rolled_back=result.rolled_back,
+                     skipped=forward.count(Phase.SKIPPED), duration_s=result.duration_s, result=outcome,
+                     reason=failure)
+        return result
+
+    async def _roll_back(self, forward: RolloutState, batch: int) -> RolloutState:
+        done = [item for item in forward.progress if item.phase is Phase.UP and item.replacement]
+        self._report("rollback", replicas=[item.target.name for item in done])
+        replacements = [item.replacement for item in done if item.replacement is not None]
+        return await self._run_phase(
+            rollout.start(replacements, batch, self.policy.grace_s, restore_from=[item.target for item in done])
+        )
+
+    async def _run_phase(self, state: RolloutState) -> RolloutState:
+        while True:
+            state = self._apply(state, lambda s: rollout.advance(s, self._now()))
+            decision = decide(state, self.policy, self._order, self._now())
+            state = self._act(state, decision)
+            if decision.finished:
+                break
+            message = await self._next_message(decision.wake_at)
+            if message is not None:
+                state = self._apply(state, lambda s: self._receive(s, message))
+        await self._settle_background()
+        return state
+
+    def _act(self, state: RolloutState, decision: Decision) -> RolloutState:
+        if decision.stop_issuing:
+            state = rollout.stop_issuing(state)
+            self._report("stop_issuing", policy=self.policy.on_failure.value)
+        for item in decision.retire:
+            state = rollout.cleaned_up(state, item.target.id)
+            self._spawn(self._retire(item))
+        for item in decision.discard:
+            state = rollout.cleaned_up(state, item.target.id)
+            self._spawn(self._discard(item))
+        if decision.request:
+            ids = [item.target.id for item in decision.request]
+            state = self._apply(state, lambda s: rollout.request_sent(s, ids, self._now()))
+            self._spawn(self._request(decision.request))
+        return state
+
+    async def _next_message(self, wake_at: float | None) -> _Message | None:
+        timeout = None if wake_at is None else max(0.0, wake_at - self._now())
+        try:
+            message = await asyncio.wait_for(self._messages.get(), timeout)
+        except TimeoutError:
+            return None
+        if isinstance(message, _Broken):
+            raise message.error
+        return message
+
+    def _receive(self, state: RolloutState, message: _Message) -> RolloutState:
+        if isinstance(message, ReplicaUp):
+            return rollout.replica_up(state, message.replica_id, message.at)
+        if isinstance(message, ReplicaDown):
+            return rollout.replica_down(state, message.replica_id, message.reason, message.at)
+        if isinstance(message, _Acknowledged):
+            timeouts = [replacement_timeout(self.policy, new) for new in message.replacements]
+            return rollout.request_acknowledged(state, message.target_ids, message.replacements, message.at,
+                                                timeouts)
+        if isinstance(message, _RequestFailed):
+            return rollout.request_failed(state, message.target_ids, message.reason, message.at)
+        return state
+
+    def _apply(self, state: RolloutState, change: Callable[[RolloutState], RolloutState]) -> RolloutState:
+        """Apply a pure transition and tell the user about every step each replica took."""
+        new = change(state)
+        for before, after in zip(state.progress, new.progress, strict=True):
+            if before != after:
+                self._report_steps(before, after)
+        return new
+
+    def _report_steps(self, before: TargetProgress, after: TargetProgress) -> None:
+        name = after.target.name
+        if after.requested_at is not None and before.requested_at is None:
+            self._report("request_sent", name, after.requested_at, restore=after.restore_from is not None)
+        if after.acked_at is not None and before.acked_at is None and after.replacement:
+            self._report("acknowledged", name, after.acked_at, replacement=after.replacement.name,
+                         replacement_id=after.replacement.short_id)
+        if after.up_at is not None and before.up_at is None:
+            self._report("up", name, after.up_at, grace_s=self.policy.grace_s)
+        if after.phase is not before.phase and after.phase in (Phase.UP, Phase.FAILED, Phase.SKIPPED):
+            kind = "settled" if after.phase is Phase.UP else after.phase.value
+            self._report(kind, name, after.finished_at, reason=after.failure)
+
+    async def _pump(self, events: AsyncIterator[ReplicaEvent]) -> None:
+        try:
+            async for event in events:
+                self._messages.put_nowait(event)
+        except RolloverError as exc:
+            self._messages.put_nowait(_Broken(exc))
+
+    def _spawn(self, work: asyncio.Future[None] | object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._messages.put_nowait(_Broken(task.exception()))  # type: ignore[arg-type]
+
+    async def _settle_background(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+
+    async def _request(self, items: Sequence[TargetProgress]) -> None:
+        ids = tuple(item.target.id for item in items)
+        try:
+            if items[0].restore_from is None:
+                new = await self.backend.redeploy([item.target for item in items], self._order)
+            else:
+                new = list(await asyncio.gather(*(
+                    self.backend.restore(item.target, item.restore_from, self._order)
+                    for item in items if item.restore_from is not None
+                )))
+        except RolloverError as exc:
+            self._messages.put_nowait(_RequestFailed(ids, str(exc), self._now()))
+            return
+        if len(new) != len(items):
+            raise PlatformError(f"asked for {len(items)} replacements, the platform made {len(new)}")
+        self._messages.put_nowait(_Acknowledged(ids, tuple(new), self._now()))
+
+    async def _retire(self, item: TargetProgress) -> None:
+        await self.backend.retire(item.target)
+        self._report("retired", item.target.name)
+
+    async def _discard(self, item: TargetProgress) -> None:
+        """A failed replacement goes. Stop-first already removed its original: put that back."""
+        if item.replacement is None:
+            return
+        original = item.restore_from or item.target
+        if self._order is Order.STOP_FIRST:
+            restored = await self.backend.restore(item.replacement, original, Order.STOP_FIRST)
+            self._report("restored", item.target.name, replica_id=restored.short_id)
+        else:
+            await self.backend.discard(item.replacement)
+            self._report("discarded", item.target.name, replacement=item.replacement.name)

@@ -1,0 +1,60 @@
+"""The one error hierarchy of rollover.
+
+Platform errors (docker SDK, subprocess, sockets) are translated into these at the boundary that
+meets them (``raise EngineUnavailable(...) from exc``); nothing above a backend sees a foreign
+exception. The CLI maps each class to an exit code and prints ``error: Class: message``.
+
+    RolloverError                     exit 1 unless a subclass says otherwise
+    ├── BadInput                      exit 2: the request cannot be carried out; nothing was touched
+    │   ├── InvalidOption             a flag or variable has a malformed value
+    │   ├── ServiceNotFound           no such project/service/selector, or no running replica
+    │   ├── EngineUnavailable         the Docker daemon cannot be reached (socket, TLS, permission)
+    │   ├── ImageNotFound             the image to roll to does not exist and cannot be pulled
+    │   └── Unsupported               the service's shape rules the rollout out (e.g. container_name)
+    ├── Locked                        exit 3: another rollout of the service holds the lock
+    └── PlatformError                 exit 1: the engine refused an operation mid-rollout
+"""
+
+from __future__ import annotations
+
+
+class RolloverError(Exception):
+    """Base of every error rollover raises on purpose."""
+
+    exit_code = 1
+
+
+class BadInput(RolloverError):
+    """The request cannot be carried out as given; raised before anything is changed."""
+
+    exit_code = 2
+
+
+class InvalidOption(BadInput):
+    """A flag or environment variable holds a value rollover cannot use."""
+
+
+class ServiceNotFound(BadInput):
+    """The project, service or selector names nothing that can be rolled."""
+
+
+class EngineUnavailable(BadInput):
+    """The Docker daemon cannot be reached or refuses us (socket, TLS, permissions)."""
+
+
+class ImageNotFound(BadInput):
+    """The image the service should roll to is neither local nor pullable."""
+
+
+class Unsupported(BadInput):
+    """The service is shaped in a way rollover cannot roll without breaking it."""
+
+
+class Locked(RolloverError):
+    """Another rollout of the same service is running; the message names its holder."""
+
+    exit_code = 3
+
+
+class PlatformError(RolloverError):
+    """The platform refused or failed an operation in the middle of a rollout."""

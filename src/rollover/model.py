@@ -1,0 +1,88 @@
+"""Plain values shared by every layer: replicas, snapshots of a service, and platform events.
+
+Everything here is frozen and free of I/O; times are seconds on the controller's clock
+(monotonic for real rollouts, virtual for the simulator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Order(StrEnum):
+    """How one replica is replaced."""
+
+    START_FIRST = "start-first"  # replacement starts; the old one goes once the new one is up
+    STOP_FIRST = "stop-first"  # the old one goes first; the replacement takes its place
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One container (or Swarm task) of a service, as the platform last described it."""
+
+    id: str
+    name: str
+    image: str = ""  # resolved image id the replica runs (sha256:...), "" when unknown
+    image_ref: str = ""  # the reference the replica was created from (repo:tag)
+    running: bool = True
+    has_healthcheck: bool = False
+    # A published host port fixed in the definition: two containers cannot share it, so
+    # start-first is impossible for this replica (see policy.choose_order).
+    fixed_host_ports: tuple[str, ...] = ()
+    # Seconds a healthcheck may take to pass before it is hopeless, when the platform knows it
+    # (start_period + interval x retries); None when there is no healthcheck.
+    health_budget_s: float | None = None
+    # Platform-specific extras a backend wants to keep with the replica (never interpreted above).
+    details: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+@dataclass(frozen=True)
+class ServiceSnapshot:
+    """A service as it stood when the rollout began."""
+
+    name: str
+    platform: str
+    replicas: tuple[Replica, ...]  # running or starting replicas: the rollout's targets
+    description: str = ""  # how the backend found it, e.g. "compose project shop, service web"
+
+
+@dataclass(frozen=True)
+class ReplicaUp:
+    """A replica came up: healthy when it has a healthcheck, else running."""
+
+    replica_id: str
+    at: float
+
+
+@dataclass(frozen=True)
+class ReplicaDown:
+    """A replica stopped being usable: it exited, turned unhealthy, or was removed."""
+
+    replica_id: str
+    at: float
+    reason: str
+
+
+ReplicaEvent = ReplicaUp | ReplicaDown
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Something the user is told about, at ``at`` seconds from the start of the rollout.
+
+    kind: plan | request_sent | acknowledged | up | settled | failed | skipped | retired |
+    discarded | restored | stop_issuing | rollback | summary
+    """
+
+    kind: str
+    at: float
+    replica: str = ""
+    detail: tuple[tuple[str, object], ...] = ()
+
+    def fields(self) -> dict[str, object]:
+        return dict(self.detail)

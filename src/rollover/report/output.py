@@ -1,0 +1,145 @@
+"""What the user sees: a text line per step (or one JSON object per line), and the timeline."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from rollover.controller import RolloutResult
+from rollover.model import ProgressEvent
+from rollover.report.timeline import Row, Segment, render
+from rollover.rollout import Phase, RolloutState, TargetProgress
+
+
+def _relative(moment: float | None, start: float) -> float | None:
+    return None if moment is None else round(moment - start, 6)
+
+
+def _segment(item: TargetProgress, start: float, up_mark: str = "|") -> Segment:
+    return Segment(
+        requested_at=_relative(item.requested_at, start),
+        acked_at=_relative(item.acked_at, start),
+        up_at=_relative(item.up_at, start) if item.phase is not Phase.FAILED else None,
+        failed_at=_relative(item.finished_at, start) if item.phase is Phase.FAILED else None,
+        skipped_at=_relative(item.finished_at, start) if item.phase is Phase.SKIPPED else None,
+        up_mark=up_mark,
+    )
+
+
+def timeline_rows(result: RolloutResult) -> list[Row]:
+    """One row per target; a rolled-back target's row goes on with its restore, ending in 'R'."""
+    start = result.started_at
+    restores: dict[str, TargetProgress] = {}
+    if result.rollback is not None:
+        for item in result.rollback.progress:
+            if item.restore_from is not None:
+                restores[item.restore_from.id] = item
+    rows = []
+    for item in result.forward.progress:
+        segments = [_segment(item, start)]
+        if item.target.id in restores:
+            segments.append(_segment(restores[item.target.id], start, up_mark="R"))
+        rows.append(Row(item.target.name, tuple(segments)))
+    return rows
+
+
+def render_timeline(result: RolloutResult, marks: Sequence[float] = ()) -> str:
+    return render(timeline_rows(result), marks)
+
+
+class TextReporter:
+    """Plain lines, one per step: readable live in a terminal and in a CI log alike."""
+
+    def __init__(self, out: TextIO = sys.stdout, quiet: bool = False) -> None:
+        self.out = out
+        self.quiet = quiet
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.quiet and event.kind not in ("summary", "failed"):
+            return
+        line = self._describe(event)
+        if line:
+            print(line, file=self.out, flush=True)
+
+    def _describe(self, event: ProgressEvent) -> str:
+        detail = event.fields()
+        stamp = f"[{event.at:7.1f}s]"
+        if event.kind == "plan":
+            return _plan_text(detail)
+        if event.kind == "summary":
+            return _summary_text(detail)
+        if event.kind == "stop_issuing":
+            return f"{stamp} a replacement failed: no more redeploys are issued (--on-failure {detail['policy']})"
+        if event.kind == "rollback":
+            return f"{stamp} rolling back {len(detail['replicas'])} replaced replica(s) to their previous image"  # type: ignore[arg-type]
+        words = {
+            "request_sent": "restoring previous image" if detail.get("restore") else "redeploying",
+            "acknowledged": f"replacement {detail.get('replacement')} created",
+            "up": "replacement up",
+            "settled": "done",
+            "failed": f"FAILED: {detail.get('reason')}",
+            "skipped": f"skipped: {detail.get('reason')}",
+            "retired": "old replica stopped and removed",
+            "discarded": f"failed replacement {detail.get('replacement')} removed",
+            "restored": "put back on its previous image",
+        }
+        return f"{stamp} {event.replica}: {words.get(event.kind, event.kind)}"
+
+
+def _plan_text(detail: dict[str, object]) -> str:
+    targets = detail["targets"]
+    assert isinstance(targets, list)
+    timeouts = detail["timeout_s"]
+    assert isinstance(timeouts, list)
+    return "\n".join([
+        f"rollover: {detail['where']}",
+        f"  targets : {len(targets)} ({', '.join(str(name) for name in targets)})",
+        f"  step    : {detail['step']} -> at most {detail['batch']} redeploying at a time, grace {detail['grace_s']}s",
+        f"  order   : {detail['order']} ({detail['order_reason']})",
+        f"  timeout : {'/'.join(f'{value:g}s' for value in timeouts)} per replacement;"
+        f" on failure: {detail['on_failure']}",
+    ])
+
+
+def _summary_text(detail: dict[str, object]) -> str:
+    text = (f"{detail['result']}: {detail['replaced']} replaced, {detail['failed']} failed, "
+            f"{detail['rolled_back']} rolled back, {detail['skipped']} skipped in {detail['duration_s']:.1f}s")  # type: ignore[str-format]
+    if detail.get("reason"):
+        text += f" (first failure: {detail['reason']})"
+    return text
+
+
+class JsonReporter:
+    """One JSON object per line per event. The summary is held back and printed by ``finish``,
+    so it is always the last line, with the timeline in it when one was asked for."""
+
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        self.out = out
+        self.summary: dict[str, object] | None = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        record: dict[str, object] = {"event": event.kind, "t": event.at}
+        if event.replica:
+            record["replica"] = event.replica
+        record.update(event.fields())
+        if event.kind == "summary":
+            self.summary = record
+        else:
+            self._print(record)
+
+    def _print(self, record: dict[str, object]) -> None:
+        print(json.dumps(record, default=str), file=self.out, flush=True)
+
+    def finish(self, chart: str | None) -> None:
+        if self.summary is None:
+            return
+        if chart is not None:
+            lines = chart.split("\n")
+            self.summary["timeline"] = {"rows": lines[:-1], "axis": lines[-1]}
+        self._print(self.summary)
+
+
+def state_counts(state: RolloutState) -> dict[str, int]:
+    return {phase.value: state.count(phase) for phase in Phase if state.count(phase)}

@@ -1,0 +1,186 @@
+"""PURE: the state of a rollout and how it changes as events arrive.
+
+Every function takes the state and an event (with its time) and returns a new state; nothing
+here performs anything or reads a clock. ``plan.decide`` reads the state to say what to do next.
+
+One ``TargetProgress`` per target walks:
+
+    WAITING -> REQUESTED -> REDEPLOYING -> SETTLING -> UP
+                   \\             \\            \\
+                    +-------------+------------+--> FAILED
+
+REQUESTED: the request is out, not yet acknowledged. REDEPLOYING: the platform acknowledged; the
+replacement exists and is starting. SETTLING: the replacement is up and the grace period runs.
+A rollback is a second rollout of the same shape whose targets are the replacements, each
+carrying the original it is restored from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from rollover.model import Replica
+
+
+class Phase(StrEnum):
+    WAITING = "waiting"
+    REQUESTED = "requested"
+    REDEPLOYING = "redeploying"
+    SETTLING = "settling"
+    UP = "up"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # the target vanished before its turn
+
+
+IN_FLIGHT = frozenset({Phase.REQUESTED, Phase.REDEPLOYING, Phase.SETTLING})
+FINISHED = frozenset({Phase.UP, Phase.FAILED, Phase.SKIPPED})
+
+
+@dataclass(frozen=True)
+class TargetProgress:
+    target: Replica
+    phase: Phase = Phase.WAITING
+    restore_from: Replica | None = None  # set in a rollback: the original to put back
+    replacement: Replica | None = None
+    requested_at: float | None = None
+    acked_at: float | None = None
+    up_at: float | None = None
+    settle_until: float | None = None
+    deadline: float | None = None  # the replacement must be up by then
+    finished_at: float | None = None
+    failure: str | None = None
+    cleaned_up: bool = False  # the platform action owed after the outcome was issued
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    progress: tuple[TargetProgress, ...]
+    batch: int  # replicas allowed in flight at once, before extras
+    grace_s: float
+    request_outstanding: bool = False
+    stopped_issuing: bool = False
+    extras_up: frozenset[str] = frozenset()
+    # Unknown replicas seen up while a request was outstanding: replacement or extra is only
+    # known once the acknowledgement names the replacements.
+    unclaimed_up: tuple[tuple[str, float], ...] = ()
+
+    def in_flight(self) -> int:
+        return sum(1 for item in self.progress if item.phase in IN_FLIGHT)
+
+    def waiting(self) -> list[TargetProgress]:
+        return [item for item in self.progress if item.phase is Phase.WAITING]
+
+    def count(self, phase: Phase) -> int:
+        return sum(1 for item in self.progress if item.phase is phase)
+
+
+def start(
+    targets: Sequence[Replica], batch: int, grace_s: float, restore_from: Sequence[Replica] | None = None
+) -> RolloutState:
+    originals = list(restore_from) if restore_from is not None else [None] * len(targets)
+    progress = tuple(
+        TargetProgress(target=target, restore_from=original)
+        for target, original in zip(targets, originals, strict=True)
+    )
+    return RolloutState(progress=progress, batch=batch, grace_s=grace_s)
+
+
+def _update(state: RolloutState, ids: Iterable[str], **changes: object) -> RolloutState:
+    wanted = set(ids)
+    progress = tuple(
+        replace(item, **changes) if item.target.id in wanted else item  # type: ignore[arg-type]
+        for item in state.progress
+    )
+    return replace(state, progress=progress)
+
+
+def request_sent(state: RolloutState, target_ids: Sequence[str], at: float) -> RolloutState:
+    state = _update(state, target_ids, phase=Phase.REQUESTED, requested_at=at)
+    return replace(state, request_outstanding=True)
+
+
+def request_acknowledged(
+    state: RolloutState, target_ids: Sequence[str], replacements: Sequence[Replica], at: float,
+    timeouts: Sequence[float],
+) -> RolloutState:
+    """The platform made the replacements (same order as the targets); their clocks start now."""
+    progress = list(state.progress)
+    by_id = {item.target.id: index for index, item in enumerate(progress)}
+    for target_id, new, timeout in zip(target_ids, replacements, timeouts, strict=True):
+        index = by_id[target_id]
+        progress[index] = replace(
+            progress[index], phase=Phase.REDEPLOYING, replacement=new, acked_at=at, deadline=at + timeout
+        )
+    state = replace(state, progress=tuple(progress), request_outstanding=False)
+    # Ups that raced ahead of the acknowledgement now find their owner, or are extras.
+    unclaimed, state = state.unclaimed_up, replace(state, unclaimed_up=())
+    for replica_id, up_at in unclaimed:
+        state = replica_up(state, replica_id, up_at)
+    return state
+
+
+def request_failed(state: RolloutState, target_ids: Sequence[str], reason: str, at: float) -> RolloutState:
+    state = _update(state, target_ids, phase=Phase.FAILED, failure=reason, finished_at=at)
+    return replace(state, request_outstanding=False)
+
+
+def _find(state: RolloutState, replica_id: str) -> tuple[TargetProgress | None, TargetProgress | None]:
+    """(entry whose replacement is this replica, entry whose target is this replica)."""
+    as_replacement = next(
+        (item for item in state.progress if item.replacement and item.replacement.id == replica_id), None
+    )
+    as_target = next((item for item in state.progress if item.target.id == replica_id), None)
+    return as_replacement, as_target
+
+
+def replica_up(state: RolloutState, replica_id: str, at: float) -> RolloutState:
+    """A replica came up. A replacement starts settling; an extra frees a slot; a target waits."""
+    owner, target = _find(state, replica_id)
+    if owner is not None:
+        if owner.phase is not Phase.REDEPLOYING:
+            return state  # a repeated healthy report
+        return _update(state, [owner.target.id], phase=Phase.SETTLING, up_at=at, settle_until=at + state.grace_s)
+    if target is not None:
+        return state  # a starting target came up: it still waits for its turn (the seed's rule)
+    if state.request_outstanding:
+        return replace(state, unclaimed_up=(*state.unclaimed_up, (replica_id, at)))
+    return replace(state, extras_up=state.extras_up | {replica_id})
+
+
+def replica_down(state: RolloutState, replica_id: str, reason: str, at: float) -> RolloutState:
+    """A replica exited, turned unhealthy or was removed."""
+    owner, target = _find(state, replica_id)
+    if owner is not None and owner.phase in (Phase.REDEPLOYING, Phase.SETTLING):
+        return _update(state, [owner.target.id], phase=Phase.FAILED, failure=f"replacement {reason}",
+                       finished_at=at)
+    if target is not None and target.phase is Phase.WAITING and reason == "removed":
+        return _update(state, [target.target.id], phase=Phase.SKIPPED, failure="removed before its turn",
+                       finished_at=at)
+    if replica_id in state.extras_up:
+        return replace(state, extras_up=state.extras_up - {replica_id})
+    unclaimed = tuple(entry for entry in state.unclaimed_up if entry[0] != replica_id)
+    return replace(state, unclaimed_up=unclaimed)
+
+
+def advance(state: RolloutState, now: float) -> RolloutState:
+    """Let time pass: grace periods that ran out make replicas UP; missed deadlines are failures."""
+    progress = []
+    for item in state.progress:
+        if item.phase is Phase.SETTLING and item.settle_until is not None and item.settle_until <= now:
+            item = replace(item, phase=Phase.UP, finished_at=item.settle_until)
+        elif item.phase is Phase.REDEPLOYING and item.deadline is not None and item.deadline <= now:
+            timeout = item.deadline - (item.acked_at or 0.0)
+            item = replace(item, phase=Phase.FAILED, finished_at=item.deadline,
+                           failure=f"replacement not up within {timeout:g}s")
+        progress.append(item)
+    return replace(state, progress=tuple(progress))
+
+
+def stop_issuing(state: RolloutState) -> RolloutState:
+    return replace(state, stopped_issuing=True)
+
+
+def cleaned_up(state: RolloutState, target_id: str) -> RolloutState:
+    return _update(state, [target_id], cleaned_up=True)
