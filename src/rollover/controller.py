@@ -13,6 +13,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from rollover import rollout
 from rollover.backends.base import Backend
@@ -166,7 +167,7 @@ class Controller:
                 break
             message = await self._next_message(decision.wake_at)
             if message is not None:
-                state = self._apply(state, lambda s: self._receive(s, message))
+                state = self._apply(state, partial(self._receive, message=message))
         await self._settle_background()
         return state
 
@@ -196,7 +197,7 @@ class Controller:
             raise message.error
         return message
 
-    def _receive(self, state: RolloutState, message: _Message) -> RolloutState:
+    def _receive(self, state: RolloutState, *, message: _Message) -> RolloutState:
         if isinstance(message, ReplicaUp):
             return rollout.replica_up(state, message.replica_id, message.at)
         if isinstance(message, ReplicaDown):

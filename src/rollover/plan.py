@@ -48,6 +48,9 @@ def next_request(state: RolloutState, policy: Policy) -> tuple[TargetProgress, .
 
 
 def _owed_cleanup(state: RolloutState, order: Order, policy: Policy) -> tuple[tuple[TargetProgress, ...], ...]:
+    """Start-first: the replaced replica goes once its successor is UP. A failed replacement goes
+    too, unless the policy is 'pause', which leaves everything for a human to look at."""
+    keep_failed = policy.on_failure is FailurePolicy.PAUSE
     retire: list[TargetProgress] = []
     discard: list[TargetProgress] = []
     for item in state.progress:
@@ -55,7 +58,7 @@ def _owed_cleanup(state: RolloutState, order: Order, policy: Policy) -> tuple[tu
             continue
         if item.phase is Phase.UP and order is Order.START_FIRST:
             retire.append(item)
-        elif item.phase is Phase.FAILED and item.replacement is not None and policy.on_failure is not FailurePolicy.PAUSE:
+        elif item.phase is Phase.FAILED and item.replacement is not None and keep_failed is False:
             discard.append(item)
     return tuple(retire), tuple(discard)
 

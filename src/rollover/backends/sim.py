@@ -23,6 +23,16 @@ class SimulatedService:
     name: str
     replicas: dict[str, Replica] = field(default_factory=dict)
     lock_holder: str | None = None
+    ready: set[str] = field(default_factory=set)  # replicas up and not removed
+    min_ready: int = 0  # the fewest ready replicas at any moment of the rollout
+
+    def add_ready(self, replica_id: str) -> None:
+        self.ready.add(replica_id)
+
+    def remove(self, replica_id: str) -> None:
+        self.replicas.pop(replica_id, None)
+        self.ready.discard(replica_id)
+        self.min_ready = min(self.min_ready, len(self.ready))
 
 
 class SimBackend:
@@ -53,6 +63,8 @@ class SimBackend:
         for _ in range(replicas):
             replica = self._make(f"{service}-{len(self.state.replicas) + 1}", "v1")
             self.state.replicas[replica.id] = replica
+            self.state.add_ready(replica.id)
+        self.state.min_ready = replicas
         originals = list(self.state.replicas)
         self._failing = {originals[position - 1] for position in fail_replicas if 0 < position <= replicas}
 
@@ -67,6 +79,7 @@ class SimBackend:
     def _add_extra(self) -> None:
         extra = self._make(f"{self.state.name}-extra-{len(self.state.replicas) + 1}", "v1")
         self.state.replicas[extra.id] = extra
+        self.state.add_ready(extra.id)
         self._events.put_nowait(ReplicaUp(extra.id, asyncio.get_running_loop().time()))
 
     async def events(self) -> AsyncIterator[ReplicaEvent]:
@@ -104,7 +117,7 @@ class SimBackend:
         sent_at = loop.time()
         if order is Order.STOP_FIRST:
             for target in targets:
-                self.state.replicas.pop(target.id, None)
+                self.state.remove(target.id)
         await asyncio.sleep(self.request_time)
         created = []
         for target, image in zip(targets, images, strict=True):
@@ -123,13 +136,14 @@ class SimBackend:
             self.state.replicas[replica_id] = replace(self.state.replicas[replica_id], running=False)
             self._events.put_nowait(ReplicaDown(replica_id, now, "exited with code 1"))
         else:
+            self.state.add_ready(replica_id)
             self._events.put_nowait(ReplicaUp(replica_id, now))
 
     async def retire(self, replica: Replica) -> None:
-        self.state.replicas.pop(replica.id, None)
+        self.state.remove(replica.id)
 
     async def discard(self, replica: Replica) -> None:
-        self.state.replicas.pop(replica.id, None)
+        self.state.remove(replica.id)
 
     async def close(self) -> None:
         return None

@@ -10,7 +10,7 @@ from typing import TextIO
 from rollover.controller import RolloutResult
 from rollover.model import ProgressEvent
 from rollover.report.timeline import Row, Segment, render
-from rollover.rollout import Phase, RolloutState, TargetProgress
+from rollover.rollout import Phase, TargetProgress
 
 
 def _relative(moment: float | None, start: float) -> float | None:
@@ -52,8 +52,8 @@ def render_timeline(result: RolloutResult, marks: Sequence[float] = ()) -> str:
 class TextReporter:
     """Plain lines, one per step: readable live in a terminal and in a CI log alike."""
 
-    def __init__(self, out: TextIO = sys.stdout, quiet: bool = False) -> None:
-        self.out = out
+    def __init__(self, out: TextIO | None = None, quiet: bool = False) -> None:
+        self.out = out or sys.stdout
         self.quiet = quiet
 
     def __call__(self, event: ProgressEvent) -> None:
@@ -105,7 +105,7 @@ def _plan_text(detail: dict[str, object]) -> str:
 
 def _summary_text(detail: dict[str, object]) -> str:
     text = (f"{detail['result']}: {detail['replaced']} replaced, {detail['failed']} failed, "
-            f"{detail['rolled_back']} rolled back, {detail['skipped']} skipped in {detail['duration_s']:.1f}s")  # type: ignore[str-format]
+            f"{detail['rolled_back']} rolled back, {detail['skipped']} skipped in {detail['duration_s']:.1f}s")
     if detail.get("reason"):
         text += f" (first failure: {detail['reason']})"
     return text
@@ -115,8 +115,8 @@ class JsonReporter:
     """One JSON object per line per event. The summary is held back and printed by ``finish``,
     so it is always the last line, with the timeline in it when one was asked for."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
-        self.out = out
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
         self.summary: dict[str, object] | None = None
 
     def __call__(self, event: ProgressEvent) -> None:
@@ -139,7 +139,3 @@ class JsonReporter:
             lines = chart.split("\n")
             self.summary["timeline"] = {"rows": lines[:-1], "axis": lines[-1]}
         self._print(self.summary)
-
-
-def state_counts(state: RolloutState) -> dict[str, int]:
-    return {phase.value: state.count(phase) for phase in Phase if state.count(phase)}

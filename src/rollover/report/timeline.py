@@ -83,11 +83,15 @@ def _draw_segment(line: list[str], segment: Segment, scale: int) -> None:
 
 
 def render_rows(rows: Sequence[Row], scale: int) -> list[str]:
+    """A replica never touched (the rollout stopped before its turn) runs on: '-' to the end."""
+    last = _column(_last_time(rows), scale)
     lines = []
     for row in rows:
         line: list[str] = []
         for segment in row.segments:
             _draw_segment(line, segment, scale)
+        if not line:
+            line = ["-"] * (last + 1)
         lines.append("".join(line))
     return lines
 

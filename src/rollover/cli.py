@@ -1,0 +1,288 @@
+"""The command line: flags and ROLLOVER_* variables -> a policy and a backend -> the controller.
+
+Exit codes: 0 every target replaced and up; 1 the rollout failed (rolled back, paused, or
+failures under 'continue'); 2 bad input or configuration, nothing touched; 3 locked by another
+rollout; 130 interrupted. Errors print one line, ``error: Class: message``; -v adds the traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from rollover import __version__
+from rollover.backends.base import Backend
+from rollover.backends.sim import SimBackend
+from rollover.clock import run_virtual
+from rollover.controller import Controller, Reporter, RolloutResult
+from rollover.errors import InvalidOption, RolloverError
+from rollover.policy import (
+    FailurePolicy,
+    OrderChoice,
+    Policy,
+    parse_duration,
+    parse_enum,
+    parse_step,
+)
+from rollover.report.output import JsonReporter, TextReporter, render_timeline
+
+# The seed script's variables, still honoured: (old name, new name).
+TUTUM_ALIASES = (
+    ("TUTUM_SERVICE", "ROLLOVER_SERVICE"),
+    ("TUTUM_REDEPLOY_STEP", "ROLLOVER_STEP"),
+    ("TUTUM_GRACE_PERIOD", "ROLLOVER_GRACE_PERIOD"),
+)
+
+
+def apply_seed_aliases(environ: MutableMapping[str, str], warn: Callable[[str], None]) -> None:
+    """Copy TUTUM_* into ROLLOVER_* where the new name is unset, with a one-line notice each."""
+    for old, new in TUTUM_ALIASES:
+        if old in environ and new not in environ:
+            environ[new] = environ[old]
+            warn(f"notice: {old} is read as {new} (the seed script's name); prefer {new}")
+
+
+_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+_IMAGE_REF = re.compile(
+    r"(?:[a-zA-Z0-9.-]+(?::\d+)?/)?"  # registry host[:port]/
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"  # path
+    r"(?::[\w][\w.-]{0,127})?"  # :tag
+    r"(?:@sha256:[0-9a-f]{64})?"  # @digest
+)
+
+
+def parse_selector(values: Sequence[str]) -> dict[str, str]:
+    """'app=web' (repeatable, or comma-separated in ROLLOVER_SELECTOR) -> {'app': 'web'}."""
+    selector: dict[str, str] = {}
+    for value in (part.strip() for raw in values for part in raw.split(",")):
+        if not value:
+            continue
+        key, sep, label_value = value.partition("=")
+        if not sep or not _LABEL_KEY.fullmatch(key) or not label_value or "\n" in label_value:
+            raise InvalidOption(f"selector {value!r}: expected LABEL=VALUE")
+        selector[key] = label_value
+    return selector
+
+
+def parse_image(reference: str | None) -> str | None:
+    if reference is None:
+        return None
+    if not _IMAGE_REF.fullmatch(reference):
+        raise InvalidOption(f"image {reference!r}: not a valid image reference (repo[:tag][@sha256:digest])")
+    return reference
+
+
+@dataclass(frozen=True)
+class OutputChoice:
+    json: bool
+    timeline: bool
+    quiet: bool
+    verbose: int
+    marks: tuple[float, ...] = ()
+
+
+def build_policy(step: str, grace: str, order: str, timeout: str | None, on_failure: str) -> Policy:
+    return Policy(
+        step=parse_step(step),
+        grace_s=parse_duration(grace, "grace period"),
+        order=parse_enum(OrderChoice, order, "order"),
+        timeout_s=None if timeout is None else _positive(parse_duration(timeout, "timeout"), "timeout"),
+        on_failure=parse_enum(FailurePolicy, on_failure, "on-failure"),
+    )
+
+
+def _positive(value: float, what: str) -> float:
+    if value <= 0:
+        raise InvalidOption(f"{what} must be more than 0 seconds")
+    return value
+
+
+def _reporter(choice: OutputChoice) -> tuple[Reporter, JsonReporter | None]:
+    if choice.json:
+        json_reporter = JsonReporter()
+        return json_reporter, json_reporter
+    return TextReporter(quiet=choice.quiet), None
+
+
+async def _run_controller(make_backend: Callable[[], Backend], policy: Policy, report: Reporter) -> RolloutResult:
+    return await Controller(make_backend(), policy, report=report).run()
+
+
+def _finish(result: RolloutResult, choice: OutputChoice, json_reporter: JsonReporter | None) -> int:
+    chart = render_timeline(result, choice.marks) if choice.timeline else None
+    if json_reporter is not None:
+        json_reporter.finish(chart)
+    elif chart is not None:
+        click.echo(chart)
+    return result.exit_code
+
+
+_output_options: list[Callable[[Any], Any]] = [
+    click.option("--output", "output", default="text", envvar="ROLLOVER_OUTPUT", show_default=True,
+                 help="text, or json: one JSON object per event per line, the summary last."),
+    click.option("--timeline/--no-timeline", default=False, envvar="ROLLOVER_TIMELINE",
+                 help="Draw the rollout in the seed's chart notation at the end."),
+    click.option("-v", "--verbose", count=True, help="Tracebacks on errors."),
+    click.option("-q", "--quiet", is_flag=True, envvar="ROLLOVER_QUIET", help="Only failures and the summary."),
+]
+
+_rollout_options: list[Callable[[Any], Any]] = [
+    click.option("--step", default="1", envvar="ROLLOVER_STEP", show_default=True,
+                 help="Replicas in redeployment at once: N, N%, half, or all (one service-wide redeploy)."),
+    click.option("--grace", default="0", envvar="ROLLOVER_GRACE_PERIOD", show_default=True,
+                 help="Seconds a replacement must stay up before the next redeploy goes out."),
+    click.option("--order", default="auto", envvar="ROLLOVER_ORDER", show_default=True,
+                 help="auto, start-first or stop-first."),
+    click.option("--timeout", default=None, envvar="ROLLOVER_TIMEOUT",
+                 help="Seconds a replacement may take to come up [default: healthcheck budget + 10 s, else 60 s]."),
+    click.option("--on-failure", default="rollback", envvar="ROLLOVER_ON_FAILURE", show_default=True,
+                 help="rollback, pause or continue."),
+]
+
+
+def _with(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    def decorate(function: Any) -> Any:
+        for option in reversed(options):
+            function = option(function)
+        return function
+    return decorate
+
+
+def _output_choice(output: str, timeline: bool, quiet: bool, verbose: int,
+                   marks: tuple[float, ...] = ()) -> OutputChoice:
+    if output not in ("text", "json"):
+        raise InvalidOption(f"output {output!r}: expected text or json")
+    return OutputChoice(json=output == "json", timeline=timeline, quiet=quiet, verbose=verbose, marks=marks)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rollover")
+def cli() -> None:
+    """Zero-downtime rolling redeploys of Docker Engine, Compose and Swarm services."""
+
+
+@cli.command()
+@click.argument("service", envvar="ROLLOVER_SERVICE")
+@click.option("--platform", default="auto", envvar="ROLLOVER_PLATFORM", show_default=True,
+              help="docker (Engine and Compose), swarm, or auto.")
+@click.option("--project", default=None, envvar="ROLLOVER_PROJECT",
+              help="Compose project [default: the one `docker compose` would pick here].")
+@click.option("--selector", multiple=True, envvar="ROLLOVER_SELECTOR",
+              help="LABEL=VALUE: roll the containers carrying this label instead of a Compose service.")
+@_with(_rollout_options)
+@click.option("--image", default=None, envvar="ROLLOVER_IMAGE", help="Roll to this image instead of the defined one.")
+@click.option("--pull/--no-pull", default=False, envvar="ROLLOVER_PULL", help="Pull the image before rolling.")
+@_with(_output_options)
+@click.pass_context
+def redeploy(ctx: click.Context, service: str, platform: str, project: str | None, selector: tuple[str, ...],
+             step: str, grace: str, order: str, timeout: str | None, on_failure: str, image: str | None,
+             pull: bool, output: str, timeline: bool, verbose: int, quiet: bool) -> int:
+    """Replace every running replica of SERVICE, STEP at a time, with a fresh one."""
+    ctx.meta["verbose"] = verbose
+    choice = _output_choice(output, timeline, quiet, verbose)
+    policy = build_policy(step, grace, order, timeout, on_failure)
+    labels = parse_selector(selector)
+    if labels and project:
+        raise InvalidOption("--project and --selector exclude each other")
+    reference = parse_image(image)
+    make_backend = _docker_backend_factory(service, platform, project, labels, reference, pull)
+    report, json_reporter = _reporter(choice)
+    result = asyncio.run(_run_controller(make_backend, policy, report))
+    return _finish(result, choice, json_reporter)
+
+
+def _docker_backend_factory(service: str, platform: str, project: str | None, selector: dict[str, str],
+                            image: str | None, pull: bool) -> Callable[[], Backend]:
+    if platform not in ("auto", "docker", "swarm"):
+        raise InvalidOption(f"platform {platform!r}: expected docker, swarm or auto")
+    if platform == "swarm":
+        raise InvalidOption("platform 'swarm' is not available in this release")
+
+    def make() -> Backend:
+        from rollover.backends.docker import DockerBackend
+
+        clock = asyncio.get_running_loop().time
+        return DockerBackend(  # type: ignore[no-any-return]service, project=project, selector=selector or None, image=image, pull=pull,
+                             clock=clock)
+
+    return make
+
+
+@cli.command()
+@click.option("--replicas", type=int, required=True, help="Replicas of the simulated service.")
+@click.option("--request-time", required=True, help="Seconds until the platform acknowledges a request.")
+@click.option("--redeploy-time", required=True, help="Seconds from a request until its replacement is up.")
+@_with(_rollout_options)
+@click.option("--fail-replica", type=int, multiple=True,
+              help="1-based target whose replacement exits instead of coming up (repeatable).")
+@click.option("--extra-at", multiple=True, help="A time at which an extra replica comes up (repeatable).")
+@click.option("--mark", multiple=True, help="A reference tick on the timeline's axis, in seconds (repeatable).")
+@_with(_output_options)
+@click.pass_context
+def simulate(ctx: click.Context, replicas: int, request_time: str, redeploy_time: str, step: str, grace: str,
+             order: str, timeout: str | None, on_failure: str, fail_replica: tuple[int, ...],
+             extra_at: tuple[str, ...], mark: tuple[str, ...], output: str, timeline: bool, verbose: int,
+             quiet: bool) -> int:
+    """Predict a rollout on virtual time: the same controller, an in-memory platform."""
+    ctx.meta["verbose"] = verbose
+    marks = tuple(parse_duration(value, "mark") for value in mark)
+    choice = _output_choice(output, timeline, quiet, verbose, marks)
+    policy = build_policy(step, grace, order, timeout, on_failure)
+    if replicas < 1:
+        raise InvalidOption(f"replicas {replicas}: must be at least 1")
+    request_s = parse_duration(request_time, "request time")
+    redeploy_s = parse_duration(redeploy_time, "redeploy time")
+    if redeploy_s < request_s:
+        raise InvalidOption("redeploy time must be at least the request time (a replica is up after its ack)")
+    extras = tuple(parse_duration(value, "extra-at") for value in extra_at)
+    report, json_reporter = _reporter(choice)
+
+    def make() -> Backend:
+        return SimBackend(replicas, request_s, redeploy_s, fail_replicas=fail_replica, extra_at=extras)
+
+    result = run_virtual(_run_controller(make, policy, report))
+    return _finish(result, choice, json_reporter)
+
+
+def _say_error(exc: BaseException, code_name: str, verbose: bool) -> None:
+    text = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+    message = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if verbose:
+        traceback.print_exception(exc)
+    click.echo(f"error: {code_name}: {message}", err=True)
+
+
+def main(argv: Sequence[str] | None = None, environ: MutableMapping[str, str] | None = None) -> int:
+    """Entry point; returns the exit code (the console script exits with it)."""
+    env: MutableMapping[str, str] = os.environ if environ is None else environ
+    apply_seed_aliases(env, lambda line: click.echo(line, err=True))
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(arg in ("-v", "--verbose") or re.fullmatch(r"-v+", arg) for arg in args)
+    try:
+        code = cli.main(args=args, prog_name="rollover", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: Interrupted: stopped by the user", err=True)
+        return 130
+    except click.ClickException as exc:
+        _say_error(exc, "InvalidOption", verbose)
+        return 2
+    except RolloverError as exc:
+        _say_error(exc, type(exc).__name__, verbose)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("error: Interrupted: stopped by the user", err=True)
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())
+

@@ -1,0 +1,138 @@
+"""The simulator runs the real controller on virtual time: the seed's charts, grace, failures."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from rollover.backends.sim import SimBackend
+from rollover.clock import run_virtual
+from rollover.controller import Controller, RolloutResult
+from rollover.model import ProgressEvent
+from rollover.policy import FailurePolicy, OrderChoice, Policy, parse_step
+from rollover.report.output import render_timeline
+
+SEED_HALF = """\
+-_________|
+--_________|
+---_________|
+----_________|
+-----_________|
+-----------_________|
+------------_________|
+-------------_________|
+--------------_________|
+---------------_________|
+|0 |25"""
+
+SEED_ONE = "\n".join("-" * (1 + 10 * row) + "_" * 9 + "|" for row in range(10)) + "\n|0 |25 |101"
+SEED_ALL = "\n".join(["-_________|"] * 10) + "\n|0 |11"
+
+
+def simulate(replicas: int = 10, step: str = "1", *, request: float = 1, redeploy: float = 10,
+             events: list[ProgressEvent] | None = None, **options: object) -> tuple[RolloutResult, SimBackend]:
+    backend_options = {key: options.pop(key) for key in ("fail_replicas", "extra_at") if key in options}
+    policy = Policy(step=parse_step(step), **options)  # type: ignore[arg-type]
+    sink = events if events is not None else []
+
+    async def main() -> tuple[RolloutResult, SimBackend]:
+        backend = SimBackend(replicas, request, redeploy, **backend_options)  # type: ignore[arg-type]
+        return await Controller(backend, policy, report=sink.append).run(), backend
+
+    return run_virtual(main())
+
+
+@pytest.mark.parametrize(
+    ("step", "chart", "duration", "marks"),
+    [("half", SEED_HALF, 24, ()), ("1", SEED_ONE, 100, (25,)), ("all", SEED_ALL, 10, ())],
+    ids=["half", "one", "all"],
+)
+def test_the_seeds_three_charts(step: str, chart: str, duration: float, marks: tuple[float, ...]) -> None:
+    result, backend = simulate(step=step)
+    assert render_timeline(result, marks) == chart
+    assert result.duration_s == duration
+    assert result.outcome == "completed"
+    assert {replica.image for replica in backend.state.replicas.values()} == {"v2"}
+    assert len(backend.state.replicas) == 10
+
+
+def test_simulation_takes_no_wall_time() -> None:
+    started = time.perf_counter()
+    result, _ = simulate(replicas=200, step="1")
+    assert result.duration_s == 200 * 10  # 200 waves of 10 s each
+    assert time.perf_counter() - started < 5  # virtual time: nothing sleeps
+
+
+def test_grace_period_delays_the_next_request() -> None:
+    events: list[ProgressEvent] = []
+    result, _ = simulate(replicas=3, step="1", grace_s=5, events=events)
+    sent = [event.at for event in events if event.kind == "request_sent"]
+    assert sent == [0, 15, 30]  # up at 10, +5 grace -> next at 15; up at 25, +5 -> 30
+    assert result.duration_s == 45  # the last one settles too
+
+
+def test_an_extra_replica_coming_up_frees_a_slot() -> None:
+    events: list[ProgressEvent] = []
+    simulate(replicas=3, step="1", extra_at=(4,), events=events)
+    sent = [(event.replica, event.at) for event in events if event.kind == "request_sent"]
+    assert sent[:2] == [("app-1", 0), ("app-2", 4)]  # the extra at 4 s lets the second go early
+
+
+def test_start_first_never_drops_below_full_capacity_stop_first_below_n_minus_step() -> None:
+    _, start_first = simulate(replicas=6, step="2", order=OrderChoice.START_FIRST)
+    _, stop_first = simulate(replicas=6, step="2", order=OrderChoice.STOP_FIRST)
+    assert start_first.state.min_ready == 6
+    assert stop_first.state.min_ready == 4
+
+
+def test_rollback_puts_every_replaced_replica_back() -> None:
+    result, backend = simulate(replicas=6, step="2", fail_replicas=(3,))
+    assert result.outcome == "rolled-back"
+    assert result.exit_code == 1
+    assert result.failed == 1 and result.rolled_back == result.replaced == 3
+    images = sorted(replica.image for replica in backend.state.replicas.values())
+    assert images == ["v1"] * 6  # every replica back on the previous image, none lost
+    assert "replacement exited" in (result.reason or "")
+
+
+def test_pause_stops_issuing_and_leaves_everything() -> None:
+    result, backend = simulate(replicas=6, step="1", fail_replicas=(2,), on_failure=FailurePolicy.PAUSE)
+    assert result.outcome == "paused" and result.exit_code == 1
+    assert result.replaced == 1 and result.failed == 1
+    images = sorted(replica.image for replica in backend.state.replicas.values())
+    # 1 replaced (v2), the failed replacement left in place (v2, not running), old 2 kept, 4 untouched
+    assert images.count("v1") == 5 and images.count("v2") == 2
+
+
+def test_continue_carries_on_and_fails_at_the_end() -> None:
+    result, backend = simulate(replicas=6, step="2", fail_replicas=(2, 5), on_failure=FailurePolicy.CONTINUE)
+    assert result.outcome == "failed" and result.exit_code == 1
+    assert result.replaced == 4 and result.failed == 2
+    images = sorted(replica.image for replica in backend.state.replicas.values())
+    assert images == ["v1", "v1", "v2", "v2", "v2", "v2"]  # failed ones stay on their old replica
+
+
+def test_stop_first_failure_under_continue_puts_the_original_back() -> None:
+    result, backend = simulate(replicas=4, step="1", fail_replicas=(2,), on_failure=FailurePolicy.CONTINUE,
+                               order=OrderChoice.STOP_FIRST)
+    assert result.failed == 1
+    assert len(backend.state.replicas) == 4
+    assert sorted(replica.image for replica in backend.state.replicas.values()) == ["v1", "v2", "v2", "v2"]
+
+
+def test_timeline_marks_failures_and_rollbacks() -> None:
+    result, _ = simulate(replicas=4, step="1", fail_replicas=(2,))
+    rows = render_timeline(result).splitlines()
+    assert rows[0].endswith("R")  # replaced, then restored
+    assert rows[1].endswith("x")  # its replacement failed
+    assert set(rows[2]) == {"-"}  # never touched
+
+
+def test_json_summary_figures() -> None:
+    events: list[ProgressEvent] = []
+    simulate(step="half", events=events)
+    summary = events[-1]
+    assert summary.kind == "summary"
+    assert summary.fields()["duration_s"] == 24
+    assert summary.fields()["replaced"] == 10
