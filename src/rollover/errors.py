@@ -10,6 +10,7 @@ exception. The CLI maps each class to an exit code and prints ``error: Class: me
     │   ├── ServiceNotFound           no such project/service/selector, or no running replica
     │   ├── EngineUnavailable         the Docker daemon cannot be reached (socket, TLS, permission)
     │   ├── ImageNotFound             the image to roll to does not exist and cannot be pulled
+    │   ├── BalancerUnavailable       the load balancer cannot be reached or does not front the service
     │   └── Unsupported               the service's shape rules the rollout out (e.g. container_name)
     ├── Locked                        exit 3: another rollout of the service holds the lock
     └── PlatformError                 exit 1: the engine refused an operation mid-rollout
@@ -44,6 +45,10 @@ class EngineUnavailable(BadInput):
 
 class ImageNotFound(BadInput):
     """The image the service should roll to is neither local nor pullable."""
+
+
+class BalancerUnavailable(BadInput):
+    """The load balancer cannot be reached, or its backend does not front the service's replicas."""
 
 
 class Unsupported(BadInput):

@@ -1,0 +1,200 @@
+"""A traffic probe: what a steady stream of clients saw while a service was being rolled.
+
+Open loop: requests start on a fixed schedule (``rate`` per second) whatever the answers, each as
+its own task, so a stalled service shows up as failures and a long gap instead of silently
+slowing the probe down (a closed loop would send fewer requests exactly when it matters).
+In-flight requests are bounded (``max_in_flight``); a request due while the bound is reached is
+not sent and counts as failed, kind "overload".
+
+Every request opens a new connection (keep-alive off, ``Connection: close``). A reused connection
+stays pinned to whatever is behind it until it closes: through a proxy that balances per
+connection (``mode tcp``, a published port, docker-proxy) the probe would never see a new replica
+nor notice an old one going, and its answers by version would lie. An HTTP-mode HAProxy balances
+per request anyway, so nothing is lost there; the cost is a handshake per request, which on
+loopback at a few hundred requests a second is noise.
+
+Failure kinds: connect, timeout, status-5xx, status-4xx, other (a reset or malformed answer),
+overload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import httpx
+
+from rollover.clock import Clock, loop_clock
+
+
+@dataclass(frozen=True)
+class ProbeSample:
+    sent_at: float
+    ok: bool
+    answer: str  # the first line of the body when ok, else the failure kind
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    sent: int
+    ok: int
+    failed: int
+    failures_by_kind: Mapping[str, int]
+    # Longest time without a successful answer: from the start to the first success, between
+    # successes, and from the last success to the stop (or to now, while running).
+    longest_gap_s: float
+    answers: Mapping[str, int]  # successful answers by the first line of their body
+    in_flight: int = 0
+    samples: tuple[ProbeSample, ...] = field(default=(), repr=False)  # only in the final report
+
+    def answers_sent_since(self, moment: float) -> Counter[str]:
+        """Answers to the requests sent at or after ``moment``; a failure counts as "!<kind>"."""
+        return Counter(s.answer if s.ok else f"!{s.answer}" for s in self.samples if s.sent_at >= moment)
+
+
+class Probe:
+    def __init__(
+        self,
+        url: str,
+        rate: float = 50.0,
+        timeout: float = 2.0,
+        *,
+        clock: Clock | None = None,
+        max_in_flight: int = 256,
+        max_samples: int = 100_000,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if rate <= 0 or timeout <= 0 or max_in_flight < 1:
+            raise ValueError("probe rate, timeout and max_in_flight must be positive")
+        if httpx.URL(url).scheme not in ("http", "https"):
+            raise ValueError(f"probe URL {url!r}: expected http:// or https://")
+        self.url = url
+        self.rate = rate
+        self.timeout = timeout
+        self._clock = clock
+        self._max_in_flight = max_in_flight
+        self._transport = transport
+        self._samples: deque[ProbeSample] = deque(maxlen=max_samples)
+        self._answers: Counter[str] = Counter()
+        self._failures: Counter[str] = Counter()
+        self._sent = 0
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._longest_gap = 0.0
+        self._last_ok_at = 0.0
+        self._stopped_at: float | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+        self._progressed = asyncio.Event()
+
+    def _now(self) -> float:
+        if self._clock is None:
+            self._clock = loop_clock()
+        return self._clock()
+
+    async def start(self) -> None:
+        if self._scheduler is not None:
+            raise RuntimeError("the probe was already started")
+        self._client = httpx.AsyncClient(
+            timeout=self.timeout,
+            limits=httpx.Limits(max_connections=self._max_in_flight, max_keepalive_connections=0),
+            headers={"Connection": "close"},
+            transport=self._transport,
+        )
+        self._last_ok_at = self._now()
+        self._scheduler = asyncio.create_task(self._send_on_schedule(self._client))
+
+    async def _send_on_schedule(self, client: httpx.AsyncClient) -> None:
+        interval = 1.0 / self.rate
+        due = self._now()
+        while True:
+            # sleep(0) when late still yields, so a loop that cannot keep up is not starved
+            await asyncio.sleep(max(0.0, due - self._now()))
+            self._send_one(client)
+            due += interval  # a fixed schedule: a late loop catches up instead of sending less
+
+    def _send_one(self, client: httpx.AsyncClient) -> None:
+        self._sent += 1
+        sent_at = self._now()
+        if len(self._in_flight) >= self._max_in_flight:
+            self._record(sent_at, ok=False, answer="overload")
+            return
+        task = asyncio.create_task(self._request(client, sent_at))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _request(self, client: httpx.AsyncClient, sent_at: float) -> None:
+        try:
+            response = await client.get(self.url)
+        except httpx.ConnectError:
+            self._record(sent_at, ok=False, answer="connect")
+        except httpx.TimeoutException:
+            self._record(sent_at, ok=False, answer="timeout")
+        except httpx.HTTPError:
+            self._record(sent_at, ok=False, answer="other")
+        else:
+            status = response.status_code
+            if status >= 400:
+                self._record(sent_at, ok=False, answer="status-5xx" if status >= 500 else "status-4xx")
+            else:
+                self._record(sent_at, ok=True, answer=response.text.partition("\n")[0][:200])
+
+    def _record(self, sent_at: float, *, ok: bool, answer: str) -> None:
+        now = self._now() if self._stopped_at is None else self._stopped_at
+        if ok:
+            self._answers[answer] += 1
+            self._longest_gap = max(self._longest_gap, now - self._last_ok_at)
+            self._last_ok_at = max(self._last_ok_at, now)
+        else:
+            self._failures[answer] += 1
+        self._samples.append(ProbeSample(sent_at, ok, answer))
+        self._progressed.set()  # wake every wait_for, then arm a fresh event for the next outcome
+        self._progressed = asyncio.Event()
+
+    def progress(self) -> ProbeReport:
+        """The tally so far (without samples); requests still in flight are neither ok nor failed."""
+        end = self._now() if self._stopped_at is None else self._stopped_at
+        return ProbeReport(
+            sent=self._sent,
+            ok=sum(self._answers.values()),
+            failed=sum(self._failures.values()),
+            failures_by_kind=dict(self._failures),
+            longest_gap_s=max(self._longest_gap, end - self._last_ok_at),
+            answers=dict(self._answers),
+            in_flight=len(self._in_flight),
+        )
+
+    async def wait_for(self, condition: Callable[[ProbeReport], bool], timeout: float) -> ProbeReport:
+        """Wait (at most ``timeout`` s, else TimeoutError) until the tally satisfies ``condition``."""
+        async with asyncio.timeout(timeout):
+            while not condition(report := self.progress()):
+                await self._progressed.wait()
+        return report
+
+    async def stop(self) -> ProbeReport:
+        """Stop sending, let the requests in flight finish (each within ``timeout``), and report."""
+        if self._scheduler is None:
+            raise RuntimeError("the probe was not started")
+        self._stopped_at = self._now()
+        self._scheduler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._scheduler
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+        if self._client is not None:
+            await self._client.aclose()
+        return dataclasses.replace(self.progress(), samples=tuple(self._samples))
+
+    async def __aenter__(self) -> Probe:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self._stopped_at is None and self._scheduler is not None:
+            await self.stop()
