@@ -17,6 +17,7 @@ from functools import partial
 
 from rollover import rollout
 from rollover.backends.base import Backend
+from rollover.balancers.base import Balancer, NoBalancer
 from rollover.errors import PlatformError, RolloverError
 from rollover.model import Order, ProgressEvent, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot
 from rollover.plan import Decision, decide
@@ -41,11 +42,18 @@ class _RequestFailed:
 
 
 @dataclass(frozen=True)
+class _Admitted:
+    target_id: str
+    at: float
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
 class _Broken:
     error: BaseException
 
 
-_Message = ReplicaUp | ReplicaDown | _Acknowledged | _RequestFailed | _Broken
+_Message = ReplicaUp | ReplicaDown | _Acknowledged | _RequestFailed | _Admitted | _Broken
 
 
 @dataclass(frozen=True)
@@ -82,9 +90,12 @@ def default_holder() -> str:
 
 class Controller:
     def __init__(self, backend: Backend, policy: Policy, *, report: Reporter | None = None,
-                 holder: str | None = None) -> None:
+                 holder: str | None = None, balancer: Balancer | None = None, drain_timeout_s: float = 30.0) -> None:
         self.backend = backend
         self.policy = policy
+        self.balancer: Balancer = balancer or NoBalancer()
+        self._admission = balancer is not None
+        self._drain_timeout_s = drain_timeout_s
         self._report_to = report or (lambda event: None)
         self._holder = holder or default_holder()
         self._messages: asyncio.Queue[_Message] = asyncio.Queue()
@@ -112,6 +123,7 @@ class Controller:
             self._order, why = choose_order(self.policy.order, snapshot.replicas)
             batch = batch_size(self.policy.step, len(snapshot.replicas))
             self._report_plan(snapshot, batch, why)
+            await self.balancer.attach(snapshot.replicas)
             await self.backend.acquire_lock(self._holder)
             try:
                 return await self._roll(snapshot, batch)
@@ -120,6 +132,7 @@ class Controller:
         finally:
             if pump is not None:
                 pump.cancel()
+            await self.balancer.close()
             await self.backend.close()
 
     def _report_plan(self, snapshot: ServiceSnapshot, batch: int, why: str) -> None:
@@ -133,7 +146,9 @@ class Controller:
 
     async def _roll(self, snapshot: ServiceSnapshot, batch: int) -> RolloutResult:
         self._t0 = self._now()
-        forward = await self._run_phase(rollout.start(snapshot.replicas, batch, self.policy.grace_s))
+        forward = await self._run_phase(
+            rollout.start(snapshot.replicas, batch, self.policy.grace_s, admission=self._admission)
+        )
         failure = next((item.failure for item in forward.progress if item.phase is Phase.FAILED), None)
         back: RolloutState | None = None
         if failure is None:
@@ -154,8 +169,9 @@ class Controller:
         done = [item for item in forward.progress if item.phase is Phase.UP and item.replacement]
         self._report("rollback", replicas=[item.target.name for item in done])
         replacements = [item.replacement for item in done if item.replacement is not None]
+        originals = [item.target for item in done]
         return await self._run_phase(
-            rollout.start(replacements, batch, self.policy.grace_s, restore_from=[item.target for item in done])
+            rollout.start(replacements, batch, self.policy.grace_s, restore_from=originals, admission=self._admission)
         )
 
     async def _run_phase(self, state: RolloutState) -> RolloutState:
@@ -175,6 +191,9 @@ class Controller:
         if decision.stop_issuing:
             state = rollout.stop_issuing(state)
             self._report("stop_issuing", policy=self.policy.on_failure.value)
+        for item in decision.admit:
+            state = rollout.admission_issued(state, item.target.id)
+            self._spawn(self._admit(item))
         for item in decision.retire:
             state = rollout.cleaned_up(state, item.target.id)
             self._spawn(self._retire(item))
@@ -208,6 +227,10 @@ class Controller:
                                                 timeouts)
         if isinstance(message, _RequestFailed):
             return rollout.request_failed(state, message.target_ids, message.reason, message.at)
+        if isinstance(message, _Admitted):
+            if message.failure is not None:
+                return rollout.admission_failed(state, message.target_id, message.failure, message.at)
+            return rollout.admitted(state, message.target_id, message.at)
         return state
 
     def _apply(self, state: RolloutState, change: Callable[[RolloutState], RolloutState]) -> RolloutState:
@@ -255,6 +278,9 @@ class Controller:
     async def _request(self, items: Sequence[TargetProgress]) -> None:
         ids = tuple(item.target.id for item in items)
         try:
+            if self._order is Order.STOP_FIRST:
+                for item in items:
+                    await self._drain(item.target)
             if items[0].restore_from is None:
                 new = await self.backend.redeploy([item.target for item in items], self._order)
             else:
@@ -268,9 +294,31 @@ class Controller:
         if len(new) != len(items):
             raise PlatformError(f"asked for {len(items)} replacements, the platform made {len(new)}")
         self._messages.put_nowait(_Acknowledged(ids, tuple(new), self._now()))
+        if self._order is Order.STOP_FIRST:
+            for item in items:
+                await self.balancer.forget(item.target)
+
+    async def _admit(self, item: TargetProgress) -> None:
+        """Put an up replacement into rotation; only then does its grace period (and slot) run."""
+        assert item.replacement is not None
+        try:
+            await self.balancer.admit(item.replacement)
+        except RolloverError as exc:
+            self._messages.put_nowait(_Admitted(item.target.id, self._now(), f"admission failed: {exc}"))
+            return
+        self._report("admitted", item.target.name, replacement=item.replacement.name)
+        self._messages.put_nowait(_Admitted(item.target.id, self._now()))
+
+    async def _drain(self, replica: Replica) -> None:
+        drained = await self.balancer.drain(replica, self._drain_timeout_s)
+        if self._admission:
+            self._report("drained", replica.name, sessions_left=drained.sessions_left,
+                         waited_s=round(drained.waited_s, 3))
 
     async def _retire(self, item: TargetProgress) -> None:
+        await self._drain(item.target)
         await self.backend.retire(item.target)
+        await self.balancer.forget(item.target)
         self._report("retired", item.target.name)
 
     async def _discard(self, item: TargetProgress) -> None:
@@ -278,6 +326,7 @@ class Controller:
         if item.replacement is None:
             return
         original = item.restore_from or item.target
+        await self.balancer.forget(item.replacement)
         if self._order is Order.STOP_FIRST:
             restored = await self.backend.restore(item.replacement, original, Order.STOP_FIRST)
             self._report("restored", item.target.name, replica_id=restored.short_id)

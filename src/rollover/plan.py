@@ -17,6 +17,7 @@ from rollover.rollout import IN_FLIGHT, Phase, RolloutState, TargetProgress
 @dataclass(frozen=True)
 class Decision:
     request: tuple[TargetProgress, ...] = ()  # one request: a single target, or all (step 'all')
+    admit: tuple[TargetProgress, ...] = ()  # replacements that are up: put them into rotation
     retire: tuple[TargetProgress, ...] = ()  # start-first: replaced replicas whose successor is up
     discard: tuple[TargetProgress, ...] = ()  # failed replacements to remove
     stop_issuing: bool = False  # a failure under rollback/pause: send nothing more
@@ -86,11 +87,13 @@ def decide(state: RolloutState, policy: Policy, order: Order, now: float) -> Dec
     issuing = not (state.stopped_issuing or halt)
     request = next_request(state, policy) if issuing else ()
     retire, discard = _owed_cleanup(state, order, policy)
+    admit = tuple(item for item in state.progress if item.phase is Phase.ADMITTING and not item.admission_issued)
     nothing_in_flight = not any(item.phase in IN_FLIGHT for item in state.progress)
     finished = nothing_in_flight and not state.request_outstanding and (not issuing or not state.waiting())
     wake_at = _wake_at(state)
     return Decision(
         request=request,
+        admit=admit,
         retire=retire,
         discard=discard,
         stop_issuing=halt and not state.stopped_issuing,

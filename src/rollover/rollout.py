@@ -5,12 +5,13 @@ here performs anything or reads a clock. ``plan.decide`` reads the state to say 
 
 One ``TargetProgress`` per target walks:
 
-    WAITING -> REQUESTED -> REDEPLOYING -> SETTLING -> UP
-                   \\             \\            \\
-                    +-------------+------------+--> FAILED
+    WAITING -> REQUESTED -> REDEPLOYING -> [ADMITTING] -> SETTLING -> UP
+                   \\             \\              \\             \\
+                    +-------------+--------------+-------------+--> FAILED
 
 REQUESTED: the request is out, not yet acknowledged. REDEPLOYING: the platform acknowledged; the
-replacement exists and is starting. SETTLING: the replacement is up and the grace period runs.
+replacement exists and is starting. ADMITTING (only with a balancer or a post-start hook): the
+replacement is up and is being put into rotation. SETTLING: it serves and the grace period runs.
 A rollback is a second rollout of the same shape whose targets are the replacements, each
 carrying the original it is restored from.
 """
@@ -28,13 +29,14 @@ class Phase(StrEnum):
     WAITING = "waiting"
     REQUESTED = "requested"
     REDEPLOYING = "redeploying"
+    ADMITTING = "admitting"
     SETTLING = "settling"
     UP = "up"
     FAILED = "failed"
     SKIPPED = "skipped"  # the target vanished before its turn
 
 
-IN_FLIGHT = frozenset({Phase.REQUESTED, Phase.REDEPLOYING, Phase.SETTLING})
+IN_FLIGHT = frozenset({Phase.REQUESTED, Phase.REDEPLOYING, Phase.ADMITTING, Phase.SETTLING})
 FINISHED = frozenset({Phase.UP, Phase.FAILED, Phase.SKIPPED})
 
 
@@ -51,6 +53,7 @@ class TargetProgress:
     deadline: float | None = None  # the replacement must be up by then
     finished_at: float | None = None
     failure: str | None = None
+    admission_issued: bool = False
     cleaned_up: bool = False  # the platform action owed after the outcome was issued
 
 
@@ -59,6 +62,7 @@ class RolloutState:
     progress: tuple[TargetProgress, ...]
     batch: int  # replicas allowed in flight at once, before extras
     grace_s: float
+    admission: bool = False  # replacements must be admitted (balancer, post-start hook) before settling
     request_outstanding: bool = False
     stopped_issuing: bool = False
     extras_up: frozenset[str] = frozenset()
@@ -77,14 +81,15 @@ class RolloutState:
 
 
 def start(
-    targets: Sequence[Replica], batch: int, grace_s: float, restore_from: Sequence[Replica] | None = None
+    targets: Sequence[Replica], batch: int, grace_s: float, restore_from: Sequence[Replica] | None = None,
+    admission: bool = False,
 ) -> RolloutState:
     originals = list(restore_from) if restore_from is not None else [None] * len(targets)
     progress = tuple(
         TargetProgress(target=target, restore_from=original)
         for target, original in zip(targets, originals, strict=True)
     )
-    return RolloutState(progress=progress, batch=batch, grace_s=grace_s)
+    return RolloutState(progress=progress, batch=batch, grace_s=grace_s, admission=admission)
 
 
 def _update(state: RolloutState, ids: Iterable[str], **changes: object) -> RolloutState:
@@ -141,6 +146,8 @@ def replica_up(state: RolloutState, replica_id: str, at: float) -> RolloutState:
     if owner is not None:
         if owner.phase is not Phase.REDEPLOYING:
             return state  # a repeated healthy report
+        if state.admission:
+            return _update(state, [owner.target.id], phase=Phase.ADMITTING, up_at=at)
         return _update(state, [owner.target.id], phase=Phase.SETTLING, up_at=at, settle_until=at + state.grace_s)
     if target is not None:
         return state  # a starting target came up: it still waits for its turn (the seed's rule)
@@ -152,7 +159,7 @@ def replica_up(state: RolloutState, replica_id: str, at: float) -> RolloutState:
 def replica_down(state: RolloutState, replica_id: str, reason: str, at: float) -> RolloutState:
     """A replica exited, turned unhealthy or was removed."""
     owner, target = _find(state, replica_id)
-    if owner is not None and owner.phase in (Phase.REDEPLOYING, Phase.SETTLING):
+    if owner is not None and owner.phase in (Phase.REDEPLOYING, Phase.ADMITTING, Phase.SETTLING):
         return _update(state, [owner.target.id], phase=Phase.FAILED, failure=f"replacement {reason}",
                        finished_at=at)
     if target is not None and target.phase is Phase.WAITING and reason == "removed":
@@ -176,6 +183,25 @@ def advance(state: RolloutState, now: float) -> RolloutState:
                            failure=f"replacement not up within {timeout:g}s")
         progress.append(item)
     return replace(state, progress=tuple(progress))
+
+
+def admission_issued(state: RolloutState, target_id: str) -> RolloutState:
+    return _update(state, [target_id], admission_issued=True)
+
+
+def admitted(state: RolloutState, target_id: str, at: float) -> RolloutState:
+    """The replacement is in rotation: its grace period starts now."""
+    item = next(item for item in state.progress if item.target.id == target_id)
+    if item.phase is not Phase.ADMITTING:
+        return state  # it failed meanwhile
+    return _update(state, [target_id], phase=Phase.SETTLING, settle_until=at + state.grace_s)
+
+
+def admission_failed(state: RolloutState, target_id: str, reason: str, at: float) -> RolloutState:
+    item = next(item for item in state.progress if item.target.id == target_id)
+    if item.phase is not Phase.ADMITTING:
+        return state
+    return _update(state, [target_id], phase=Phase.FAILED, failure=reason, finished_at=at)
 
 
 def stop_issuing(state: RolloutState) -> RolloutState:
