@@ -1,0 +1,195 @@
+"""The one place that calls the Docker SDK: blocking calls run in threads, errors leave as ours.
+
+Every SDK or transport exception is translated here (``raise engine_error(...) from exc``):
+
+    cannot connect / permission denied / TLS      -> EngineUnavailable
+    404 for an image                              -> ImageNotFound
+    anything else the engine refuses              -> PlatformError
+
+Calls that accept "already gone" (a 404 on a container) say so explicitly; nothing else is
+swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+import docker
+import docker.errors
+import docker.utils
+import requests
+
+from rollover.errors import EngineUnavailable, ImageNotFound, PlatformError, RolloverError
+
+T = TypeVar("T")
+Inspect = dict[str, Any]
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+
+def engine_address(docker_host: str | None) -> str:
+    """The address a client will use, for error messages (DOCKER_HOST is what from_env reads)."""
+    return docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+
+
+def engine_error(exc: Exception, what: str, address: str) -> RolloverError:
+    """Translate an SDK/transport exception raised while doing ``what`` into our hierarchy."""
+    if isinstance(exc, docker.errors.ImageNotFound):
+        return ImageNotFound(f"{what}: {exc.explanation}")
+    if isinstance(exc, docker.errors.APIError):
+        return PlatformError(f"{what}: {exc.explanation or exc}")
+    if _is_unreachable(exc):
+        return EngineUnavailable(f"cannot reach the Docker daemon at {address}: {_reason(exc)}")
+    if isinstance(exc, requests.exceptions.Timeout):
+        return PlatformError(f"{what}: the Docker daemon at {address} did not answer in time")
+    return PlatformError(f"{what}: {exc}")
+
+
+def _is_unreachable(exc: Exception) -> bool:
+    transport_failures = (requests.exceptions.ConnectionError, ssl.SSLError, ConnectionError, PermissionError)
+    if isinstance(exc, transport_failures):
+        return True
+    if isinstance(exc, docker.errors.TLSParameterError):
+        return True
+    # from_env() probes the API version at construction and wraps transport errors this way.
+    return isinstance(exc, docker.errors.DockerException) and "fetching server API version" in str(exc)
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost message: 'Connection refused' beats three layers of urllib3 wrappers."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        inner = exc.__cause__ or exc.__context__
+        assert inner is not None
+        exc = inner
+    return str(exc) or type(exc).__name__
+
+
+class Engine:
+    """A connected Docker client whose async methods never raise foreign exceptions."""
+
+    def __init__(self, client: Any, address: str, clock_offset_s: float) -> None:
+        self._client = client
+        self.api: Any = client.api
+        self.address = address
+        # engine wall time minus ours: event subscriptions ask "since now" in the engine's time.
+        self._clock_offset_s = clock_offset_s
+
+    @classmethod
+    async def connect(cls, docker_host: str | None) -> Engine:
+        address = engine_address(docker_host)
+        try:
+            return await asyncio.to_thread(cls._connect_blocking, docker_host, address)
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            raise EngineUnavailable(f"cannot reach the Docker daemon at {address}: {_reason(exc)}") from exc
+
+    @classmethod
+    def _connect_blocking(cls, docker_host: str | None, address: str) -> Engine:
+        environment = dict(os.environ)
+        if docker_host is not None:
+            environment["DOCKER_HOST"] = docker_host  # keeps DOCKER_TLS_VERIFY/CERT_PATH in play
+        client = docker.from_env(environment=environment)
+        system_time = datetime.fromisoformat(client.info()["SystemTime"]).timestamp()
+        # Measured against the moment the answer arrived, the offset can only come out too small,
+        # so "since now" may replay a few milliseconds but never skips any.
+        return cls(client, address, clock_offset_s=system_time - time.time())
+
+    async def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            raise engine_error(exc, what, self.address) from exc
+
+    def now_on_engine(self) -> float:
+        return time.time() + self._clock_offset_s
+
+    async def inspect_container(self, container_id: str) -> Inspect | None:
+        """The container's inspect data, or None when it does not exist (any more)."""
+        return await self.call(f"inspect container {container_id[:12]}", self._inspect_or_none, container_id)
+
+    def _inspect_or_none(self, container_id: str) -> Inspect | None:
+        try:
+            return cast(Inspect, self.api.inspect_container(container_id))
+        except docker.errors.NotFound:
+            return None
+
+    async def inspect_image(self, ref: str) -> Inspect | None:
+        return await self.call(f"inspect image {ref}", self._inspect_image_or_none, ref)
+
+    def _inspect_image_or_none(self, ref: str) -> Inspect | None:
+        try:
+            return cast(Inspect, self.api.inspect_image(ref))
+        except docker.errors.NotFound:  # ImageNotFound is a NotFound
+            return None
+
+    async def list_container_ids(self, labels: dict[str, str]) -> list[str]:
+        """Ids of every container (running or not) carrying all ``labels``."""
+        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        found = await self.call("list containers", self.api.containers, all=True, filters=filters)
+        return [str(summary["Id"]) for summary in found]
+
+    async def stop(self, container_id: str, timeout_s: int) -> None:
+        """Stop within ``timeout_s`` (then SIGKILL); a container that is already gone is fine."""
+        await self.call(f"stop container {container_id[:12]}", self._stop_if_present, container_id, timeout_s)
+
+    def _stop_if_present(self, container_id: str, timeout_s: int) -> None:
+        with contextlib.suppress(docker.errors.NotFound):  # gone already: what stopping wanted
+            self.api.stop(container_id, timeout=timeout_s)
+
+    async def remove(self, container_id: str, *, force: bool, volumes: bool) -> None:
+        """Remove a container; a 404 means someone (or autoremove) got there first, which is fine."""
+        what = f"remove container {container_id[:12]}"
+        await self.call(what, self._remove_if_present, container_id, force, volumes)
+
+    def _remove_if_present(self, container_id: str, force: bool, volumes: bool) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self.api.remove_container(container_id, force=force, v=volumes)
+
+    async def create_container(self, body: dict[str, Any], name: str) -> str | None:
+        """Create (not start) a container; its id, or None when ``name`` is already taken."""
+        return await self.call(f"create container {name}", self._create_unless_taken, body, name)
+
+    def _create_unless_taken(self, body: dict[str, Any], name: str) -> str | None:
+        try:
+            return str(self.api.create_container_from_config(body, name=name)["Id"])
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                return None
+            raise
+
+    async def connect_network(self, container_id: str, network: str, endpoint: dict[str, Any]) -> None:
+        what = f"connect container {container_id[:12]} to network {network}"
+        await self.call(what, self.api.connect_container_to_network, container_id, network, **endpoint)
+
+    async def start(self, container_id: str) -> None:
+        await self.call(f"start container {container_id[:12]}", self.api.start, container_id)
+
+    async def rename(self, container_id: str, name: str) -> None:
+        await self.call(f"rename container {container_id[:12]} to {name}", self.api.rename, container_id, name)
+
+    async def pull(self, ref: str) -> None:
+        """Pull ``ref``; errors the engine reports inside the progress stream count as failures."""
+        await self.call(f"pull {ref}", self._pull_blocking, ref)
+
+    def _pull_blocking(self, ref: str) -> None:
+        repository, tag = docker.utils.parse_repository_tag(ref)
+        for progress in self.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+            if progress.get("error"):
+                raise PlatformError(str(progress["error"]))
+
+    def open_events(self, filters: dict[str, list[str]]) -> Iterator[dict[str, Any]]:
+        """Subscribe to the event stream (blocking until the engine answered); closeable."""
+        since = f"{self.now_on_engine():.9f}"
+        try:
+            return cast(Iterator[dict[str, Any]], self.api.events(since=since, filters=filters, decode=True))
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            raise engine_error(exc, "subscribe to events", self.address) from exc
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._client.close)

@@ -1,0 +1,105 @@
+"""Helpers for the engine tests: names, commands, and a Compose project torn down by name."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+
+IMAGES_DIR = Path(__file__).resolve().parent.parent / "images" / "app"
+BUSYBOX = Path("/bin/busybox")
+APP_V1 = "rollover-test/app:v1"
+APP_V2 = "rollover-test/app:v2"
+APP_BROKEN = "rollover-test/app:broken"
+
+
+def unique_name(kind: str) -> str:
+    return f"rtest-docker-{kind}-{uuid.uuid4().hex[:8]}"
+
+
+def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    """Run a command and return its combined output; a failure fails the test with that output."""
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return done.stdout + done.stderr
+
+
+def compose_yaml(
+    project: str,
+    image: str,
+    *,
+    replicas: int,
+    volumes: bool = False,
+    container_name: str | None = None,
+) -> str:
+    """The test service ``web``: the image's own healthcheck (every 0.5 s), quick stops."""
+    lines = [
+        f"name: {project}",
+        "services:",
+        "  web:",
+        f"    image: {image}",
+        "    stop_grace_period: 5s",
+        "    deploy:",
+        f"      replicas: {replicas}",
+    ]
+    if container_name:
+        lines.append(f"    container_name: {container_name}")
+    if volumes:
+        lines += ["    volumes:", "      - shared:/shared", "      - /data", "volumes:", "  shared: {}"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class ComposeProject:
+    """A Compose project in its own directory, torn down by name after the test."""
+
+    name: str
+    directory: Path
+    client: Any
+    volumes: set[str] = field(default_factory=set)
+
+    @property
+    def file(self) -> Path:
+        return self.directory / "compose.yaml"
+
+    def write(self, image: str, **options: Any) -> None:
+        self.file.write_text(compose_yaml(self.name, image, **options))
+
+    def compose(self, *args: str) -> str:
+        return run("docker", "compose", "-p", self.name, "-f", str(self.file), *args, cwd=self.directory)
+
+    def containers(self, service: str = "web") -> list[Any]:
+        filters = {"label": [f"com.docker.compose.project={self.name}", f"com.docker.compose.service={service}"]}
+        return list(self.client.containers.list(all=True, filters=filters))
+
+    def remember_volumes(self) -> None:
+        """Record the volumes the project's containers use, anonymous ones included."""
+        for container in self.containers():
+            container.reload()
+            self.volumes |= {m["Name"] for m in container.attrs["Mounts"] if m.get("Type") == "volume"}
+
+    def tear_down(self) -> None:
+        self.remember_volumes()
+        try:
+            self.compose("down", "-v", "--remove-orphans", "-t", "1")
+        finally:
+            remove_containers(self.client, [f"rollover-lock-{self.name}-web"])
+            remove_volumes(self.client, self.volumes)
+
+
+def remove_containers(client: Any, names_or_ids: list[str]) -> None:
+    for name in names_or_ids:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_container(name, force=True, v=True)
+
+
+def remove_volumes(client: Any, names: set[str]) -> None:
+    for name in names:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_volume(name, force=True)
