@@ -19,6 +19,14 @@ from typing import Any
 import click
 
 from rollover import __version__
+from rollover.assembly import (
+    TrafficOptions,
+    check_probe_url,
+    make_balancer,
+    make_probe,
+    parse_balancers,
+    parse_hook,
+)
 from rollover.backends.base import Backend
 from rollover.backends.sim import SimBackend
 from rollover.clock import run_virtual
@@ -134,6 +142,27 @@ _output_options: list[Callable[[Any], Any]] = [
     click.option("-q", "--quiet", is_flag=True, envvar="ROLLOVER_QUIET", help="Only failures and the summary."),
 ]
 
+_traffic_options: list[Callable[[Any], Any]] = [
+    click.option("--balancer", "balancers", multiple=True, envvar="ROLLOVER_BALANCER",
+                 help="haproxy:SOCKET:BACKEND, traefik:API_URL:SERVICE or caddy:ADMIN_URL:ROUTE_ID (repeatable)."),
+    click.option("--balancer-address", default="auto", envvar="ROLLOVER_BALANCER_ADDRESS", show_default=True,
+                 help="How the balancer reaches a replica: auto, published, or network:NAME."),
+    click.option("--balancer-port", type=int, default=None, envvar="ROLLOVER_BALANCER_PORT",
+                 help="The container port the balancer sends to [default: learned from the balancer]."),
+    click.option("--drain-timeout", default="30", envvar="ROLLOVER_DRAIN_TIMEOUT", show_default=True,
+                 help="Seconds to wait for a draining replica's sessions to end."),
+    click.option("--pre-stop", default=None, envvar="ROLLOVER_PRE_STOP",
+                 help="Command run before a replica is stopped (no shell; replica in ROLLOVER_REPLICA_*)."),
+    click.option("--post-start", default=None, envvar="ROLLOVER_POST_START",
+                 help="Command run when a replacement is up, before it counts as up."),
+    click.option("--probe", "probe_url", default=None, envvar="ROLLOVER_PROBE",
+                 help="Send steady traffic to this URL during the rollout and report what it saw."),
+    click.option("--probe-rate", type=float, default=50.0, envvar="ROLLOVER_PROBE_RATE", show_default=True,
+                 help="Probe requests per second."),
+    click.option("--max-probe-failures", type=int, default=None, envvar="ROLLOVER_MAX_PROBE_FAILURES",
+                 help="Fail the rollout (exit 1) when the probe sees more failed requests [default: report only]."),
+]
+
 _rollout_options: list[Callable[[Any], Any]] = [
     click.option("--step", default="1", envvar="ROLLOVER_STEP", show_default=True,
                  help="Replicas in redeployment at once: N, N%, half, or all (one service-wide redeploy)."),
@@ -180,23 +209,48 @@ def cli() -> None:
 @_with(_rollout_options)
 @click.option("--image", default=None, envvar="ROLLOVER_IMAGE", help="Roll to this image instead of the defined one.")
 @click.option("--pull/--no-pull", default=False, envvar="ROLLOVER_PULL", help="Pull the image before rolling.")
+@_with(_traffic_options)
 @_with(_output_options)
-@click.pass_context
-def redeploy(ctx: click.Context, service: str, platform: str, project: str | None, selector: tuple[str, ...],
-             step: str, grace: str, order: str, timeout: str | None, on_failure: str, image: str | None,
-             pull: bool, output: str, timeline: bool, verbose: int, quiet: bool) -> int:
+def redeploy(service: str, platform: str, project: str | None, selector: tuple[str, ...], step: str, grace: str,
+             order: str, timeout: str | None, on_failure: str, image: str | None, pull: bool,
+             balancers: tuple[str, ...], balancer_address: str, balancer_port: int | None, drain_timeout: str,
+             pre_stop: str | None, post_start: str | None, probe_url: str | None, probe_rate: float,
+             max_probe_failures: int | None, output: str, timeline: bool, verbose: int, quiet: bool) -> int:
     """Replace every running replica of SERVICE, STEP at a time, with a fresh one."""
-    ctx.meta["verbose"] = verbose
     choice = _output_choice(output, timeline, quiet, verbose)
     policy = build_policy(step, grace, order, timeout, on_failure)
     labels = parse_selector(selector)
     if labels and project:
         raise InvalidOption("--project and --selector exclude each other")
     reference = parse_image(image)
+    traffic = TrafficOptions(
+        balancers=parse_balancers(balancers), address_mode=balancer_address, port=balancer_port,
+        drain_timeout_s=parse_duration(drain_timeout, "drain timeout"),
+        pre_stop=parse_hook(pre_stop, "pre-stop hook"), post_start=parse_hook(post_start, "post-start hook"),
+        probe_url=check_probe_url(probe_url), probe_rate=_positive(probe_rate, "probe rate"),
+        max_probe_failures=_not_negative(max_probe_failures, "max probe failures"),
+    )
     make_backend = _docker_backend_factory(service, platform, project, labels, reference, pull)
     report, json_reporter = _reporter(choice)
-    result = asyncio.run(_run_controller(make_backend, policy, report))
+    result = asyncio.run(_redeploy(make_backend, policy, traffic, report))
     return _finish(result, choice, json_reporter)
+
+
+def _not_negative(value: int | None, what: str) -> int | None:
+    if value is not None and value < 0:
+        raise InvalidOption(f"{what} {value}: must be 0 or more")
+    return value
+
+
+async def _redeploy(make_backend: Callable[[], Backend], policy: Policy, traffic: TrafficOptions,
+                    report: Reporter) -> RolloutResult:
+    clock = asyncio.get_running_loop().time
+    controller = Controller(
+        make_backend(), policy, report=report, balancer=make_balancer(traffic, clock),
+        drain_timeout_s=traffic.drain_timeout_s, probe=make_probe(traffic, clock),
+        max_probe_failures=traffic.max_probe_failures,
+    )
+    return await controller.run()
 
 
 def _docker_backend_factory(service: str, platform: str, project: str | None, selector: dict[str, str],
@@ -210,7 +264,7 @@ def _docker_backend_factory(service: str, platform: str, project: str | None, se
         from rollover.backends.docker import DockerBackend
 
         clock = asyncio.get_running_loop().time
-        return DockerBackend(  # type: ignore[no-any-return]service, project=project, selector=selector or None, image=image, pull=pull,
+        return DockerBackend(service, project=project, selector=selector or None, image=image, pull=pull,
                              clock=clock)
 
     return make
@@ -226,13 +280,11 @@ def _docker_backend_factory(service: str, platform: str, project: str | None, se
 @click.option("--extra-at", multiple=True, help="A time at which an extra replica comes up (repeatable).")
 @click.option("--mark", multiple=True, help="A reference tick on the timeline's axis, in seconds (repeatable).")
 @_with(_output_options)
-@click.pass_context
-def simulate(ctx: click.Context, replicas: int, request_time: str, redeploy_time: str, step: str, grace: str,
+def simulate(replicas: int, request_time: str, redeploy_time: str, step: str, grace: str,
              order: str, timeout: str | None, on_failure: str, fail_replica: tuple[int, ...],
              extra_at: tuple[str, ...], mark: tuple[str, ...], output: str, timeline: bool, verbose: int,
              quiet: bool) -> int:
     """Predict a rollout on virtual time: the same controller, an in-memory platform."""
-    ctx.meta["verbose"] = verbose
     marks = tuple(parse_duration(value, "mark") for value in mark)
     choice = _output_choice(output, timeline, quiet, verbose, marks)
     policy = build_policy(step, grace, order, timeout, on_failure)

@@ -14,6 +14,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 from rollover import rollout
 from rollover.backends.base import Backend
@@ -22,6 +23,7 @@ from rollover.errors import PlatformError, RolloverError
 from rollover.model import Order, ProgressEvent, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot
 from rollover.plan import Decision, decide
 from rollover.policy import FailurePolicy, Policy, batch_size, choose_order, replacement_timeout
+from rollover.probe import ProbeReport
 from rollover.rollout import Phase, RolloutState, TargetProgress
 
 Reporter = Callable[[ProgressEvent], None]
@@ -66,6 +68,7 @@ class RolloutResult:
     started_at: float  # loop time of the start; every time in the states is on the same clock
     duration_s: float
     reason: str | None = None
+    probe: ProbeReport | None = None
 
     @property
     def replaced(self) -> int:
@@ -84,14 +87,31 @@ class RolloutResult:
         return 0 if self.outcome == "completed" else 1
 
 
+def probe_figures(report: ProbeReport) -> dict[str, object]:
+    return {"sent": report.sent, "ok": report.ok, "failed": report.failed,
+            "failures_by_kind": dict(report.failures_by_kind), "longest_gap_s": round(report.longest_gap_s, 3),
+            "answers": dict(report.answers)}
+
+
 def default_holder() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
 
 
+class TrafficProbe(Protocol):
+    """What the controller needs of ``rollover.probe.Probe``."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> ProbeReport: ...
+
+
 class Controller:
     def __init__(self, backend: Backend, policy: Policy, *, report: Reporter | None = None,
-                 holder: str | None = None, balancer: Balancer | None = None, drain_timeout_s: float = 30.0) -> None:
+                 holder: str | None = None, balancer: Balancer | None = None, drain_timeout_s: float = 30.0,
+                 probe: TrafficProbe | None = None, max_probe_failures: int | None = None) -> None:
         self.backend = backend
+        self.probe = probe
+        self.max_probe_failures = max_probe_failures
         self.policy = policy
         self.balancer: Balancer = balancer or NoBalancer()
         self._admission = balancer is not None
@@ -108,6 +128,9 @@ class Controller:
 
     def _report(self, kind: str, replica: str = "", at: float | None = None, **detail: object) -> None:
         """Tell the user; ``at`` is a loop time (default now), reported relative to the start."""
+        self._emit(kind, replica, at, detail)
+
+    def _emit(self, kind: str, replica: str, at: float | None, detail: dict[str, object]) -> None:
         moment = self._now() if at is None else at
         self._report_to(ProgressEvent(kind, round(moment - self._t0, 6), replica, tuple(detail.items())))
 
@@ -146,6 +169,8 @@ class Controller:
 
     async def _roll(self, snapshot: ServiceSnapshot, batch: int) -> RolloutResult:
         self._t0 = self._now()
+        if self.probe is not None:
+            await self.probe.start()
         forward = await self._run_phase(
             rollout.start(snapshot.replicas, batch, self.policy.grace_s, admission=self._admission)
         )
@@ -158,12 +183,24 @@ class Controller:
             outcome = "rolled-back"
         else:
             outcome = "paused" if self.policy.on_failure is FailurePolicy.PAUSE else "failed"
+        probe = await self.probe.stop() if self.probe is not None else None
+        if probe is not None and outcome == "completed" and self._too_many_probe_failures(probe):
+            outcome = "failed"
+            failure = f"the probe saw {probe.failed} failed requests (limit {self.max_probe_failures})"
         result = RolloutResult(outcome, snapshot, self._order, forward, back, self._t0,
-                               round(self._now() - self._t0, 6), failure)
-        self._report("summary", replaced=result.replaced, failed=result.failed, rolled_back=result.rolled_back,
-                     skipped=forward.count(Phase.SKIPPED), duration_s=result.duration_s, result=outcome,
-                     reason=failure)
+                               round(self._now() - self._t0, 6), failure, probe)
+        figures: dict[str, object] = {
+            "replaced": result.replaced, "failed": result.failed, "rolled_back": result.rolled_back,
+            "skipped": forward.count(Phase.SKIPPED), "duration_s": result.duration_s, "result": outcome,
+            "reason": failure,
+        }
+        if probe is not None:
+            figures["probe"] = probe_figures(probe)
+        self._emit("summary", "", None, figures)
         return result
+
+    def _too_many_probe_failures(self, probe: ProbeReport) -> bool:
+        return self.max_probe_failures is not None and probe.failed > self.max_probe_failures
 
     async def _roll_back(self, forward: RolloutState, batch: int) -> RolloutState:
         done = [item for item in forward.progress if item.phase is Phase.UP and item.replacement]

@@ -1,0 +1,126 @@
+"""Build the parts of a rollout from validated option values: backend, balancers, hooks, probe.
+
+Everything here validates before it builds, so a bad value is an InvalidOption (exit 2) raised
+before any platform is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from rollover.balancers.base import Balancer
+from rollover.clock import Clock
+from rollover.errors import InvalidOption
+from rollover.probe import Probe
+
+BALANCER_KINDS = ("haproxy", "traefik", "caddy")
+
+
+@dataclass(frozen=True)
+class BalancerSpec:
+    """``KIND:ADDRESS:NAME``; the address may hold colons itself (tcp:HOST:PORT, http://host:port).
+
+    'haproxy:/run/haproxy/admin.sock:web' -> haproxy, '/run/haproxy/admin.sock', backend 'web'
+    'traefik:http://127.0.0.1:8081:web@docker' -> traefik, 'http://127.0.0.1:8081', service 'web@docker'
+    """
+
+    kind: str
+    address: str
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> BalancerSpec:
+        kind, _, rest = text.partition(":")
+        address, _, name = rest.rpartition(":")
+        if kind not in BALANCER_KINDS or not address or not name:
+            raise InvalidOption(
+                f"balancer {text!r}: expected haproxy:SOCKET:BACKEND, traefik:API_URL:SERVICE"
+                " or caddy:ADMIN_URL:ROUTE_ID"
+            )
+        return cls(kind, address, name)
+
+
+@dataclass(frozen=True)
+class TrafficOptions:
+    balancers: tuple[BalancerSpec, ...] = ()
+    address_mode: str = "auto"
+    port: int | None = None
+    drain_timeout_s: float = 30.0
+    pre_stop: tuple[str, ...] | None = None
+    post_start: tuple[str, ...] | None = None
+    probe_url: str | None = None
+    probe_rate: float = 50.0
+    max_probe_failures: int | None = None
+
+
+def make_balancer(options: TrafficOptions, clock: Clock) -> Balancer | None:
+    """One balancer, a chain of several, or None: then the controller uses no admission phase."""
+    parts: list[Balancer] = [_one_balancer(spec, options, clock) for spec in options.balancers]
+    if options.pre_stop or options.post_start:
+        from rollover.hooks import CommandHooks
+
+        parts.append(CommandHooks(options.pre_stop, options.post_start))
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    from rollover.balancers.chain import BalancerChain
+
+    return BalancerChain(parts)
+
+
+def _one_balancer(spec: BalancerSpec, options: TrafficOptions, clock: Clock) -> Balancer:
+    mode, _, network = options.address_mode.partition(":")
+    if spec.kind == "haproxy":
+        from rollover.balancers.haproxy import HAProxyBalancer
+
+        return HAProxyBalancer(spec.address, spec.name, address_mode=mode, network=network or None,
+                               port=options.port, clock=clock)
+    if spec.kind == "caddy":
+        from rollover.balancers.caddy import CaddyBalancer
+
+        return CaddyBalancer(spec.address, spec.name, address_mode=mode, network=network or None,
+                             port=options.port, clock=clock)
+    from rollover.balancers.traefik import TraefikBalancer
+
+    return TraefikBalancer(spec.address, spec.name, clock=clock)
+
+
+def check_probe_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise InvalidOption(f"probe URL {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidOption(f"probe URL {url!r}: expected http://HOST[:PORT]/PATH or https://...")
+    return url
+
+
+def make_probe(options: TrafficOptions, clock: Clock) -> Probe | None:
+    if options.probe_url is None:
+        return None
+    return Probe(options.probe_url, rate=options.probe_rate, clock=clock)
+
+
+def parse_hook(text: str | None, what: str) -> tuple[str, ...] | None:
+    """An argument list, split like a shell would but never run through one."""
+    if text is None:
+        return None
+    import shlex
+
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise InvalidOption(f"{what} {text!r}: {exc}") from None
+    if not words:
+        raise InvalidOption(f"{what}: empty command")
+    return tuple(words)
+
+
+def parse_balancers(values: Sequence[str]) -> tuple[BalancerSpec, ...]:
+    return tuple(BalancerSpec.parse(value) for raw in values for value in raw.split() if value)
