@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Callable, MutableMapping, Sequence
@@ -250,7 +251,14 @@ async def _redeploy(make_backend: Callable[[], Backend], policy: Policy, traffic
         drain_timeout_s=traffic.drain_timeout_s, probe=make_probe(traffic, clock),
         max_probe_failures=traffic.max_probe_failures,
     )
-    return await controller.run()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, controller.interrupt, signal.Signals(signal_number).name)
+    try:
+        return await controller.run()
+    finally:
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signal_number)
 
 
 def _docker_backend_factory(service: str, platform: str, project: str | None, selector: dict[str, str],

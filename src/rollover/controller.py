@@ -51,16 +51,21 @@ class _Admitted:
 
 
 @dataclass(frozen=True)
+class _Interrupted:
+    signal: str
+
+
+@dataclass(frozen=True)
 class _Broken:
     error: BaseException
 
 
-_Message = ReplicaUp | ReplicaDown | _Acknowledged | _RequestFailed | _Admitted | _Broken
+_Message = ReplicaUp | ReplicaDown | _Acknowledged | _RequestFailed | _Admitted | _Interrupted | _Broken
 
 
 @dataclass(frozen=True)
 class RolloutResult:
-    outcome: str  # completed | failed | rolled-back | paused
+    outcome: str  # completed | failed | rolled-back | paused | interrupted
     snapshot: ServiceSnapshot
     order: Order
     forward: RolloutState
@@ -84,7 +89,7 @@ class RolloutResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.outcome == "completed" else 1
+        return {"completed": 0, "interrupted": 130}.get(self.outcome, 1)
 
 
 def probe_figures(report: ProbeReport) -> dict[str, object]:
@@ -122,6 +127,8 @@ class Controller:
         self._tasks: set[asyncio.Task[None]] = set()
         self._t0 = 0.0
         self._order = Order.START_FIRST
+        self._interrupted_by: str | None = None
+        self._main: asyncio.Task[object] | None = None
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -134,8 +141,20 @@ class Controller:
         moment = self._now() if at is None else at
         self._report_to(ProgressEvent(kind, round(moment - self._t0, 6), replica, tuple(detail.items())))
 
+    def interrupt(self, signal_name: str) -> None:
+        """SIGINT/SIGTERM: stop issuing, let in-flight replacements finish (and under 'rollback'
+        put every replaced replica back), then exit 130. A second signal stops at once; the lock
+        is still released on the way out."""
+        if self._interrupted_by is None:
+            self._interrupted_by = signal_name
+            self._messages.put_nowait(_Interrupted(signal_name))
+        elif self._main is not None:
+            self._report("interrupted_again", signal=signal_name)
+            self._main.cancel()
+
     async def run(self) -> RolloutResult:
         """Connect, look, lock, roll (and roll back if the policy says so), unlock."""
+        self._main = asyncio.current_task()
         self._t0 = self._now()
         pump: asyncio.Task[None] | None = None
         try:
@@ -176,9 +195,14 @@ class Controller:
         )
         failure = next((item.failure for item in forward.progress if item.phase is Phase.FAILED), None)
         back: RolloutState | None = None
-        if failure is None:
+        rolling_back = self.policy.on_failure is FailurePolicy.ROLLBACK
+        if self._interrupted_by is not None:
+            failure = f"interrupted by {self._interrupted_by}"
+            back = await self._roll_back(forward, batch) if rolling_back else None
+            outcome = "interrupted"
+        elif failure is None:
             outcome = "completed"
-        elif self.policy.on_failure is FailurePolicy.ROLLBACK:
+        elif rolling_back:
             back = await self._roll_back(forward, batch)
             outcome = "rolled-back"
         else:
@@ -193,6 +217,7 @@ class Controller:
             "replaced": result.replaced, "failed": result.failed, "rolled_back": result.rolled_back,
             "skipped": forward.count(Phase.SKIPPED), "duration_s": result.duration_s, "result": outcome,
             "reason": failure,
+            "not_redeployed": [item.target.name for item in forward.progress if item.phase is Phase.WAITING],
         }
         if probe is not None:
             figures["probe"] = probe_figures(probe)
@@ -253,6 +278,10 @@ class Controller:
             raise message.error
         return message
 
+    def _stop_on_interrupt(self, state: RolloutState, signal_name: str) -> RolloutState:
+        self._report("interrupted", signal=signal_name, in_flight=state.in_flight())
+        return rollout.stop_issuing(state)
+
     def _receive(self, state: RolloutState, *, message: _Message) -> RolloutState:
         if isinstance(message, ReplicaUp):
             return rollout.replica_up(state, message.replica_id, message.at)
@@ -264,6 +293,8 @@ class Controller:
                                                 timeouts)
         if isinstance(message, _RequestFailed):
             return rollout.request_failed(state, message.target_ids, message.reason, message.at)
+        if isinstance(message, _Interrupted):
+            return self._stop_on_interrupt(state, message.signal)
         if isinstance(message, _Admitted):
             if message.failure is not None:
                 return rollout.admission_failed(state, message.target_id, message.failure, message.at)

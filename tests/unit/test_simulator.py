@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -136,3 +137,30 @@ def test_json_summary_figures() -> None:
     assert summary.kind == "summary"
     assert summary.fields()["duration_s"] == 24
     assert summary.fields()["replaced"] == 10
+
+
+def _interrupted(replicas: int, step: str, at: float, **options: object) -> tuple[RolloutResult, SimBackend]:
+    policy = Policy(step=parse_step(step), **options)  # type: ignore[arg-type]
+
+    async def main() -> tuple[RolloutResult, SimBackend]:
+        backend = SimBackend(replicas, 1, 10)
+        controller = Controller(backend, policy)
+        asyncio.get_running_loop().call_at(at, controller.interrupt, "SIGINT")
+        return await controller.run(), backend
+
+    return run_virtual(main())
+
+
+def test_an_interrupt_lets_in_flight_finish_then_rolls_back() -> None:
+    result, backend = _interrupted(6, "2", at=12)  # two done at 10/11, two in flight since 10/11
+    assert result.outcome == "interrupted" and result.exit_code == 130
+    assert result.replaced == 4  # the two in flight were let finish ...
+    assert result.rolled_back == 4  # ... and everything replaced was put back
+    assert sorted(replica.image for replica in backend.state.replicas.values()) == ["v1"] * 6
+
+
+def test_an_interrupt_under_pause_stops_where_it_is() -> None:
+    result, backend = _interrupted(6, "2", at=12, on_failure=FailurePolicy.PAUSE)
+    assert result.exit_code == 130 and result.replaced == 4
+    images = sorted(replica.image for replica in backend.state.replicas.values())
+    assert images == ["v1", "v1", "v2", "v2", "v2", "v2"]  # no replica lost, none half-made

@@ -72,6 +72,9 @@ class TextReporter:
             return _summary_text(detail)
         if event.kind == "stop_issuing":
             return f"{stamp} a replacement failed: no more redeploys are issued (--on-failure {detail['policy']})"
+        if event.kind == "interrupted":
+            return (f"{stamp} interrupted by {detail['signal']}: no more redeploys are issued; "
+                    f"waiting for the {detail['in_flight']} in flight (again to stop at once)")
         if event.kind == "rollback":
             return f"{stamp} rolling back {len(detail['replicas'])} replaced replica(s) to their previous image"  # type: ignore[arg-type]
         words = {
@@ -107,7 +110,11 @@ def _summary_text(detail: dict[str, object]) -> str:
     text = (f"{detail['result']}: {detail['replaced']} replaced, {detail['failed']} failed, "
             f"{detail['rolled_back']} rolled back, {detail['skipped']} skipped in {detail['duration_s']:.1f}s")
     if detail.get("reason"):
-        text += f" (first failure: {detail['reason']})"
+        prefix = "" if detail["result"] == "interrupted" else "first failure: "
+        text += f" ({prefix}{detail['reason']})"
+    waiting = detail.get("not_redeployed")
+    if waiting:
+        text += f"\n  not redeployed: {', '.join(str(name) for name in waiting)}"  # type: ignore[attr-defined]
     return text
 
 
