@@ -11,22 +11,28 @@ import asyncio
 import getpass
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from rollover import rollout
 from rollover.backends.base import Backend
 from rollover.balancers.base import Balancer, NoBalancer
-from rollover.errors import PlatformError, RolloverError
+from rollover.errors import EngineUnavailable, PlatformError, RolloverError
 from rollover.model import Order, ProgressEvent, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot
 from rollover.plan import Decision, decide
 from rollover.policy import FailurePolicy, Policy, batch_size, choose_order, replacement_timeout
 from rollover.probe import ProbeReport
-from rollover.rollout import Phase, RolloutState, TargetProgress
+from rollover.rollout import IN_FLIGHT, Phase, RolloutState, TargetProgress
 
 Reporter = Callable[[ProgressEvent], None]
+T = TypeVar("T")
+
+# How long the platform may stay out of reach mid-rollout before the rollout fails; waits between
+# attempts grow 0.2 s, 0.4 s, 0.8 s ... up to 5 s.
+RECONNECT_TIMEOUT_S = 60.0
+_RETRY_FIRST_S, _RETRY_MAX_S = 0.2, 5.0
 
 
 @dataclass(frozen=True)
@@ -56,11 +62,18 @@ class _Interrupted:
 
 
 @dataclass(frozen=True)
+class _StreamRestored:
+    """The event stream was lost and is open again: what happened meanwhile must be looked up."""
+
+
+@dataclass(frozen=True)
 class _Broken:
     error: BaseException
 
 
-_Message = ReplicaUp | ReplicaDown | _Acknowledged | _RequestFailed | _Admitted | _Interrupted | _Broken
+_Message = (
+    ReplicaUp | ReplicaDown | _Acknowledged | _RequestFailed | _Admitted | _Interrupted | _StreamRestored | _Broken
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,13 @@ class RolloutResult:
     @property
     def exit_code(self) -> int:
         return {"completed": 0, "interrupted": 130}.get(self.outcome, 1)
+
+
+def _watched_ids(state: RolloutState) -> list[str]:
+    """Replicas whose fate the rollout waits on: replacements in flight, waiting targets, extras."""
+    ids = [item.replacement.id for item in state.progress if item.replacement and item.phase in IN_FLIGHT]
+    ids += [item.target.id for item in state.progress if item.phase is Phase.WAITING]
+    return ids + sorted(state.extras_up)
 
 
 def probe_figures(report: ProbeReport) -> dict[str, object]:
@@ -170,12 +190,20 @@ class Controller:
             try:
                 return await self._roll(snapshot, batch)
             finally:
-                await self.backend.release_lock()
+                await self._release_lock()
         finally:
             if pump is not None:
                 pump.cancel()
             await self.balancer.close()
             await self.backend.close()
+
+    async def _release_lock(self) -> None:
+        """Release even after the platform was out of reach; if that fails too, say so rather than
+        hide the error that ended the rollout (the next rollout finds the lock stale)."""
+        try:
+            await self._retrying(self.backend.release_lock)
+        except RolloverError as exc:
+            self._report("lock_not_released", reason=str(exc))
 
     def _report_plan(self, snapshot: ServiceSnapshot, batch: int, why: str) -> None:
         timeouts = sorted({replacement_timeout(self.policy, replica) for replica in snapshot.replicas})
@@ -295,6 +323,9 @@ class Controller:
             return rollout.request_failed(state, message.target_ids, message.reason, message.at)
         if isinstance(message, _Interrupted):
             return self._stop_on_interrupt(state, message.signal)
+        if isinstance(message, _StreamRestored):
+            self._spawn(self._resync(_watched_ids(state)))
+            return state
         if isinstance(message, _Admitted):
             if message.failure is not None:
                 return rollout.admission_failed(state, message.target_id, message.failure, message.at)
@@ -323,11 +354,53 @@ class Controller:
             self._report(kind, name, after.finished_at, reason=after.failure)
 
     async def _pump(self, events: AsyncIterator[ReplicaEvent]) -> None:
-        try:
-            async for event in events:
-                self._messages.put_nowait(event)
-        except RolloverError as exc:
-            self._messages.put_nowait(_Broken(exc))
+        """Forward platform events; when the stream is lost, open it again (bounded by
+        RECONNECT_TIMEOUT_S) and have the missed changes looked up."""
+        while True:
+            try:
+                async for event in events:
+                    self._messages.put_nowait(event)
+                failure = "the event stream ended"
+            except RolloverError as exc:
+                failure = str(exc)
+            self._report("stream_lost", reason=failure)
+            reopened = await self._reopen_events(failure)
+            if reopened is None:
+                return
+            events = reopened
+            self._report("stream_restored")
+            self._messages.put_nowait(_StreamRestored())
+
+    async def _reopen_events(self, failure: str) -> AsyncIterator[ReplicaEvent] | None:
+        deadline = self._now() + RECONNECT_TIMEOUT_S
+        wait = _RETRY_FIRST_S
+        while True:
+            await asyncio.sleep(wait)
+            try:
+                return self.backend.events()
+            except RolloverError as exc:
+                if self._now() + wait > deadline:
+                    lost = PlatformError(f"lost the platform for {RECONNECT_TIMEOUT_S:g}s: {failure}; {exc}")
+                    self._messages.put_nowait(_Broken(lost))
+                    return None
+            wait = min(wait * 2, _RETRY_MAX_S)
+
+    async def _resync(self, ids: Sequence[str]) -> None:
+        for event in await self._retrying(lambda: self.backend.observe(ids)):
+            self._messages.put_nowait(event)
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """An idempotent platform call, tried again while the platform is out of reach."""
+        deadline = self._now() + RECONNECT_TIMEOUT_S
+        wait = _RETRY_FIRST_S
+        while True:
+            try:
+                return await call()
+            except EngineUnavailable:
+                if self._now() + wait > deadline:
+                    raise
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, _RETRY_MAX_S)
 
     def _spawn(self, work: asyncio.Future[None] | object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)  # type: ignore[arg-type]
@@ -385,7 +458,7 @@ class Controller:
 
     async def _retire(self, item: TargetProgress) -> None:
         await self._drain(item.target)
-        await self.backend.retire(item.target)
+        await self._retrying(lambda: self.backend.retire(item.target))
         await self.balancer.forget(item.target)
         self._report("retired", item.target.name)
 
@@ -399,5 +472,6 @@ class Controller:
             restored = await self.backend.restore(item.replacement, original, Order.STOP_FIRST)
             self._report("restored", item.target.name, replica_id=restored.short_id)
         else:
-            await self.backend.discard(item.replacement)
+            replacement = item.replacement
+            await self._retrying(lambda: self.backend.discard(replacement))
             self._report("discarded", item.target.name, replacement=item.replacement.name)

@@ -10,6 +10,7 @@ import pytest
 from rollover.backends.sim import SimBackend
 from rollover.clock import run_virtual
 from rollover.controller import Controller, RolloutResult
+from rollover.errors import PlatformError
 from rollover.model import ProgressEvent
 from rollover.policy import FailurePolicy, OrderChoice, Policy, parse_step
 from rollover.report.output import render_timeline
@@ -33,7 +34,7 @@ SEED_ALL = "\n".join(["-_________|"] * 10) + "\n|0 |11"
 
 def simulate(replicas: int = 10, step: str = "1", *, request: float = 1, redeploy: float = 10,
              events: list[ProgressEvent] | None = None, **options: object) -> tuple[RolloutResult, SimBackend]:
-    backend_options = {key: options.pop(key) for key in ("fail_replicas", "extra_at") if key in options}
+    backend_options = {key: options.pop(key) for key in ("fail_replicas", "extra_at", "stream_gap") if key in options}
     policy = Policy(step=parse_step(step), **options)  # type: ignore[arg-type]
     sink = events if events is not None else []
 
@@ -164,3 +165,22 @@ def test_an_interrupt_under_pause_stops_where_it_is() -> None:
     assert result.exit_code == 130 and result.replaced == 4
     images = sorted(replica.image for replica in backend.state.replicas.values())
     assert images == ["v1", "v1", "v2", "v2", "v2", "v2"]  # no replica lost, none half-made
+
+
+def test_a_lost_event_stream_is_reopened_and_missed_events_looked_up() -> None:
+    events: list[ProgressEvent] = []
+    # The stream breaks at 9 s and stays down until 14 s: app-1's replacement comes up at 10 s and
+    # app-2's at 13 s... only the resync after reconnecting can tell the controller.
+    result, backend = simulate(replicas=3, step="2", stream_gap=(9, 14), events=events)
+    kinds = [event.kind for event in events]
+    assert "stream_lost" in kinds and "stream_restored" in kinds
+    assert result.outcome == "completed" and result.replaced == 3
+    assert sorted(replica.image for replica in backend.state.replicas.values()) == ["v2"] * 3
+    restored_at = next(event.at for event in events if event.kind == "stream_restored")
+    assert 14 <= restored_at < 20  # reopened within one backoff step of the platform coming back
+
+
+def test_a_stream_that_never_comes_back_fails_the_rollout_without_hanging() -> None:
+    # Replacements may take 1000 s, so only the reconnect bound (60 s) can end this rollout.
+    with pytest.raises(PlatformError, match="lost the platform for 60s"):
+        simulate(replicas=3, step="1", stream_gap=(5, 10_000), timeout_s=1000)

@@ -33,8 +33,19 @@ class Backend(Protocol):
     def events(self) -> AsyncIterator[ReplicaEvent]:
         """Up/down events of this service's replicas only, from the moment this is called.
 
+        When the platform goes away the iterator raises a RolloverError; the controller calls
+        ``events()`` again once it can, then ``observe()`` for what it missed.
+
         A replica is *up* when it reports healthy (it has a healthcheck) or when it is running
         (it has none). Events of any other container are never yielded.
+        """
+        ...
+
+    async def observe(self, replica_ids: Sequence[str]) -> list[ReplicaEvent]:
+        """What is true of these replicas now, as events stamped now: ReplicaUp for those up,
+        ReplicaDown for those exited, unhealthy or gone; nothing for those still starting.
+
+        After a lost event stream was re-opened, this fills in what happened meanwhile.
         """
         ...
 

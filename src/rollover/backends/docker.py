@@ -40,6 +40,7 @@ from rollover.backends.docker_events import (
     EventFeed,
     action_of,
     container_of,
+    current_event,
     event_filters,
     labels_of_event,
     replica_event,
@@ -138,6 +139,16 @@ class DockerBackend:
             # Gone already: its die/destroy follow, and it must not be reported up.
             self._healthchecked[container_id] = inspect is None or healthcheck_of(inspect["Config"]) is not None
         return self._healthchecked[container_id]
+
+    async def observe(self, replica_ids: Sequence[str]) -> list[ReplicaEvent]:
+        engine = self._connected()
+        found = await asyncio.gather(*(engine.inspect_container(replica_id) for replica_id in replica_ids))
+        at = self._clock()
+        return [
+            event
+            for replica_id, inspect in zip(replica_ids, found, strict=True)
+            if (event := current_event(replica_id, inspect, at)) is not None
+        ]
 
     async def snapshot(self) -> ServiceSnapshot:
         engine = self._connected()

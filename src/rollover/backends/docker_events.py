@@ -65,6 +65,23 @@ def replica_event(raw: RawEvent, at: float, has_healthcheck: bool) -> ReplicaEve
     return None
 
 
+def current_event(container_id: str, inspect: dict[str, Any] | None, at: float) -> ReplicaEvent | None:
+    """The event that describes a container's state now (for a resync after missed events):
+    gone -> removed; not running -> exited; unhealthy; healthy, or running without a healthcheck
+    -> up; still starting -> nothing yet."""
+    if inspect is None:
+        return ReplicaDown(container_id, at, "removed")
+    state = inspect.get("State") or {}
+    if not state.get("Running"):
+        return ReplicaDown(container_id, at, f"exited with code {state.get('ExitCode', '?')}")
+    health = (state.get("Health") or {}).get("Status")
+    if health == "unhealthy":
+        return ReplicaDown(container_id, at, "unhealthy")
+    if health in (None, "", "healthy"):
+        return ReplicaUp(container_id, at)
+    return None
+
+
 @dataclass(frozen=True)
 class _StreamEnded:
     failure: BaseException | None

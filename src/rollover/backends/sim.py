@@ -12,7 +12,7 @@ import itertools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from rollover.errors import Locked, ServiceNotFound
+from rollover.errors import Locked, PlatformError, ServiceNotFound
 from rollover.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot
 
 
@@ -46,17 +46,21 @@ class SimBackend:
         *,
         fail_replicas: Sequence[int] = (),
         extra_at: Sequence[float] = (),
+        stream_gap: tuple[float, float] | None = None,
         service: str = "app",
         image: str = "v2",
     ) -> None:
         """``fail_replicas``: 1-based positions of targets whose replacement exits instead of coming
-        up; ``extra_at``: times at which an extra replica of the service comes up."""
+        up; ``extra_at``: times at which an extra replica of the service comes up; ``stream_gap``:
+        (lost, back) the event stream breaks at ``lost`` and cannot be reopened before ``back``;
+        events in between are never delivered (the controller must look them up)."""
         if replicas < 1:
             raise ServiceNotFound(f"simulated service {service!r} needs at least one replica")
         self.request_time = request_time
         self.redeploy_time = redeploy_time
         self.new_image = image
         self._extra_at = tuple(extra_at)
+        self._stream_gap = stream_gap
         self._ids = itertools.count(1)
         self._events: asyncio.Queue[ReplicaEvent] = asyncio.Queue()
         self.state = SimulatedService(name=service)
@@ -75,16 +79,49 @@ class SimBackend:
         loop = asyncio.get_running_loop()
         for moment in self._extra_at:
             loop.call_at(moment, self._add_extra)
+        if self._stream_gap is not None:
+            loop.call_at(self._stream_gap[0], self._break_stream)
+
+    def _break_stream(self) -> None:
+        self._events.put_nowait(ReplicaDown("", 0.0, "stream-broken"))  # a marker, never delivered
+
+    def _in_gap(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        return self._stream_gap is not None and self._stream_gap[0] <= now < self._stream_gap[1]
+
+    def _deliver(self, event: ReplicaEvent) -> None:
+        if not self._in_gap():
+            self._events.put_nowait(event)
 
     def _add_extra(self) -> None:
         extra = self._make(f"{self.state.name}-extra-{len(self.state.replicas) + 1}", "v1")
         self.state.replicas[extra.id] = extra
         self.state.add_ready(extra.id)
-        self._events.put_nowait(ReplicaUp(extra.id, asyncio.get_running_loop().time()))
+        self._deliver(ReplicaUp(extra.id, asyncio.get_running_loop().time()))
 
-    async def events(self) -> AsyncIterator[ReplicaEvent]:
+    def events(self) -> AsyncIterator[ReplicaEvent]:
+        if self._in_gap():
+            raise PlatformError("simulated platform unreachable")
+        return self._stream()
+
+    async def _stream(self) -> AsyncIterator[ReplicaEvent]:
         while True:
-            yield await self._events.get()
+            event = await self._events.get()
+            if isinstance(event, ReplicaDown) and event.reason == "stream-broken":
+                raise PlatformError("simulated event stream broke")
+            yield event
+
+    async def observe(self, replica_ids: Sequence[str]) -> list[ReplicaEvent]:
+        now = asyncio.get_running_loop().time()
+        seen: list[ReplicaEvent] = []
+        for replica_id in replica_ids:
+            if replica_id not in self.state.replicas:
+                seen.append(ReplicaDown(replica_id, now, "removed"))
+            elif replica_id in self.state.ready:
+                seen.append(ReplicaUp(replica_id, now))
+            elif not self.state.replicas[replica_id].running:
+                seen.append(ReplicaDown(replica_id, now, "exited with code 1"))
+        return seen
 
     async def snapshot(self) -> ServiceSnapshot:
         return ServiceSnapshot(
@@ -134,10 +171,10 @@ class SimBackend:
             return
         if fails:
             self.state.replicas[replica_id] = replace(self.state.replicas[replica_id], running=False)
-            self._events.put_nowait(ReplicaDown(replica_id, now, "exited with code 1"))
+            self._deliver(ReplicaDown(replica_id, now, "exited with code 1"))
         else:
             self.state.add_ready(replica_id)
-            self._events.put_nowait(ReplicaUp(replica_id, now))
+            self._deliver(ReplicaUp(replica_id, now))
 
     async def retire(self, replica: Replica) -> None:
         self.state.remove(replica.id)
