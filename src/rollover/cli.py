@@ -42,6 +42,7 @@ from rollover.policy import (
     parse_step,
 )
 from rollover.report.output import JsonReporter, TextReporter, render_timeline
+from rollover.report.redact import Redactor, secret_values
 
 # The seed script's variables, still honoured: (old name, new name).
 TUTUM_ALIASES = (
@@ -114,11 +115,15 @@ def _positive(value: float, what: str) -> float:
     return value
 
 
+def _redactor() -> Redactor:
+    return Redactor(secret_values(os.environ))
+
+
 def _reporter(choice: OutputChoice) -> tuple[Reporter, JsonReporter | None]:
     if choice.json:
-        json_reporter = JsonReporter()
+        json_reporter = JsonReporter(redact=_redactor())
         return json_reporter, json_reporter
-    return TextReporter(quiet=choice.quiet), None
+    return TextReporter(quiet=choice.quiet, redact=_redactor()), None
 
 
 async def _run_controller(make_backend: Callable[[], Backend], policy: Policy, report: Reporter) -> RolloutResult:
@@ -313,11 +318,12 @@ def simulate(replicas: int, request_time: str, redeploy_time: str, step: str, gr
 
 
 def _say_error(exc: BaseException, code_name: str, verbose: bool) -> None:
+    redact = _redactor()
     text = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
     message = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     if verbose:
-        traceback.print_exception(exc)
-    click.echo(f"error: {code_name}: {message}", err=True)
+        click.echo(redact("".join(traceback.format_exception(exc))), err=True, nl=False)
+    click.echo(redact(f"error: {code_name}: {message}"), err=True)
 
 
 def main(argv: Sequence[str] | None = None, environ: MutableMapping[str, str] | None = None) -> int:

@@ -9,6 +9,7 @@ from typing import TextIO
 
 from rollover.controller import RolloutResult
 from rollover.model import ProgressEvent
+from rollover.report.redact import Redactor
 from rollover.report.timeline import Row, Segment, render
 from rollover.rollout import Phase, TargetProgress
 
@@ -52,16 +53,17 @@ def render_timeline(result: RolloutResult, marks: Sequence[float] = ()) -> str:
 class TextReporter:
     """Plain lines, one per step: readable live in a terminal and in a CI log alike."""
 
-    def __init__(self, out: TextIO | None = None, quiet: bool = False) -> None:
+    def __init__(self, out: TextIO | None = None, quiet: bool = False, redact: Redactor | None = None) -> None:
         self.out = out or sys.stdout
         self.quiet = quiet
+        self.redact = redact or Redactor()
 
     def __call__(self, event: ProgressEvent) -> None:
         if self.quiet and event.kind not in ("summary", "failed"):
             return
         line = self._describe(event)
         if line:
-            print(line, file=self.out, flush=True)
+            print(self.redact(line), file=self.out, flush=True)
 
     def _describe(self, event: ProgressEvent) -> str:
         detail = event.fields()
@@ -122,8 +124,9 @@ class JsonReporter:
     """One JSON object per line per event. The summary is held back and printed by ``finish``,
     so it is always the last line, with the timeline in it when one was asked for."""
 
-    def __init__(self, out: TextIO | None = None) -> None:
+    def __init__(self, out: TextIO | None = None, redact: Redactor | None = None) -> None:
         self.out = out or sys.stdout
+        self.redact = redact or Redactor()
         self.summary: dict[str, object] | None = None
 
     def __call__(self, event: ProgressEvent) -> None:
@@ -137,7 +140,7 @@ class JsonReporter:
             self._print(record)
 
     def _print(self, record: dict[str, object]) -> None:
-        print(json.dumps(record, default=str), file=self.out, flush=True)
+        print(json.dumps(self.redact.value(record), default=str), file=self.out, flush=True)
 
     def finish(self, chart: str | None) -> None:
         if self.summary is None:
