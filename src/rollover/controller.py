@@ -20,10 +20,20 @@ from rollover import rollout
 from rollover.backends.base import Backend
 from rollover.balancers.base import Balancer, NoBalancer
 from rollover.errors import EngineUnavailable, PlatformError, RolloverError
-from rollover.model import Order, ProgressEvent, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot
+from rollover.model import (
+    Order,
+    ProgressEvent,
+    Replica,
+    ReplicaDown,
+    ReplicaEvent,
+    ReplicaUp,
+    ServiceSnapshot,
+    StaleLock,
+)
 from rollover.plan import Decision, decide
 from rollover.policy import FailurePolicy, Policy, batch_size, choose_order, replacement_timeout
 from rollover.probe import ProbeReport
+from rollover.recovery import Recovery, made_by, plan_recovery
 from rollover.rollout import IN_FLIGHT, Phase, RolloutState, TargetProgress
 
 Reporter = Callable[[ProgressEvent], None]
@@ -186,9 +196,11 @@ class Controller:
             batch = batch_size(self.policy.step, len(snapshot.replicas))
             self._report_plan(snapshot, batch, why)
             await self.balancer.attach(snapshot.replicas)
-            await self.backend.acquire_lock(self._holder)
+            lease_s = self._lease_s(snapshot, batch)
+            stale = await self.backend.acquire_lock(self._holder, lease_s, len(snapshot.replicas))
             try:
-                return await self._roll(snapshot, batch)
+                recovery = await self._recover(snapshot, stale) if stale is not None else None
+                return await self._roll(snapshot, batch, recovery)
             finally:
                 await self._release_lock()
         finally:
@@ -196,6 +208,30 @@ class Controller:
                 pump.cancel()
             await self.balancer.close()
             await self.backend.close()
+
+    def _lease_s(self, snapshot: ServiceSnapshot, batch: int) -> float:
+        """How long this rollout's lock may be presumed alive when its holder cannot be checked:
+        twice the longest it could take. 6 replicas, step 1, 13 s timeout, 30 s drain ->
+        6 waves x (13 + 30 + 60 s slack) x 2 = 1236 s; never under 10 minutes."""
+        waves = -(-len(snapshot.replicas) // max(1, batch))
+        longest = max((replacement_timeout(self.policy, replica) for replica in snapshot.replicas), default=60.0)
+        per_wave = longest + self._drain_timeout_s + self.policy.grace_s + 60.0
+        return max(600.0, 2 * waves * per_wave)
+
+    async def _recover(self, snapshot: ServiceSnapshot, stale: StaleLock) -> Recovery:
+        """Take over from a dead rollout: adopt its finished replacements, discard its half-made ones."""
+        self._report("took_over_lock", holder=stale.holder, reason=stale.reason, replicas=stale.replicas)
+        fresh = [replica.id for replica in snapshot.replicas if made_by(replica, stale)]
+        up = {event.replica_id for event in await self.backend.observe(fresh) if isinstance(event, ReplicaUp)}
+        recovery = plan_recovery(snapshot.replicas, stale, up)
+        for orphan in recovery.orphans:
+            await self._retrying(partial(self.backend.discard, orphan))
+            self._report("discarded", orphan.name, replacement=orphan.name, reason="half-made by the dead rollout")
+        for old, new in recovery.adopted:
+            self._report("adopted", old.name, replacement=new.name)
+        if recovery.missing:
+            self._report("short", missing=recovery.missing, replicas=stale.replicas)
+        return recovery
 
     async def _release_lock(self) -> None:
         """Release even after the platform was out of reach; if that fails too, say so rather than
@@ -214,13 +250,15 @@ class Controller:
             timeout_s=timeouts, on_failure=self.policy.on_failure.value,
         )
 
-    async def _roll(self, snapshot: ServiceSnapshot, batch: int) -> RolloutResult:
+    async def _roll(self, snapshot: ServiceSnapshot, batch: int, recovery: Recovery | None) -> RolloutResult:
         self._t0 = self._now()
         if self.probe is not None:
             await self.probe.start()
-        forward = await self._run_phase(
-            rollout.start(snapshot.replicas, batch, self.policy.grace_s, admission=self._admission)
-        )
+        targets = recovery.targets if recovery is not None else snapshot.replicas
+        adopted = recovery.adopted if recovery is not None else ()
+        forward = await self._run_phase(rollout.start(
+            targets, batch, self.policy.grace_s, admission=self._admission, adopted=adopted, now=self._t0
+        ))
         failure = next((item.failure for item in forward.progress if item.phase is Phase.FAILED), None)
         back: RolloutState | None = None
         rolling_back = self.policy.on_failure is FailurePolicy.ROLLBACK

@@ -33,12 +33,23 @@ class Replica:
     # Seconds a healthcheck may take to pass before it is hopeless, when the platform knows it
     # (start_period + interval x retries); None when there is no healthcheck.
     health_budget_s: float | None = None
+    created_at: float | None = None  # seconds since the epoch, when the platform made it
     # Platform-specific extras a backend wants to keep with the replica (never interpreted above).
     details: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     @property
     def short_id(self) -> str:
         return self.id[:12]
+
+
+@dataclass(frozen=True)
+class StaleLock:
+    """The lock of a rollout that died (SIGKILL, a lost machine), taken over by this one."""
+
+    holder: str
+    since: float | None  # when that rollout began, seconds since the epoch
+    replicas: int | None  # how many replicas the service had when it began
+    reason: str  # why it is known to be dead
 
 
 @dataclass(frozen=True)

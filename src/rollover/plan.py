@@ -57,7 +57,7 @@ def _owed_cleanup(state: RolloutState, order: Order, policy: Policy) -> tuple[tu
     for item in state.progress:
         if item.cleaned_up:
             continue
-        if item.phase is Phase.UP and order is Order.START_FIRST:
+        if item.phase is Phase.UP and (order is Order.START_FIRST or item.adopted):
             retire.append(item)
         elif item.phase is Phase.FAILED and item.replacement is not None and keep_failed is False:
             discard.append(item)

@@ -54,6 +54,7 @@ class TargetProgress:
     finished_at: float | None = None
     failure: str | None = None
     admission_issued: bool = False
+    adopted: bool = False  # replaced by a dead rollout's finished replacement (see recovery.py)
     cleaned_up: bool = False  # the platform action owed after the outcome was issued
 
 
@@ -82,14 +83,20 @@ class RolloutState:
 
 def start(
     targets: Sequence[Replica], batch: int, grace_s: float, restore_from: Sequence[Replica] | None = None,
-    admission: bool = False,
+    admission: bool = False, adopted: Sequence[tuple[Replica, Replica]] = (), now: float = 0.0,
 ) -> RolloutState:
+    """A rollout of ``targets``; ``adopted`` pairs (old, successor) start out UP, their old replica
+    still to be retired."""
     originals = list(restore_from) if restore_from is not None else [None] * len(targets)
+    done = tuple(
+        TargetProgress(target=old, phase=Phase.UP, replacement=new, up_at=now, finished_at=now, adopted=True)
+        for old, new in adopted
+    )
     progress = tuple(
         TargetProgress(target=target, restore_from=original)
         for target, original in zip(targets, originals, strict=True)
     )
-    return RolloutState(progress=progress, batch=batch, grace_s=grace_s, admission=admission)
+    return RolloutState(progress=done + progress, batch=batch, grace_s=grace_s, admission=admission)
 
 
 def _update(state: RolloutState, ids: Iterable[str], **changes: object) -> RolloutState:

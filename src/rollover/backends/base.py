@@ -21,7 +21,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from rollover.model import Order, Replica, ReplicaEvent, ServiceSnapshot
+from rollover.model import Order, Replica, ReplicaEvent, ServiceSnapshot, StaleLock
+
+# A lock's lease when the caller does not say: an hour.
+DEFAULT_LEASE_S = 3600.0
 
 
 class Backend(Protocol):
@@ -55,8 +58,13 @@ class Backend(Protocol):
     async def prepare(self, snapshot: ServiceSnapshot) -> None:
         """Check (and pull, if asked) what the rollout needs before anything is touched."""
 
-    async def acquire_lock(self, holder: str) -> None:
-        """Take the service's rollout lock, recorded on the platform; Locked names the holder."""
+    async def acquire_lock(self, holder: str, lease_s: float = DEFAULT_LEASE_S, replicas: int = 0) -> StaleLock | None:
+        """Take the service's rollout lock, recorded on the platform; Locked names the holder.
+
+        The lock records the replica count the rollout began with and a lease (how long the
+        holder may be presumed alive when it cannot be checked). A stale lock, whose holder is
+        known dead, is taken over and returned, so the caller can finish what that rollout left.
+        """
 
     async def release_lock(self) -> None:
         """Give the lock back; a no-op when it is not held."""

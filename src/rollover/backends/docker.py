@@ -25,7 +25,9 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import nullcontext
+from datetime import UTC, datetime, timedelta
 
+from rollover.backends.base import DEFAULT_LEASE_S
 from rollover.backends.compose import (
     ComposeProject,
     image_override_file,
@@ -53,6 +55,8 @@ from rollover.backends.docker_inspect import (
     IMAGE_REF_LABEL,
     LOCK_HOLDER_LABEL,
     container_name,
+    created_at,
+    finished_at,
     healthcheck_of,
     image_ref_of,
     is_lock,
@@ -61,7 +65,7 @@ from rollover.backends.docker_inspect import (
     replica_from_inspect,
     stop_timeout_s,
 )
-from rollover.backends.docker_lock import lock_name, take_lock
+from rollover.backends.docker_lock import LockRecord, lock_name, take_lock
 from rollover.errors import (
     ImageNotFound,
     InvalidOption,
@@ -70,7 +74,7 @@ from rollover.errors import (
     ServiceNotFound,
     Unsupported,
 )
-from rollover.model import Order, Replica, ReplicaEvent, ServiceSnapshot
+from rollover.model import Order, Replica, ReplicaEvent, ServiceSnapshot, StaleLock
 
 
 class DockerBackend:
@@ -196,10 +200,31 @@ class DockerBackend:
 
     # -- the rollout lock ------------------------------------------------------------------------
 
-    async def acquire_lock(self, holder: str) -> None:
+    async def acquire_lock(self, holder: str, lease_s: float = DEFAULT_LEASE_S, replicas: int = 0) -> StaleLock | None:
         name = lock_name(self._service, project=self._project, selector=self._selector)
         image = self._service_image()
-        self._lock_id = await take_lock(self._connected(), name, image=image, holder=holder, service=self._service)
+        since = datetime.now(UTC)
+        record = LockRecord(holder, since, since + timedelta(seconds=lease_s), replicas)
+        self._lock_id, stale = await take_lock(
+            self._connected(), name, image=image, record=record, service=self._service
+        )
+        if stale is not None and stale.since is not None:
+            await self._remove_debris_since(stale.since)
+        return stale
+
+    async def _remove_debris_since(self, since: float) -> None:
+        """What a dead rollout left stopped: replacements it made that never ran, and replicas it
+        stopped but did not remove. Compose would count them (and start them) in the next
+        scale-up, so they go before anything else happens; volumes stay."""
+        engine = self._connected()
+        async with self._mutations:
+            for container_id in await engine.list_container_ids(self._labels()):
+                inspect = await engine.inspect_container(container_id)
+                if inspect is None or is_lock(inspect) or inspect.get("State", {}).get("Running"):
+                    continue
+                touched = max(created_at(inspect) or 0.0, finished_at(inspect) or 0.0)
+                if touched >= since:
+                    await engine.remove(container_id, force=True, volumes=False)
 
     async def release_lock(self) -> None:
         if self._lock_id is None:

@@ -6,6 +6,8 @@ No I/O here: every function takes the dict ``docker inspect`` returns (the Engin
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Any
 
 from rollover.model import Replica
@@ -127,5 +129,27 @@ def replica_from_inspect(inspect: Inspect) -> Replica:
         has_healthcheck=healthcheck_of(config) is not None,
         fixed_host_ports=fixed_host_ports(inspect),
         health_budget_s=health_budget_s(config),
+        created_at=created_at(inspect),
         details=replica_details(inspect),
     )
+
+
+def created_at(inspect: Inspect) -> float | None:
+    return engine_time(str(inspect.get("Created") or ""))
+
+
+def finished_at(inspect: Inspect) -> float | None:
+    """When the container last stopped; None if it never did (the engine writes year 1 then)."""
+    moment = engine_time(str(inspect.get("State", {}).get("FinishedAt") or ""))
+    return moment if moment is not None and moment > 0 else None
+
+
+def engine_time(text: str) -> float | None:
+    """'2026-11-26T10:30:00.123456789Z' -> epoch seconds (the engine writes nanoseconds; Python
+    parses at most microseconds, so the fraction is cut to six digits)."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
+    if match is None:
+        return None
+    whole, fraction, zone = match.groups()
+    stamp = f"{whole}.{(fraction or '0')[:6]}{'+00:00' if zone == 'Z' else zone}"
+    return datetime.fromisoformat(stamp).timestamp()

@@ -12,8 +12,9 @@ import itertools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
+from rollover.backends.base import DEFAULT_LEASE_S
 from rollover.errors import Locked, PlatformError, ServiceNotFound
-from rollover.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot
+from rollover.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot, StaleLock
 
 
 @dataclass
@@ -132,10 +133,11 @@ class SimBackend:
     async def prepare(self, snapshot: ServiceSnapshot) -> None:
         return None
 
-    async def acquire_lock(self, holder: str) -> None:
+    async def acquire_lock(self, holder: str, lease_s: float = DEFAULT_LEASE_S, replicas: int = 0) -> StaleLock | None:
         if self.state.lock_holder is not None:
             raise Locked(f"rollout of {self.state.name} already running: held by {self.state.lock_holder}")
         self.state.lock_holder = holder
+        return None
 
     async def release_lock(self) -> None:
         self.state.lock_holder = None
