@@ -52,12 +52,16 @@ TUTUM_ALIASES = (
 )
 
 
-def apply_seed_aliases(environ: MutableMapping[str, str], warn: Callable[[str], None]) -> None:
-    """Copy TUTUM_* into ROLLOVER_* where the new name is unset, with a one-line notice each."""
+def apply_seed_aliases(environ: MutableMapping[str, str], warn: Callable[[str], None]) -> list[str]:
+    """Copy TUTUM_* into ROLLOVER_* where the new name is unset, with a one-line notice each;
+    the names it set, so the caller can take them back."""
+    added = []
     for old, new in TUTUM_ALIASES:
         if old in environ and new not in environ:
             environ[new] = environ[old]
+            added.append(new)
             warn(f"notice: {old} is read as {new} (the seed script's name); prefer {new}")
+    return added
 
 
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
@@ -329,8 +333,15 @@ def _say_error(exc: BaseException, code_name: str, verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None, environ: MutableMapping[str, str] | None = None) -> int:
     """Entry point; returns the exit code (the console script exits with it)."""
     env: MutableMapping[str, str] = os.environ if environ is None else environ
-    apply_seed_aliases(env, lambda line: click.echo(line, err=True))
-    args = list(sys.argv[1:] if argv is None else argv)
+    aliased = apply_seed_aliases(env, lambda line: click.echo(line, err=True))
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        for name in aliased:  # click read them; leave the environment as it was given
+            env.pop(name, None)
+
+
+def _main(args: list[str]) -> int:
     verbose = any(arg in ("-v", "--verbose") or re.fullmatch(r"-v+", arg) for arg in args)
     try:
         code = cli.main(args=args, prog_name="rollover", standalone_mode=False)
