@@ -6,17 +6,68 @@ before any platform is touched.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 
 import httpx
 
+from rollover.backends.base import Backend
 from rollover.balancers.base import Balancer
 from rollover.clock import Clock
 from rollover.errors import InvalidOption
 from rollover.probe import Probe
 
 BALANCER_KINDS = ("haproxy", "traefik", "caddy")
+
+
+class Platform(StrEnum):
+    AUTO = "auto"
+    DOCKER = "docker"
+    SWARM = "swarm"
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    service: str
+    platform: Platform = Platform.AUTO
+    project: str | None = None
+    selector: dict[str, str] | None = None
+    image: str | None = None
+    pull: bool = False
+    swarm_nodes: dict[str, str] = field(default_factory=dict)
+    timeout_s: float | None = None
+
+
+async def make_backend(choice: BackendChoice, clock: Clock) -> Backend:
+    """The backend for the service: Swarm when asked, or (auto) when neither a project nor a
+    selector was given and the engine is a swarm manager that has a service of that name."""
+    if choice.platform is Platform.SWARM and (choice.project or choice.selector):
+        raise InvalidOption("--project and --selector are for Compose and containers, not Swarm services")
+    if choice.platform is Platform.SWARM or (
+        choice.platform is Platform.AUTO and not choice.project and not choice.selector
+        and await _is_swarm_service(choice.service)
+    ):
+        from rollover.backends.swarm import SwarmBackend
+
+        return SwarmBackend(choice.service, image=choice.image, pull=choice.pull, clock=clock,
+                            node_hosts=choice.swarm_nodes, replacement_timeout_s=choice.timeout_s)
+    from rollover.backends.docker import DockerBackend
+
+    return DockerBackend(choice.service, project=choice.project, selector=choice.selector, image=choice.image,
+                         pull=choice.pull, clock=clock)
+
+
+async def _is_swarm_service(service: str) -> bool:
+    from rollover.backends.docker_engine import Engine
+    from rollover.backends.swarm import is_swarm_service
+
+    engine = await Engine.connect(None)
+    try:
+        return await asyncio.to_thread(is_swarm_service, engine.client, service)
+    finally:
+        await engine.close()
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,11 @@ import click
 
 from rollover import __version__
 from rollover.assembly import (
+    BackendChoice,
+    Platform,
     TrafficOptions,
     check_probe_url,
+    make_backend,
     make_balancer,
     make_probe,
     parse_balancers,
@@ -30,6 +33,7 @@ from rollover.assembly import (
 )
 from rollover.backends.base import Backend
 from rollover.backends.sim import SimBackend
+from rollover.backends.swarm_tasks import parse_node_hosts
 from rollover.clock import run_virtual
 from rollover.controller import Controller, Reporter, RolloutResult
 from rollover.errors import InvalidOption, RolloverError
@@ -211,7 +215,9 @@ def cli() -> None:
 @cli.command()
 @click.argument("service", envvar="ROLLOVER_SERVICE")
 @click.option("--platform", default="auto", envvar="ROLLOVER_PLATFORM", show_default=True,
-              help="docker (Engine and Compose), swarm, or auto.")
+              help="docker (Engine and Compose), swarm, or auto: swarm when SERVICE is a swarm service here.")
+@click.option("--swarm-nodes", default=None, envvar="ROLLOVER_SWARM_NODES",
+              help="NODE=DOCKER_HOST,... : each swarm node's own daemon (container events are per node).")
 @click.option("--project", default=None, envvar="ROLLOVER_PROJECT",
               help="Compose project [default: the one `docker compose` would pick here].")
 @click.option("--selector", multiple=True, envvar="ROLLOVER_SELECTOR",
@@ -221,7 +227,8 @@ def cli() -> None:
 @click.option("--pull/--no-pull", default=False, envvar="ROLLOVER_PULL", help="Pull the image before rolling.")
 @_with(_traffic_options)
 @_with(_output_options)
-def redeploy(service: str, platform: str, project: str | None, selector: tuple[str, ...], step: str, grace: str,
+def redeploy(service: str, platform: str, swarm_nodes: str | None, project: str | None, selector: tuple[str, ...],
+             step: str, grace: str,
              order: str, timeout: str | None, on_failure: str, image: str | None, pull: bool,
              balancers: tuple[str, ...], balancer_address: str, balancer_port: int | None, drain_timeout: str,
              pre_stop: str | None, post_start: str | None, probe_url: str | None, probe_rate: float,
@@ -240,9 +247,13 @@ def redeploy(service: str, platform: str, project: str | None, selector: tuple[s
         probe_url=check_probe_url(probe_url), probe_rate=_positive(probe_rate, "probe rate"),
         max_probe_failures=_not_negative(max_probe_failures, "max probe failures"),
     )
-    make_backend = _docker_backend_factory(service, platform, project, labels, reference, pull)
+    target = BackendChoice(
+        service=service, platform=parse_enum(Platform, platform, "platform"), project=project,
+        selector=labels or None, image=reference, pull=pull, swarm_nodes=parse_node_hosts(swarm_nodes or ""),
+        timeout_s=policy.timeout_s,
+    )
     report, json_reporter = _reporter(choice)
-    result = asyncio.run(_redeploy(make_backend, policy, traffic, report))
+    result = asyncio.run(_redeploy(target, policy, traffic, report))
     return _finish(result, choice, json_reporter)
 
 
@@ -252,11 +263,11 @@ def _not_negative(value: int | None, what: str) -> int | None:
     return value
 
 
-async def _redeploy(make_backend: Callable[[], Backend], policy: Policy, traffic: TrafficOptions,
+async def _redeploy(target: BackendChoice, policy: Policy, traffic: TrafficOptions,
                     report: Reporter) -> RolloutResult:
     clock = asyncio.get_running_loop().time
     controller = Controller(
-        make_backend(), policy, report=report, balancer=make_balancer(traffic, clock),
+        await make_backend(target, clock), policy, report=report, balancer=make_balancer(traffic, clock),
         drain_timeout_s=traffic.drain_timeout_s, probe=make_probe(traffic, clock),
         max_probe_failures=traffic.max_probe_failures,
     )
@@ -268,23 +279,6 @@ async def _redeploy(make_backend: Callable[[], Backend], policy: Policy, traffic
     finally:
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signal_number)
-
-
-def _docker_backend_factory(service: str, platform: str, project: str | None, selector: dict[str, str],
-                            image: str | None, pull: bool) -> Callable[[], Backend]:
-    if platform not in ("auto", "docker", "swarm"):
-        raise InvalidOption(f"platform {platform!r}: expected docker, swarm or auto")
-    if platform == "swarm":
-        raise InvalidOption("platform 'swarm' is not available in this release")
-
-    def make() -> Backend:
-        from rollover.backends.docker import DockerBackend
-
-        clock = asyncio.get_running_loop().time
-        return DockerBackend(service, project=project, selector=selector or None, image=image, pull=pull,
-                             clock=clock)
-
-    return make
 
 
 @cli.command()

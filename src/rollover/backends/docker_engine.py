@@ -191,5 +191,10 @@ class Engine:
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
             raise engine_error(exc, "subscribe to events", self.address) from exc
 
+    @property
+    def client(self) -> Any:
+        """The SDK client itself, for the few lookups that take one (swarm.is_swarm_service)."""
+        return self._client
+
     async def close(self) -> None:
         await asyncio.to_thread(self._client.close)

@@ -1,0 +1,438 @@
+"""The Docker Swarm backend: rollover paces Swarm's own updater, one request at a time.
+
+Swarm cannot replace a task someone chooses: tasks are created only by the manager, from the
+service's current spec, and any spec change sets Swarm's updater on every task that differs. So
+each ``redeploy``/``restore`` is one spec change whose update config is
+``parallelism=n, delay=1 year, order, failure_action=pause``: the updater replaces exactly ``n``
+slots (which ones is Swarm's choice), then holds. The next request changes the spec again (a
+request label), which cancels the held updater and starts one on the slots still dirty. rollover
+keeps what it is good at (when the next request goes out, grace, timeouts, failure policy, the
+report); Swarm keeps what only it can do (making tasks). Up/down comes from every node's container
+events and the manager's task list (``swarm_watch``), so every node must be reachable.
+
+Consequences, all checked against swarmkit's updater (manager/orchestrator/update/updater.go):
+- Replacements are returned one per target, but Swarm picks the slot; ``retire(target)`` waits
+  for the task the replacement actually displaced (Swarm stops it itself once the new one runs).
+- A start-first slot in flight (old and new task both live) would be cut short by the next
+  updater run (``useExistingTask`` shuts the old task down at once), so a request waits until no
+  healthy start-first replacement is in flight: start-first rolls one request at a time on Swarm.
+  Stop-first requests go out while others are in flight.
+- A failed start-first replacement is restarted by Swarm beside its old task until the spec
+  changes; a further forward request would let Swarm swap it in for the old task, so it fails
+  instead (PlatformError). ``restore`` and ``discard`` clean such slots up.
+- When the rollout is over and every task runs the current spec, the user's update config and
+  labels are put back (the service shows no update in progress). A rollout that stopped half
+  way (or a rollover that was killed) leaves the service on hold, like a paused Swarm update:
+  ``docker service update --update-delay 0s SERVICE`` lets Swarm finish it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import docker.errors
+import requests
+
+from rollover.backends.base import DEFAULT_LEASE_S
+from rollover.backends.docker_engine import Engine, engine_address, engine_error
+from rollover.backends.swarm_lock import SwarmLock
+from rollover.backends.swarm_tasks import (
+    NS,
+    Json,
+    SwarmTask,
+    TaskContext,
+    definition_of,
+    dirty_slots,
+    displaced_by,
+    failing_slots,
+    fixed_host_ports,
+    forward_template,
+    handed_back_spec,
+    health_budget,
+    replacements_made,
+    replica_from_task,
+    request_spec,
+    start_first_in_flight,
+)
+from rollover.backends.swarm_watch import SwarmWatch
+from rollover.errors import (
+    EngineUnavailable,
+    ImageNotFound,
+    PlatformError,
+    ServiceNotFound,
+    Unsupported,
+)
+from rollover.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot, StaleLock
+
+# Swarm creates a requested task within milliseconds; this much is a broken manager.
+_ACK_LIMIT_S = 30.0
+# Swarm's agent waits 2 s for gossip before it stops a task's container; then the stop itself.
+_RETIRE_SLACK_S = 30.0
+
+
+@dataclass(frozen=True)
+class _Node:
+    id: str
+    hostname: str
+    address: str
+    schedulable: bool  # ready and active: new tasks may land there
+
+
+def is_swarm_service(client: Any, name: str) -> bool:
+    """Whether the daemon behind ``client`` (a docker SDK client) manages a Swarm service ``name``."""
+    try:
+        found = client.api.inspect_service(name)
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as exc:
+        if exc.status_code == 503:  # not a swarm manager (or no swarm at all)
+            return False
+        raise engine_error(exc, f"look for Swarm service {name}", str(client.api.base_url)) from exc
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+        raise engine_error(exc, f"look for Swarm service {name}", str(client.api.base_url)) from exc
+    return bool(found.get("Spec", {}).get("Name") == name or found.get("ID") == name)
+
+
+class SwarmBackend:
+    platform = "swarm"
+
+    def __init__(self, service: str, *, image: str | None = None, pull: bool = False,
+                 docker_host: str | None = None, clock: Callable[[], float],
+                 node_hosts: Mapping[str, str] | None = None,
+                 replacement_timeout_s: float | None = None) -> None:
+        """``node_hosts`` maps node hostnames (or ids) to their Docker daemons: container events
+        are only visible on each node's own daemon. ``replacement_timeout_s`` (the controller's
+        timeout) bounds how long a start-first request waits for the one in flight before it."""
+        self.service = service
+        self._image = image
+        self._pull = pull
+        self._docker_host = docker_host
+        self._clock = clock
+        self._node_hosts = dict(node_hosts or {})
+        self._replacement_timeout_s = replacement_timeout_s
+        self._manager: Engine | None = None
+        self._engines: dict[str, Engine] = {}  # node id -> its daemon
+        self._nodes: dict[str, _Node] = {}
+        self._watch: SwarmWatch | None = None
+        self._original: Json = {}  # the service spec when the snapshot was taken
+        self._forward: Json | None = None  # the task template to roll to
+        self._global = False
+        self._requests = 0
+        self._request_lock = asyncio.Lock()
+        self._displaced: dict[str, str] = {}  # target id -> id of the task Swarm replaced for it
+        self._healthchecks: dict[str, Mapping[str, Any] | None] = {}  # image ref -> its check
+        self._lock: SwarmLock | None = None
+        self._handed_back = False
+
+    # -- connection --------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        manager = self._manager = await Engine.connect(self._docker_host)
+        swarm = (await manager.call("read the Swarm state", manager.api.info)).get("Swarm") or {}
+        if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+            raise Unsupported(f"the Docker daemon at {manager.address} is not a Swarm manager")
+        for raw in await manager.call("list Swarm nodes", manager.api.nodes):
+            node = _Node(str(raw["ID"]), str(raw["Description"]["Hostname"]), str(raw["Status"].get("Addr", "")),
+                         raw["Status"]["State"] == "ready" and raw["Spec"]["Availability"] == "active")
+            self._nodes[node.id] = node
+            host = self._node_hosts.get(node.hostname) or self._node_hosts.get(node.id)
+            if node.id == swarm.get("NodeID"):
+                self._engines[node.id] = manager
+            elif host is not None and raw["Status"]["State"] == "ready":  # a down node runs nothing new
+                self._engines[node.id] = await Engine.connect(host)
+        self._watch = SwarmWatch(manager, self._engines, self.service, self._clock)
+
+    def events(self) -> AsyncIterator[ReplicaEvent]:
+        return self._connected_watch().events()
+
+    async def observe(self, replica_ids: Sequence[str]) -> list[ReplicaEvent]:
+        """The tasks' state now, from the manager's list (nothing for tasks still starting)."""
+        tasks = {task.id: task for task in await self._connected_watch().look(report=False)}
+        at, events = self._clock(), list[ReplicaEvent]()
+        for replica_id in replica_ids:
+            task = tasks.get(replica_id)
+            if task is None:
+                events.append(ReplicaDown(replica_id, at, "gone from the task list"))
+            elif task.up:
+                events.append(ReplicaUp(replica_id, at))
+            elif task.ended or not task.live:
+                events.append(ReplicaDown(replica_id, at, task.error if task.ended else "shut down by Swarm"))
+        return events
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            await self._watch.close()
+        for engine in {id(engine): engine for engine in self._engines.values()}.values():
+            await engine.close()
+        if self._manager is not None and self._manager not in self._engines.values():
+            await self._manager.close()
+
+    # -- looking -----------------------------------------------------------------------------------
+
+    async def snapshot(self) -> ServiceSnapshot:
+        document = await self._inspect_service()
+        self._original = document["Spec"]
+        self._global = "Global" in (self._original.get("Mode") or {})
+        tasks = await self._connected_watch().look()
+        targets = [task for task in tasks if task.is_target]
+        if not targets:
+            raise ServiceNotFound(f"Swarm service {self.service} has no running or starting task")
+        replicas = await asyncio.gather(*(self._replica(task, self._original["TaskTemplate"]) for task in targets))
+        mode = "global" if self._global else "replicated"
+        where = f"Swarm service {self.service} ({mode}, {len(replicas)} tasks on {len(self._nodes)} nodes)"
+        return ServiceSnapshot(self.service, self.platform, tuple(replicas), description=where)
+
+    async def prepare(self, snapshot: ServiceSnapshot) -> None:
+        unwatched = sorted(node.hostname for node in self._nodes.values()
+                           if node.schedulable and node.id not in self._engines)
+        if unwatched:
+            raise Unsupported(
+                f"Swarm nodes {', '.join(unwatched)} cannot be watched: their container events are only"
+                " visible on their own daemons; give each node's Docker host (node_hosts)"
+            )
+        template = self._original["TaskTemplate"]
+        ref = self._image or str(template.get("ContainerSpec", {}).get("Image", ""))
+        for node in self._nodes.values():
+            if node.schedulable:
+                await self._ensure_image(node, ref)
+        self._forward = forward_template(template, self._image)
+
+    async def _ensure_image(self, node: _Node, ref: str) -> None:
+        """Swarm nodes use local images (and pull only from a registry): check every node."""
+        engine = self._engines[node.id]
+        found = await engine.inspect_image(ref)
+        if found is None and self._pull:
+            with contextlib.suppress(PlatformError):
+                await engine.pull(ref)
+            found = await engine.inspect_image(ref)
+        if found is None:
+            raise ImageNotFound(f"image {ref} is not on Swarm node {node.hostname}" +
+                                ("" if self._pull else " (pull was not asked for)"))
+        self._healthchecks.setdefault(ref, (found.get("Config") or {}).get("Healthcheck"))
+
+    # -- lock --------------------------------------------------------------------------------------
+
+    async def acquire_lock(self, holder: str, lease_s: float = DEFAULT_LEASE_S, replicas: int = 0,
+                           ) -> StaleLock | None:
+        lock = self._lock = SwarmLock(self._connected_manager(), self.service)
+        return await lock.acquire(holder, lease_s, replicas)
+
+    async def release_lock(self) -> None:
+        if self._lock is None or not self._lock.held:
+            return
+        try:
+            await self._hand_back()  # while still holding the lock: nobody else touches the spec
+        finally:
+            await self._lock.release()
+
+    # -- replacing ---------------------------------------------------------------------------------
+
+    async def redeploy(self, targets: Sequence[Replica], order: Order) -> list[Replica]:
+        if self._forward is None:
+            raise PlatformError("redeploy before prepare: nothing to roll to")
+        return await self._replace(targets, self._forward, order, forward=True)
+
+    async def restore(self, replaced: Replica, original: Replica, order: Order) -> Replica:
+        # Every original was made from the spec the snapshot recorded: its template is the way back.
+        [restored] = await self._replace([replaced], self._original["TaskTemplate"], order, forward=False)
+        return restored
+
+    async def _replace(self, targets: Sequence[Replica], template: Json, order: Order,
+                       forward: bool) -> list[Replica]:
+        async with self._request_lock:
+            await self._wait_until_slots_settle(forward)
+            made: list[SwarmTask] = []
+            while len(made) < len(targets):
+                made += await self._request(len(targets) - len(made), template, order)
+            tasks = self._connected_watch().latest
+            for target, task in zip(targets, made, strict=True):
+                displaced = displaced_by(task, tasks)
+                self._displaced[target.id] = displaced.id if displaced else target.id
+            return list(await asyncio.gather(*(self._replica(task, template) for task in made)))
+
+    async def _wait_until_slots_settle(self, forward: bool) -> None:
+        """Wait while a healthy start-first replacement is in flight (see the module docstring)."""
+        def settled(tasks: list[SwarmTask]) -> bool | None:
+            failing = failing_slots(tasks)
+            if forward and failing:
+                slot, error = next(iter(failing.items()))
+                raise PlatformError(f"the replacement in slot {slot} failed ({error}); Swarm would put it in"
+                                    " place of the task it was to replace, so no further task is replaced")
+            busy = [slot for slot in start_first_in_flight(tasks) if slot not in failing]
+            return True if not busy else None
+
+        limit = self._replacement_timeout_s or (self._forward_budget() + 10.0)
+        await self._connected_watch().wait_until(settled, "the start-first replacement in flight", limit)
+
+    async def _request(self, count: int, template: Json, order: Order) -> list[SwarmTask]:
+        """One spec change: Swarm replaces up to ``count`` dirty slots, then holds. Returns the new
+        tasks; fewer when a worker of Swarm's merely cleaned a slot with a failed replacement."""
+        watch = self._connected_watch()
+        before = await watch.look()
+        definition = definition_of(template)
+        dirty = set(dirty_slots(before, definition))
+        if not dirty:
+            raise PlatformError(f"no task of Swarm service {self.service} is left to replace")
+        count = min(count, len(dirty))
+        crowded = set(start_first_in_flight(before)) & dirty
+        known = {task.id for task in before}
+        self._requests += 1
+        await self._update_spec(lambda spec: request_spec(spec, template, count, order, self._requests))
+
+        def replaced(tasks: list[SwarmTask]) -> list[SwarmTask] | None:
+            fresh = replacements_made(tasks, known, definition, dirty)
+            cleaned = crowded - set(start_first_in_flight(tasks)) - {task.slot for task in fresh}
+            return fresh[:count] if len(fresh) + len(cleaned) >= count else None
+
+        made = await watch.wait_until(replaced, f"Swarm to start {count} replacement(s)", _ACK_LIMIT_S)
+        watch.replacements.update(task.id for task in made)
+        return made
+
+    async def retire(self, replica: Replica) -> None:
+        """Swarm stops the displaced task itself once its replacement runs: wait for that."""
+        task_id = self._displaced.get(replica.id, replica.id)
+
+        def stopped(tasks: list[SwarmTask]) -> bool | None:
+            task = next((task for task in tasks if task.id == task_id), None)
+            return True if task is None or (not task.live and task.ended) else None
+
+        grace = (self._original["TaskTemplate"].get("ContainerSpec") or {}).get("StopGracePeriod") or 10 * NS
+        await self._connected_watch().wait_until(stopped, f"task {task_id[:12]} to stop",
+                                                 grace / NS + _RETIRE_SLACK_S)
+
+    async def discard(self, replica: Replica) -> None:
+        """A failed start-first replacement: Swarm restarts it until the spec changes. If nothing
+        of the rollout came up anywhere, going back to the original spec is exact: only such slots
+        are dirty then. Otherwise the failed slot stays (a later restore cleans it up)."""
+        watch = self._connected_watch()
+        tasks = await watch.look()
+        document = await self._inspect_service()
+        current, original = document["Spec"]["TaskTemplate"], self._original["TaskTemplate"]
+        if definition_of(current) == definition_of(original):
+            return
+        if any(task.up and task.definition == definition_of(current) for task in tasks):
+            return
+        await self._revert_all(tasks)
+
+    async def _revert_all(self, tasks: list[SwarmTask]) -> None:
+        original = self._original["TaskTemplate"]
+        dirty = dirty_slots(tasks, definition_of(original))
+        if not dirty:
+            return
+        self._requests += 1
+        await self._update_spec(
+            lambda spec: request_spec(spec, original, len(dirty), Order.START_FIRST, self._requests))
+        await self._connected_watch().wait_until(
+            lambda now: True if not dirty_slots(now, definition_of(original)) else None,
+            "Swarm to go back to the original spec", _ACK_LIMIT_S + self._forward_budget())
+
+    async def _hand_back(self) -> None:
+        """The user's update config and labels go back once every task runs the current spec."""
+        if self._requests == 0 or self._handed_back:
+            return
+        tasks = await self._connected_watch().look()
+        document = await self._inspect_service()
+        current = definition_of(document["Spec"]["TaskTemplate"])
+        dirty = dirty_slots(tasks, current)
+        if dirty and current == definition_of(self._original["TaskTemplate"]) \
+                and set(dirty) <= set(failing_slots(tasks)):
+            await self._revert_all(tasks)  # rolled back: only restarting failures are left to clear
+        elif dirty:
+            return  # stopped half way: stay on hold, as a paused Swarm update would
+        self._handed_back = True
+        await self._update_spec(lambda spec: handed_back_spec(spec, self._original))
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    async def _replica(self, task: SwarmTask, template: Mapping[str, Any]) -> Replica:
+        container: Mapping[str, Any] | None = None
+        engine = self._engines.get(task.node_id)
+        if engine is not None and task.container_id:
+            container = await engine.inspect_container(task.container_id)
+        if container is not None:
+            healthcheck = (container.get("Config") or {}).get("Healthcheck")
+        else:
+            healthcheck = await self._template_healthcheck(template)
+        context = TaskContext(
+            service=self.service, global_mode=self._global, fixed_ports=fixed_host_ports(self._original),
+            node_addresses={node.id: node.address for node in self._nodes.values()},
+            image_id=str((container or {}).get("Image", "")), healthcheck=healthcheck,
+        )
+        return replica_from_task(task, context)
+
+    async def _template_healthcheck(self, template: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        container_spec = template.get("ContainerSpec") or {}
+        if container_spec.get("Healthcheck"):
+            return cast(Mapping[str, Any], container_spec["Healthcheck"])
+        ref = str(container_spec.get("Image", ""))
+        if ref not in self._healthchecks:
+            found = await self._connected_manager().inspect_image(ref)
+            self._healthchecks[ref] = ((found or {}).get("Config") or {}).get("Healthcheck")
+        return self._healthchecks[ref]
+
+    def _forward_budget(self) -> float:
+        """The replacement's health budget, or 50 s without a check (+ 10 s: the controller's default)."""
+        template = self._forward or self._original.get("TaskTemplate") or {}
+        ref = str((template.get("ContainerSpec") or {}).get("Image", ""))
+        check = (template.get("ContainerSpec") or {}).get("Healthcheck") or self._healthchecks.get(ref)
+        budget = health_budget(check)
+        return 50.0 if budget is None else budget
+
+    async def _inspect_service(self) -> Json:
+        manager = self._connected_manager()
+        found = await manager.call(f"inspect Swarm service {self.service}", _inspect_service_or_none,
+                                   manager.api, self.service)
+        if found is None:
+            raise ServiceNotFound(f"no Swarm service named {self.service} (at {manager.address})")
+        return found
+
+    async def _update_spec(self, change: Callable[[Json], Json]) -> None:
+        """Apply ``change`` to the current spec; retried when someone else updated it meanwhile."""
+        manager = self._connected_manager()
+        for attempt in range(3):
+            document = await self._inspect_service()
+            spec = change(document["Spec"])
+            try:
+                await manager.call(f"update Swarm service {self.service}", _update_service, manager.api,
+                                   document["ID"], document["Version"]["Index"], spec)
+                return
+            except PlatformError as exc:
+                if "out of sequence" not in str(exc) or attempt == 2:
+                    raise
+
+    def _connected_manager(self) -> Engine:
+        if self._manager is None:
+            raise EngineUnavailable(f"not connected to {engine_address(self._docker_host)}")
+        return self._manager
+
+    def _connected_watch(self) -> SwarmWatch:
+        if self._watch is None:
+            raise EngineUnavailable(f"not connected to {engine_address(self._docker_host)}")
+        return self._watch
+
+
+# -- blocking SDK calls (run in threads by Engine.call) --------------------------------------------
+
+
+def _inspect_service_or_none(api: Any, name: str) -> Json | None:
+    try:
+        found = cast(Json, api.inspect_service(name))
+    except docker.errors.NotFound:
+        return None
+    # The API also answers for an id prefix: only the exact name (or id) is this service.
+    return found if name in (found.get("Spec", {}).get("Name"), found.get("ID")) else None
+
+
+def _update_service(api: Any, service_id: str, version: int, spec: Json) -> None:
+    template = dict(spec["TaskTemplate"])
+    if spec.get("Networks") and not template.get("Networks"):
+        template["Networks"] = spec["Networks"]  # the old top-level place; the SDK would drop it
+    api.update_service(
+        service_id, version, task_template=template, name=spec["Name"], labels=spec.get("Labels") or {},
+        mode=spec["Mode"], update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
+        endpoint_spec=spec.get("EndpointSpec"),
+    )

@@ -1,0 +1,292 @@
+"""PURE: Swarm tasks and service specs as rollover sees them. No I/O, no clock.
+
+Swarm has no API that replaces one chosen task: tasks are only ever created by the manager, from
+the service's current spec, and any spec change starts Swarm's updater on every task that differs
+from it. So rollover paces Swarm's own updater instead (see ``swarm.py``): each request is one
+spec change whose update config lets the updater replace exactly ``n`` slots and then *hold*
+(a delay of a year after each slot). This module computes those specs and reads task lists.
+
+A *slot* is where one replica lives: the slot number of a replicated service, the node of a
+global one. During a start-first replacement a slot holds two live tasks.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rollover.errors import InvalidOption
+from rollover.model import Order, Replica
+
+Json = dict[str, Any]
+
+# Task states in the order Swarm moves through them (api/types.proto).
+_STATE_ORDER = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting",
+                "running", "complete", "shutdown", "failed", "rejected", "remove", "orphaned")
+_RANK = {state: rank for rank, state in enumerate(_STATE_ORDER)}
+# Placed on a node and on its way up, or up: what a snapshot counts as the service's replicas.
+TARGET_STATES = frozenset({"assigned", "accepted", "preparing", "ready", "starting", "running"})
+FAILED_STATES = frozenset({"failed", "rejected", "orphaned"})
+
+NS = 1_000_000_000
+# After each slot the updater sleeps this long before touching the next one: the hold that stops a
+# request at exactly ``parallelism`` slots. Only the next spec change (the next request) ends it.
+HOLD_NS = 365 * 24 * 3600 * NS
+REQUEST_LABEL = "rollover.request"
+
+
+@dataclass(frozen=True)
+class SwarmTask:
+    id: str
+    slot: str  # slot number (replicated) or node id (global): tasks of one slot replace each other
+    node_id: str
+    desired: str
+    state: str
+    created: str  # CreatedAt with its fraction padded to nanoseconds, so strings sort by time
+    definition: tuple[str, int]  # (image reference, ForceUpdate): which spec the task was made from
+    container_id: str
+    error: str
+    published: tuple[tuple[str, int], ...]  # ("8080/tcp", host port) for host-mode ports
+
+    @property
+    def live(self) -> bool:
+        """Meant to run: Swarm has not asked it to stop (it may still be starting, or failing)."""
+        return _RANK.get(self.desired, 99) <= _RANK["running"]
+
+    @property
+    def up(self) -> bool:
+        # Swarm reports a task with a healthcheck as running only once the check passed.
+        return self.live and self.state == "running"
+
+    @property
+    def ended(self) -> bool:
+        return _RANK.get(self.state, 0) > _RANK["running"]
+
+    @property
+    def is_target(self) -> bool:
+        return self.desired == "running" and self.state in TARGET_STATES
+
+
+def parse_task(raw: Mapping[str, Any]) -> SwarmTask:
+    status = raw.get("Status") or {}
+    ports = (status.get("PortStatus") or {}).get("Ports") or []
+    published = sorted({
+        (f"{port.get('TargetPort')}/{port.get('Protocol', 'tcp')}", int(port["PublishedPort"]))
+        for port in ports if port.get("PublishMode") == "host" and port.get("PublishedPort")
+    })
+    slot = raw.get("Slot") or 0
+    return SwarmTask(
+        id=str(raw["ID"]),
+        slot=str(slot) if slot else str(raw.get("NodeID", "")),
+        node_id=str(raw.get("NodeID", "")),
+        desired=str(raw.get("DesiredState", "")),
+        state=str(status.get("State", "")),
+        created=sortable_time(str(raw.get("CreatedAt", ""))),
+        definition=definition_of(raw.get("Spec") or {}),
+        container_id=str((status.get("ContainerStatus") or {}).get("ContainerID", "")),
+        error=str(status.get("Err") or status.get("Message") or status.get("State") or ""),
+        published=tuple(published),
+    )
+
+
+def sortable_time(stamp: str) -> str:
+    """'2026-01-02T03:04:05.12Z' -> '2026-01-02T03:04:05.120000000Z' (Go trims trailing zeros)."""
+    head, dot, fraction = stamp.rstrip("Z").partition(".")
+    return f"{head}.{(fraction if dot else '').ljust(9, '0')[:9]}Z"
+
+
+def epoch_of(sortable: str) -> float | None:
+    """'2026-01-02T03:04:05.123456789Z' -> seconds since the epoch (to the microsecond)."""
+    try:
+        return datetime.fromisoformat(sortable[:26] + "+00:00").timestamp()
+    except ValueError:
+        return None
+
+
+def definition_of(task_spec: Mapping[str, Any]) -> tuple[str, int]:
+    """What tells one rollout's tasks from another's: rollover changes both on every rollout."""
+    image = str((task_spec.get("ContainerSpec") or {}).get("Image", ""))
+    return image, int(task_spec.get("ForceUpdate") or 0)
+
+
+def slots(tasks: Iterable[SwarmTask]) -> dict[str, list[SwarmTask]]:
+    """Tasks grouped by slot, oldest first."""
+    grouped: dict[str, list[SwarmTask]] = {}
+    for task in sorted(tasks, key=lambda task: task.created):
+        grouped.setdefault(task.slot, []).append(task)
+    return grouped
+
+
+def start_first_in_flight(tasks: Iterable[SwarmTask]) -> list[str]:
+    """Slots holding two live tasks: a start-first replacement whose old task still runs.
+
+    A new request must wait for these: Swarm's next updater run would treat such a slot as its
+    own work and shut the old task down at once, before the replacement is up.
+    """
+    return [slot for slot, group in slots(tasks).items() if sum(task.live for task in group) > 1]
+
+
+def failing_slots(tasks: Iterable[SwarmTask]) -> dict[str, str]:
+    """Slots in flight whose replacement failed, with the failure; Swarm restarts it forever."""
+    failing: dict[str, str] = {}
+    for slot, group in slots(tasks).items():
+        live = [task for task in group if task.live]
+        if len(live) < 2:
+            continue
+        oldest_live = live[0].created
+        failed = [task for task in group if task.created > oldest_live and task.state in FAILED_STATES]
+        if failed:
+            failing[slot] = failed[-1].error
+    return failing
+
+
+def replacements_made(tasks: Iterable[SwarmTask], known: set[str], definition: tuple[str, int],
+                      dirty: set[str]) -> list[SwarmTask]:
+    """The tasks a request created: new since ``known``, made from ``definition``, in a slot that
+    was dirty. One per slot, the first: Swarm restarts a failed one in the same slot under a new
+    id, and that restart is not a second replacement."""
+    made: dict[str, SwarmTask] = {}
+    for task in sorted(tasks, key=lambda task: task.created):
+        if task.id not in known and task.definition == definition and task.slot in dirty:
+            made.setdefault(task.slot, task)
+    return sorted(made.values(), key=lambda task: task.created)
+
+
+def displaced_by(replacement: SwarmTask, tasks: Iterable[SwarmTask]) -> SwarmTask | None:
+    """The task a replacement took the slot of: the newest one of its slot created before it."""
+    before = [task for task in slots(tasks).get(replacement.slot, []) if task.created < replacement.created]
+    return before[-1] if before else None
+
+
+def dirty_slots(tasks: Iterable[SwarmTask], definition: tuple[str, int]) -> list[str]:
+    """Slots whose live tasks are not all made from ``definition``: work left for the updater."""
+    return [slot for slot, group in slots(tasks).items()
+            if any(task.live and task.definition != definition for task in group)]
+
+
+# -- specs -----------------------------------------------------------------------------------------
+
+
+def forward_template(template: Mapping[str, Any], image: str | None) -> Json:
+    """The task template to roll to: the new image (if any) and ForceUpdate + 1, so every task
+    differs from it even when the image did not change (a rolling restart)."""
+    new = copy.deepcopy(dict(template))
+    if image is not None:
+        new.setdefault("ContainerSpec", {})["Image"] = image
+    new["ForceUpdate"] = int(new.get("ForceUpdate") or 0) + 1
+    return new
+
+
+def request_spec(spec: Mapping[str, Any], template: Mapping[str, Any], parallelism: int, order: Order,
+                 request_no: int) -> Json:
+    """The spec that makes Swarm replace ``parallelism`` slots with tasks of ``template``, then hold.
+
+    The request label changes every time, so even a request that keeps the template is a spec
+    change: it cancels the holding updater and starts a fresh one on the slots still dirty.
+    Failure action pause: a replacement that fails before it is up stops Swarm's updater (and the
+    pause shows up as a service event with the reason).
+    """
+    new = copy.deepcopy(dict(spec))
+    new["TaskTemplate"] = copy.deepcopy(dict(template))
+    new["Labels"] = {**(new.get("Labels") or {}), REQUEST_LABEL: str(request_no)}
+    new["UpdateConfig"] = {
+        "Parallelism": parallelism, "Delay": HOLD_NS, "FailureAction": "pause", "Monitor": NS,
+        "MaxFailureRatio": 0, "Order": order.value,
+    }
+    return new
+
+
+def handed_back_spec(spec: Mapping[str, Any], original: Mapping[str, Any]) -> Json:
+    """The current spec with the user's own update config and labels back in place."""
+    new = copy.deepcopy(dict(spec))
+    labels = {key: value for key, value in (new.get("Labels") or {}).items() if key != REQUEST_LABEL}
+    new["Labels"] = labels
+    if original.get("UpdateConfig") is None:
+        new.pop("UpdateConfig", None)
+    else:
+        new["UpdateConfig"] = copy.deepcopy(original["UpdateConfig"])
+    return new
+
+
+def fixed_host_ports(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """Host-mode ports with a fixed published port: one per node, so start-first would have to
+    place the replacement on another node, and on a full cluster it stays pending forever."""
+    ports = (spec.get("EndpointSpec") or {}).get("Ports") or []
+    return tuple(sorted({
+        f"{port['PublishedPort']}/{port.get('Protocol', 'tcp')}"
+        for port in ports if port.get("PublishMode") == "host" and port.get("PublishedPort")
+    }))
+
+
+def health_budget(healthcheck: Mapping[str, Any] | None) -> float | None:
+    """start period + interval x retries (Docker's defaults for zeros); None without a check.
+
+    interval 0.5 s, retries 3, no start period -> 1.5 s.
+    """
+    if not healthcheck or list(healthcheck.get("Test") or ["NONE"])[:1] == ["NONE"]:
+        return None
+    interval = (healthcheck.get("Interval") or 30 * NS) / NS
+    retries = healthcheck.get("Retries") or 3
+    start = (healthcheck.get("StartPeriod") or 0) / NS
+    return float(start + interval * retries)
+
+
+def replica_name(service: str, task: SwarmTask, global_mode: bool) -> str:
+    """The name `docker service ps` shows: web.3 (replicated) or web.<node id> (global)."""
+    return f"{service}.{task.node_id if global_mode else task.slot}"
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What the task list does not say, from the spec, the nodes and the task's container."""
+
+    service: str
+    global_mode: bool
+    fixed_ports: tuple[str, ...] = ()
+    node_addresses: Mapping[str, str] | None = None  # node id -> address
+    image_id: str = ""  # the image the container runs, when the node could be asked
+    healthcheck: Mapping[str, Any] | None = None  # the container's (or image's) effective check
+
+
+def replica_from_task(task: SwarmTask, context: TaskContext) -> Replica:
+    ref, _, digest = task.definition[0].partition("@")
+    address = (context.node_addresses or {}).get(task.node_id, "")
+    details: list[tuple[str, str]] = [("node", task.node_id), ("slot", task.slot)]
+    details += [(f"published.{port}", f"{address}:{host_port}") for port, host_port in task.published]
+    budget = health_budget(context.healthcheck)
+    return Replica(
+        id=task.id, name=replica_name(context.service, task, context.global_mode),
+        image=context.image_id or digest, image_ref=ref, running=task.state == "running",
+        has_healthcheck=budget is not None, fixed_host_ports=context.fixed_ports,
+        health_budget_s=budget, created_at=epoch_of(task.created), details=tuple(details),
+    )
+
+
+def lock_name(service: str) -> str:
+    """A Swarm config name (at most 64 characters) naming the service's rollout lock."""
+    name = f"rollover-lock-{service}"
+    if len(name) <= 64:
+        return name
+    import hashlib
+
+    return f"rollover-lock-{hashlib.sha256(service.encode()).hexdigest()[:24]}"
+
+
+def describe_slots(names: Sequence[str]) -> str:
+    return ", ".join(names) if names else "none"
+
+
+def parse_node_hosts(text: str) -> dict[str, str]:
+    """'rsw-n2=unix:///run/rsw-n2/docker.sock,rsw-n3=tcp://10.0.0.3:2376' -> {hostname: docker host}."""
+    hosts: dict[str, str] = {}
+    for part in (item.strip() for item in text.split(",")):
+        if not part:
+            continue
+        node, sep, host = part.partition("=")
+        if not sep or not node.strip() or "://" not in host:
+            raise InvalidOption(f"swarm node {part!r}: expected NODE=DOCKER_HOST (e.g. n2=tcp://10.0.0.2:2376)")
+        hosts[node.strip()] = host.strip()
+    return hosts
