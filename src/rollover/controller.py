@@ -158,6 +158,7 @@ class Controller:
         self._t0 = 0.0
         self._order = Order.START_FIRST
         self._interrupted_by: str | None = None
+        self._problems: list[str] = []  # cleanups that failed after their replica's outcome
         self._main: asyncio.Task[object] | None = None
 
     def _now(self) -> float:
@@ -194,6 +195,7 @@ class Controller:
             await self.backend.prepare(snapshot)
             self._order, why = choose_order(self.policy.order, snapshot.replicas)
             batch = batch_size(self.policy.step, len(snapshot.replicas))
+            self._t0 = self._now()  # times count from the plan: connecting and looking came before
             self._report_plan(snapshot, batch, why)
             await self.balancer.attach(snapshot.replicas)
             lease_s = self._lease_s(snapshot, batch)
@@ -251,7 +253,6 @@ class Controller:
         )
 
     async def _roll(self, snapshot: ServiceSnapshot, batch: int, recovery: Recovery | None) -> RolloutResult:
-        self._t0 = self._now()
         if self.probe is not None:
             await self.probe.start()
         targets = recovery.targets if recovery is not None else snapshot.replicas
@@ -273,6 +274,8 @@ class Controller:
             outcome = "rolled-back"
         else:
             outcome = "paused" if self.policy.on_failure is FailurePolicy.PAUSE else "failed"
+        if self._problems and outcome == "completed":
+            outcome, failure = "failed", self._problems[0]
         probe = await self.probe.stop() if self.probe is not None else None
         if probe is not None and outcome == "completed" and self._too_many_probe_failures(probe):
             outcome = "failed"
@@ -481,7 +484,7 @@ class Controller:
         """Put an up replacement into rotation; only then does its grace period (and slot) run."""
         assert item.replacement is not None
         try:
-            await self.balancer.admit(item.replacement)
+            await self.balancer.admit(await self._retrying(partial(self.backend.refresh, item.replacement)))
         except RolloverError as exc:
             self._messages.put_nowait(_Admitted(item.target.id, self._now(), f"admission failed: {exc}"))
             return
@@ -495,12 +498,28 @@ class Controller:
                          waited_s=round(drained.waited_s, 3))
 
     async def _retire(self, item: TargetProgress) -> None:
-        await self._drain(item.target)
-        await self._retrying(lambda: self.backend.retire(item.target))
-        await self.balancer.forget(item.target)
+        try:
+            await self._drain(item.target)
+            await self._retrying(lambda: self.backend.retire(item.target))
+            await self.balancer.forget(item.target)
+        except RolloverError as exc:
+            self._cleanup_failed(item, f"could not retire {item.target.name}: {exc}")
+            return
         self._report("retired", item.target.name)
 
+    def _cleanup_failed(self, item: TargetProgress, problem: str) -> None:
+        """A platform call after a replica's outcome failed: the rollout fails with the reason,
+        and still ends with its summary (it is a result, not a crash)."""
+        self._problems.append(problem)
+        self._report("cleanup_failed", item.target.name, reason=problem)
+
     async def _discard(self, item: TargetProgress) -> None:
+        try:
+            await self._discard_or_restore(item)
+        except RolloverError as exc:
+            self._cleanup_failed(item, f"could not remove the failed replacement of {item.target.name}: {exc}")
+
+    async def _discard_or_restore(self, item: TargetProgress) -> None:
         """A failed replacement goes. Stop-first already removed its original: put that back."""
         if item.replacement is None:
             return

@@ -52,6 +52,11 @@ class Backend(Protocol):
         """
         ...
 
+    async def refresh(self, replica: Replica) -> Replica:
+        """The replica as the platform describes it now: an address or a published port may only
+        be known once it runs (a Swarm task gets its host port after it was acknowledged)."""
+        ...
+
     async def snapshot(self) -> ServiceSnapshot:
         """The service's running and starting replicas; ServiceNotFound if there are none."""
 

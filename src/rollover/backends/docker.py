@@ -154,6 +154,10 @@ class DockerBackend:
             if (event := current_event(replica_id, inspect, at)) is not None
         ]
 
+    async def refresh(self, replica: Replica) -> Replica:
+        inspect = await self._connected().inspect_container(replica.id)
+        return replica if inspect is None else replica_from_inspect(inspect)
+
     async def snapshot(self) -> ServiceSnapshot:
         engine = self._connected()
         ids = await engine.list_container_ids(self._labels())

@@ -124,6 +124,9 @@ class SimBackend:
                 seen.append(ReplicaDown(replica_id, now, "exited with code 1"))
         return seen
 
+    async def refresh(self, replica: Replica) -> Replica:
+        return self.state.replicas.get(replica.id, replica)
+
     async def snapshot(self) -> ServiceSnapshot:
         return ServiceSnapshot(
             name=self.state.name, platform=self.platform, replicas=tuple(self.state.replicas.values()),

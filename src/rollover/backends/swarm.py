@@ -149,6 +149,15 @@ class SwarmBackend:
     def events(self) -> AsyncIterator[ReplicaEvent]:
         return self._connected_watch().events()
 
+    async def refresh(self, replica: Replica) -> Replica:
+        """A task's host-mode port is only in its status once it runs: read it again."""
+        tasks = {task.id: task for task in await self._connected_watch().look(report=False)}
+        task = tasks.get(replica.id)
+        if task is None:
+            return replica
+        template = self._forward if self._forward is not None else self._original["TaskTemplate"]
+        return await self._replica(task, template)
+
     async def observe(self, replica_ids: Sequence[str]) -> list[ReplicaEvent]:
         """The tasks' state now, from the manager's list (nothing for tasks still starting)."""
         tasks = {task.id: task for task in await self._connected_watch().look(report=False)}
@@ -314,7 +323,9 @@ class SwarmBackend:
         current, original = document["Spec"]["TaskTemplate"], self._original["TaskTemplate"]
         if definition_of(current) == definition_of(original):
             return
-        if any(task.up and task.definition == definition_of(current) for task in tasks):
+        # The replica being discarded may itself be up (it failed its admission, not its start):
+        # it does not count as a replacement that came up.
+        if any(task.up and task.definition == definition_of(current) and task.id != replica.id for task in tasks):
             return
         await self._revert_all(tasks)
 

@@ -1,0 +1,357 @@
+"""`rollover redeploy --platform swarm` end to end: the console script against real swarms.
+
+The swarms are the suite's own (``scripts/swarm-cluster.sh``: one dockerd per node in a network
+namespace, nodes at 10.213.0.1x). Each test makes its services, runs the CLI as a subprocess with
+DOCKER_HOST set to the manager and ``--swarm-nodes`` naming every node's daemon, and then checks
+what a user would check: the exit code, the JSON stream, the tasks the manager lists (state,
+image, node), and what each task answers on its published host port.
+
+Waiting is on conditions only (the task list, a subprocess's exit), never on sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from swarm_support import (
+    APP_BROKEN,
+    APP_V1,
+    APP_V2,
+    NodeHAProxy,
+    ServiceFactory,
+    SwarmCluster,
+    running_tasks,
+    task_endpoints,
+    wait_for,
+)
+
+pytestmark = pytest.mark.swarm
+
+ROLLOVER = Path(sys.executable).with_name("rollover")  # the console script of the venv running pytest
+RUN_TIMEOUT_S = 180  # generous: 2 cores, other suites running; a rollout here takes 10-40 s
+
+
+# -- running the CLI -------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+    wall_s: float = 0.0
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [event for event in self.events if event["event"] == kind]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        last = self.events[-1] if self.events else {}
+        assert last.get("event") == "summary", f"the last JSON line is not the summary\n{self}"
+        return last
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        first = self.events[0]
+        assert first["event"] == "plan", str(self)
+        return first
+
+    def __str__(self) -> str:
+        return f"exit {self.code} after {self.wall_s:.1f}s\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+def cli_env(cluster: SwarmCluster) -> dict[str, str]:
+    """The caller's environment without ROLLOVER_*/TUTUM_* settings, DOCKER_HOST at the manager."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("ROLLOVER_", "TUTUM_"))}
+    env["DOCKER_HOST"] = cluster.manager
+    return env
+
+
+def cli_args(cluster: SwarmCluster, service: str, *extra: str, platform: str = "swarm") -> list[str]:
+    nodes = ",".join(f"{hostname}={host}" for hostname, host in sorted(cluster.hosts.items()))
+    return [str(ROLLOVER), "redeploy", service, "--platform", platform, "--swarm-nodes", nodes,
+            "--output", "json", *extra]
+
+
+def rollover(cluster: SwarmCluster, service: str, *extra: str, platform: str = "swarm") -> Outcome:
+    assert ROLLOVER.exists(), f"the console script {ROLLOVER} is not installed"
+    started = time.monotonic()
+    done = subprocess.run(cli_args(cluster, service, *extra, platform=platform), env=cli_env(cluster),
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    return Outcome(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+
+# -- what the swarm shows --------------------------------------------------------------------------
+
+
+def images_running(cluster: SwarmCluster, service: str) -> list[str]:
+    return sorted(task["Spec"]["ContainerSpec"]["Image"] for task in running_tasks(cluster, service))
+
+
+def answers(endpoints: list[tuple[str, int]]) -> list[str]:
+    """What each task says it is: GET /version.txt on its published host port (at its node)."""
+    said = []
+    for host, port in endpoints:
+        with urllib.request.urlopen(f"http://{host}:{port}/version.txt", timeout=10) as answer:
+            said.append(answer.read().decode().strip())
+    return sorted(said)
+
+
+def service_spec(cluster: SwarmCluster, service: str) -> dict[str, Any]:
+    return dict(cluster.client.api.inspect_service(service))
+
+
+def assert_handed_back(cluster: SwarmCluster, service: str, image: str) -> None:
+    """The spec names ``image``, no update is held, and rollover's request label is gone."""
+    document = service_spec(cluster, service)
+    spec = document["Spec"]
+    assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == image
+    assert "rollover.request" not in (spec.get("Labels") or {}), spec.get("Labels")
+    assert (document.get("UpdateStatus") or {}).get("State") != "updating", document.get("UpdateStatus")
+    assert (spec.get("UpdateConfig") or {}).get("Delay", 0) < 10**12  # not rollover's one-year hold
+
+
+def replacement_ids(outcome: Outcome) -> set[str]:
+    return {event["replacement_id"] for event in outcome.of_kind("acknowledged")}
+
+
+def most_in_flight(outcome: Outcome) -> int:
+    """The most requests out at once: sent and not yet settled (up), failed or skipped."""
+    in_flight = most = 0
+    for event in outcome.events:
+        if event["event"] == "request_sent":
+            in_flight += 1
+            most = max(most, in_flight)
+        elif event["event"] in ("settled", "failed", "skipped"):
+            in_flight -= 1
+    return most
+
+
+# -- tests -----------------------------------------------------------------------------------------
+
+
+class TestThreeNodeRollouts:
+    @pytest.mark.parametrize(("step", "platform"), [("1", "swarm"), ("2", "swarm"), ("half", "auto")])
+    def test_six_tasks_over_three_nodes_roll_to_v2(
+        self, three_node_swarm: SwarmCluster, make_service: ServiceFactory, step: str, platform: str
+    ) -> None:
+        cluster, name = three_node_swarm, make_service(replicas=6, host_port=True)
+        before = running_tasks(cluster, name)
+        assert len({task["NodeID"] for task in before}) == 3  # spread over every node
+
+        outcome = rollover(cluster, name, "--image", APP_V2, "--step", step, platform=platform)
+
+        assert outcome.code == 0, outcome
+        assert outcome.plan["platform"] == "swarm"  # also what --platform auto picked
+        assert outcome.plan["targets"] and len(outcome.plan["targets"]) == 6
+        summary = outcome.summary
+        assert (summary["result"], summary["replaced"], summary["failed"]) == ("completed", 6, 0), outcome
+        # "up" came from the nodes' events; the manager's list follows a moment later.
+        wait_for(lambda: images_running(cluster, name) == [APP_V2] * 6, 20, "six running v2 tasks")
+        running = running_tasks(cluster, name)
+        assert {task["ID"][:12] for task in running} == replacement_ids(outcome)  # exactly what it reported
+        assert not {task["ID"] for task in running} & {task["ID"] for task in before}
+        assert answers(list(task_endpoints(cluster, name).values())) == ["v2"] * 6
+        assert service_spec(cluster, name)["Spec"]["Mode"]["Replicated"]["Replicas"] == 6
+        assert_handed_back(cluster, name, APP_V2)
+
+    def test_an_image_that_never_gets_healthy_is_rolled_back(
+        self, three_node_swarm: SwarmCluster, make_service: ServiceFactory
+    ) -> None:
+        cluster, name = three_node_swarm, make_service(replicas=6, host_port=True)
+
+        outcome = rollover(cluster, name, "--image", APP_BROKEN)
+
+        assert outcome.code == 1, outcome
+        summary = outcome.summary
+        assert summary["result"] == "rolled-back", outcome
+        assert summary["failed"] >= 1 and summary["reason"], outcome
+        wait_for(lambda: images_running(cluster, name) == [APP_V1] * 6, 30, "six running v1 tasks")
+        # Running means healthy for a task with a healthcheck; the tasks say so themselves too.
+        assert answers(list(task_endpoints(cluster, name).values())) == ["v1"] * 6
+        assert_handed_back(cluster, name, APP_V1)
+
+    def test_a_global_service_rolls_node_by_node(
+        self, three_node_swarm: SwarmCluster, make_service: ServiceFactory
+    ) -> None:
+        cluster, name = three_node_swarm, make_service(global_mode=True)
+        nodes = {task["NodeID"] for task in running_tasks(cluster, name)}
+        assert len(nodes) == 3
+
+        outcome = rollover(cluster, name, "--image", APP_V2)
+
+        assert outcome.code == 0, outcome
+        assert (outcome.summary["result"], outcome.summary["replaced"]) == ("completed", 3), outcome
+        assert "(global," in outcome.plan["where"]
+        # One node at a time: a global task's name is <service>.<node id>.
+        replaced_on = [event["replacement"].removeprefix(f"{name}.") for event in outcome.of_kind("acknowledged")]
+        assert sorted(replaced_on) == sorted(nodes), outcome
+        assert most_in_flight(outcome) == 1, outcome
+        wait_for(lambda: images_running(cluster, name) == [APP_V2] * 3, 20, "three running v2 tasks")
+        assert sorted(task["NodeID"] for task in running_tasks(cluster, name)) == sorted(nodes)  # one per node
+        assert_handed_back(cluster, name, APP_V2)
+
+    def test_a_replacement_that_fails_its_post_start_hook_is_rolled_back(
+        self, three_node_swarm: SwarmCluster, make_service: ServiceFactory
+    ) -> None:
+        cluster, name = three_node_swarm, make_service(replicas=3, host_port=True)
+
+        # The hook fails after 2 s: by then the manager lists the replacement as running.
+        outcome = rollover(cluster, name, "--image", APP_V2, "--post-start", "sh -c 'sleep 2; exit 1'")
+
+        assert outcome.code == 1, outcome
+        assert (outcome.summary["result"], outcome.summary["replaced"]) == ("rolled-back", 0), outcome
+        assert "post-start" in outcome.summary["reason"]
+        assert_handed_back(cluster, name, APP_V1)  # rollover hands the spec back before it exits
+        wait_for(lambda: images_running(cluster, name) == [APP_V1] * 3, 30, "three running v1 tasks")
+
+    def test_zero_failed_requests_behind_haproxy(
+        self, three_node_swarm: SwarmCluster, make_service: ServiceFactory
+    ) -> None:
+        cluster, name = three_node_swarm, make_service(replicas=6, host_port=True)
+        old = task_endpoints(cluster, name)
+        assert len(old) == 6
+        with tempfile.TemporaryDirectory(prefix="rsw-haproxy-") as workdir:
+            haproxy = NodeHAProxy(Path(workdir), sorted(old.values()))
+            try:
+                assert haproxy.in_rotation() == sorted(old.values())
+                outcome = rollover(
+                    cluster, name, "--image", APP_V2, "--step", "1", "--order", "start-first",
+                    "--balancer", f"haproxy:{haproxy.socket}:web", "--balancer-address", "published",
+                    "--probe", haproxy.url, "--probe-rate", "200",
+                )
+                assert outcome.code == 0, outcome
+                summary = outcome.summary
+                assert (summary["result"], summary["replaced"]) == ("completed", 6), outcome
+                probe = summary["probe"]
+                assert probe["failed"] == 0, (probe, haproxy.counters())
+                assert probe["sent"] >= 200, probe  # at least a second's worth at 200/s
+                assert set(probe["answers"]) <= {"v1", "v2"}, probe
+                assert all(status == "200" for status in haproxy.statuses()), haproxy.statuses()
+                # After the end: HAProxy sends only to the v2 tasks, and they all answer v2.
+                wait_for(lambda: images_running(cluster, name) == [APP_V2] * 6, 20, "six running v2 tasks")
+                new = task_endpoints(cluster, name)
+                assert haproxy.in_rotation() == sorted(new.values())
+                after = [urllib.request.urlopen(haproxy.url, timeout=10).read().decode().strip() for _ in range(30)]
+                assert after == ["v2"] * 30
+            finally:
+                haproxy.stop()
+
+
+# -- a node lost in the middle of a rollout --------------------------------------------------------
+
+
+@dataclass
+class NodeLoss:
+    outcome: Outcome
+    service: str
+    killed_after: dict[str, Any]  # the JSON event after which node 3's daemon was killed
+
+
+def run_and_kill_node_3(cluster: SwarmCluster, service: str) -> tuple[Outcome, dict[str, Any]]:
+    """Run the CLI; at its first ``up`` event SIGKILL node 3's dockerd (its containers keep
+    running under their shims, but the node stops answering and the manager marks it down)."""
+    process = subprocess.Popen(cli_args(cluster, service, "--image", APP_V2), env=cli_env(cluster),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = time.monotonic()
+    lines: list[str] = []
+    killed: dict[str, Any] = {}
+    errors: list[str] = []
+
+    def read_stderr() -> None:
+        assert process.stderr is not None
+        errors.append(process.stderr.read())
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    timer = threading.Timer(RUN_TIMEOUT_S, process.kill)  # the bound: a hung rollover is killed
+    timer.start()
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            event = json.loads(line)
+            if not killed and event["event"] == "up":
+                os.kill(int(Path("/run/rsw-n3/docker.pid").read_text()), signal.SIGKILL)
+                killed = event
+        code = process.wait()
+    finally:
+        timer.cancel()
+        reader.join(10)
+    wall = time.monotonic() - started
+    assert wall < RUN_TIMEOUT_S, f"rollover hung: killed after {RUN_TIMEOUT_S}s\n{''.join(lines)}{''.join(errors)}"
+    return Outcome(code, "".join(lines), "".join(errors), wall), killed
+
+
+@pytest.fixture(scope="class")
+def node_loss(three_node_swarm: SwarmCluster) -> Iterator[NodeLoss]:
+    """One rollout of 6 tasks (v1 -> v2, step 1) that loses node 3, shared by the class's tests."""
+    factory = ServiceFactory(three_node_swarm)
+    try:
+        name = factory(replicas=6, host_port=True)
+        outcome, killed = run_and_kill_node_3(three_node_swarm, name)
+        yield NodeLoss(outcome, name, killed)
+    finally:
+        factory.remove_all()
+
+
+class TestNodeLostMidRollout:
+    """A cluster of its own (the class-scoped fixture): node 3's daemon stays dead, and the whole
+    cluster goes down after the class, so no other test sees the broken node."""
+
+    def test_the_rollout_ends_within_the_bound_with_the_reason(
+        self, three_node_swarm: SwarmCluster, node_loss: NodeLoss
+    ) -> None:
+        cluster, outcome = three_node_swarm, node_loss.outcome
+        assert node_loss.killed_after, f"no up event: node 3 was never killed\n{outcome}"
+        # It ended by itself (no hang): within rollover's own bounds (reconnect 60 s, retire 35 s).
+        assert outcome.wall_s < 120, outcome
+        assert outcome.code == 1, outcome  # not completed: a node of the service is gone
+        assert "rsw-n3" in outcome.stdout + outcome.stderr, outcome  # the reason names the lost daemon
+        spec = service_spec(cluster, node_loss.service)["Spec"]
+        assert spec["Mode"]["Replicated"]["Replicas"] == 6  # rollover never scales
+        nodes = {node["Description"]["Hostname"]: node["Status"]["State"] for node in cluster.client.api.nodes()}
+        wait_for(lambda: cluster.client.api.inspect_node("rsw-n3")["Status"]["State"] == "down", 60,
+                 f"the manager to mark rsw-n3 down (nodes: {nodes})")
+        # The surviving nodes still carry the service: Swarm moved node 3's tasks over.
+        wait_for(lambda: len(running_tasks(cluster, node_loss.service)) >= 6, 60, "six running tasks")
+
+    @pytest.mark.xfail(strict=True, reason=(
+        "KNOWN swarm.py: after a node is lost mid-rollout the rollout now ends with a summary"
+        " (retire failures are a result, not a crash), but a displaced task on the down node never"
+        " reaches an ended state in the manager's list and the event re-subscription needs every"
+        " node, so the rollback cannot finish: v2 tasks stay on the surviving nodes"))
+    def test_the_json_summary_matches_the_swarm(
+        self, three_node_swarm: SwarmCluster, node_loss: NodeLoss
+    ) -> None:
+        cluster, outcome, name = three_node_swarm, node_loss.outcome, node_loss.service
+        summary = outcome.summary
+        assert summary["result"] in ("completed", "rolled-back", "failed", "paused"), outcome
+        wait_for(lambda: cluster.client.api.inspect_node("rsw-n3")["Status"]["State"] == "down", 60, "rsw-n3 down")
+        alive = {node["ID"] for node in cluster.client.api.nodes() if node["Status"]["State"] == "ready"}
+        images = [task["Spec"]["ContainerSpec"]["Image"] for task in running_tasks(cluster, name)
+                  if task["NodeID"] in alive]
+        if summary["result"] == "completed":
+            assert images.count(APP_V2) == summary["replaced"] == 6
+        elif summary["result"] == "rolled-back":
+            assert set(images) == {APP_V1} and summary["reason"]
+            assert_handed_back(cluster, name, APP_V1)
+        else:
+            assert images.count(APP_V2) == summary["replaced"] and summary["reason"]
