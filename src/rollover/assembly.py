@@ -137,7 +137,7 @@ def _one_balancer(spec: BalancerSpec, options: TrafficOptions, clock: Clock) -> 
                              port=options.port, clock=clock)
     from rollover.balancers.traefik import TraefikBalancer
 
-    return TraefikBalancer(spec.address, spec.name, clock=clock)
+    return TraefikBalancer(spec.address, spec.name, network=network or None, clock=clock)
 
 
 def check_probe_url(url: str | None) -> str | None:
@@ -159,18 +159,15 @@ def make_probe(options: TrafficOptions, clock: Clock) -> Probe | None:
 
 
 def parse_hook(text: str | None, what: str) -> tuple[str, ...] | None:
-    """An argument list, split like a shell would but never run through one."""
+    """An argument list, split like a shell would but never run through one (see hooks.py)."""
     if text is None:
         return None
-    import shlex
+    from rollover.hooks import parse_hook as split_hook
 
     try:
-        words = shlex.split(text)
-    except ValueError as exc:
-        raise InvalidOption(f"{what} {text!r}: {exc}") from None
-    if not words:
-        raise InvalidOption(f"{what}: empty command")
-    return tuple(words)
+        return tuple(split_hook(text))
+    except InvalidOption as exc:
+        raise InvalidOption(f"{what}: {exc}") from None
 
 
 def parse_balancers(values: Sequence[str]) -> tuple[BalancerSpec, ...]:
