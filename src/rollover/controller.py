@@ -30,7 +30,7 @@ from rollover.model import (
     ServiceSnapshot,
     StaleLock,
 )
-from rollover.plan import Decision, decide
+from rollover.plan import Decision, decide, needs_repair
 from rollover.policy import FailurePolicy, Policy, batch_size, choose_order, replacement_timeout
 from rollover.probe import ProbeReport
 from rollover.recovery import Recovery, made_by, plan_recovery
@@ -263,9 +263,10 @@ class Controller:
         failure = next((item.failure for item in forward.progress if item.phase is Phase.FAILED), None)
         back: RolloutState | None = None
         rolling_back = self.policy.on_failure is FailurePolicy.ROLLBACK
+        pausing = self.policy.on_failure is FailurePolicy.PAUSE
         if self._interrupted_by is not None:
             failure = f"interrupted by {self._interrupted_by}"
-            back = await self._roll_back(forward, batch) if rolling_back else None
+            back = None if pausing else await self._roll_back(forward, batch, everything=rolling_back)
             outcome = "interrupted"
         elif failure is None:
             outcome = "completed"
@@ -273,7 +274,8 @@ class Controller:
             back = await self._roll_back(forward, batch)
             outcome = "rolled-back"
         else:
-            outcome = "paused" if self.policy.on_failure is FailurePolicy.PAUSE else "failed"
+            back = None if pausing else await self._roll_back(forward, batch, everything=False)
+            outcome = "paused" if pausing else "failed"
         if self._problems and outcome == "completed":
             outcome, failure = "failed", self._problems[0]
         probe = await self.probe.stop() if self.probe is not None else None
@@ -296,8 +298,14 @@ class Controller:
     def _too_many_probe_failures(self, probe: ProbeReport) -> bool:
         return self.max_probe_failures is not None and probe.failed > self.max_probe_failures
 
-    async def _roll_back(self, forward: RolloutState, batch: int) -> RolloutState:
-        done = [item for item in forward.progress if item.phase is Phase.UP and item.replacement]
+    async def _roll_back(self, forward: RolloutState, batch: int, everything: bool = True) -> RolloutState:
+        """Put replicas back on their previous definition, as a rollout of its own (same step,
+        tracked until each is up): every replaced one when ``everything``, and always the originals
+        of failed stop-first replacements, which were removed before their replacement failed."""
+        done = [item for item in forward.progress
+                if (everything and item.phase is Phase.UP and item.replacement) or needs_repair(item, self._order)]
+        if not done:
+            return rollout.start([], batch, self.policy.grace_s)
         self._report("rollback", replicas=[item.target.name for item in done])
         replacements = [item.replacement for item in done if item.replacement is not None]
         originals = [item.target for item in done]
@@ -515,20 +523,15 @@ class Controller:
 
     async def _discard(self, item: TargetProgress) -> None:
         try:
-            await self._discard_or_restore(item)
+            await self._remove_failed(item)
         except RolloverError as exc:
             self._cleanup_failed(item, f"could not remove the failed replacement of {item.target.name}: {exc}")
 
-    async def _discard_or_restore(self, item: TargetProgress) -> None:
-        """A failed replacement goes. Stop-first already removed its original: put that back."""
+    async def _remove_failed(self, item: TargetProgress) -> None:
+        """A failed replacement goes (a failed stop-first one is put back after the phase instead)."""
         if item.replacement is None:
             return
-        original = item.restore_from or item.target
         await self.balancer.forget(item.replacement)
-        if self._order is Order.STOP_FIRST:
-            restored = await self.backend.restore(item.replacement, original, Order.STOP_FIRST)
-            self._report("restored", item.target.name, replica_id=restored.short_id)
-        else:
-            replacement = item.replacement
-            await self._retrying(lambda: self.backend.discard(replacement))
-            self._report("discarded", item.target.name, replacement=item.replacement.name)
+        replacement = item.replacement
+        await self._retrying(lambda: self.backend.discard(replacement))
+        self._report("discarded", item.target.name, replacement=item.replacement.name)

@@ -50,7 +50,9 @@ def next_request(state: RolloutState, policy: Policy) -> tuple[TargetProgress, .
 
 def _owed_cleanup(state: RolloutState, order: Order, policy: Policy) -> tuple[tuple[TargetProgress, ...], ...]:
     """Start-first: the replaced replica goes once its successor is UP. A failed replacement goes
-    too, unless the policy is 'pause', which leaves everything for a human to look at."""
+    too, unless the policy is 'pause', which leaves everything for a human to look at. A failed
+    stop-first replacement stays for now: its original is gone, and putting it back is a tracked
+    restore after the phase (see Controller._roll), not a side effect."""
     keep_failed = policy.on_failure is FailurePolicy.PAUSE
     retire: list[TargetProgress] = []
     discard: list[TargetProgress] = []
@@ -60,8 +62,16 @@ def _owed_cleanup(state: RolloutState, order: Order, policy: Policy) -> tuple[tu
         if item.phase is Phase.UP and (order is Order.START_FIRST or item.adopted):
             retire.append(item)
         elif item.phase is Phase.FAILED and item.replacement is not None and keep_failed is False:
+            if needs_repair(item, order):
+                continue
             discard.append(item)
     return tuple(retire), tuple(discard)
+
+
+def needs_repair(item: TargetProgress, order: Order) -> bool:
+    """A forward stop-first replacement that failed: its original was removed before it was made."""
+    return order is Order.STOP_FIRST and item.restore_from is None and item.phase is Phase.FAILED \
+        and item.replacement is not None
 
 
 def _wake_at(state: RolloutState) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,15 @@ def compose_yaml(
     replicas: int,
     volumes: bool = False,
     container_name: str | None = None,
+    ports: Sequence[str] = (),
+    healthcheck: dict[str, str] | None = None,
 ) -> str:
-    """The test service ``web``: the image's own healthcheck (every 0.5 s), quick stops."""
+    """The test service ``web``: the image's own healthcheck (every 0.5 s), quick stops.
+
+    ``ports``: published ports as Compose writes them, e.g. ``"127.0.0.1::8080"`` (a random
+    loopback host port per replica). ``healthcheck``: settings overriding the image's (e.g.
+    ``{"interval": "3s"}``); the image's test command stays.
+    """
     lines = [
         f"name: {project}",
         "services:",
@@ -50,6 +58,10 @@ def compose_yaml(
     ]
     if container_name:
         lines.append(f"    container_name: {container_name}")
+    if ports:
+        lines += ["    ports:", *(f'      - "{port}"' for port in ports)]
+    if healthcheck:
+        lines += ["    healthcheck:", *(f"      {key}: {value}" for key, value in healthcheck.items())]
     if volumes:
         lines += ["    volumes:", "      - shared:/shared", "      - /data", "volumes:", "  shared: {}"]
     return "\n".join(lines) + "\n"
