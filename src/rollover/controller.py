@@ -115,6 +115,10 @@ class RolloutResult:
         return {"completed": 0, "interrupted": 130}.get(self.outcome, 1)
 
 
+def _first_failure(state: RolloutState) -> str | None:
+    return next((item.failure for item in state.progress if item.phase is Phase.FAILED), None)
+
+
 def _watched_ids(state: RolloutState) -> list[str]:
     """Replicas whose fate the rollout waits on: replacements in flight, waiting targets, extras."""
     ids = [item.replacement.id for item in state.progress if item.replacement and item.phase in IN_FLIGHT]
@@ -159,6 +163,8 @@ class Controller:
         self._order = Order.START_FIRST
         self._interrupted_by: str | None = None
         self._problems: list[str] = []  # cleanups that failed after their replica's outcome
+        self._stream_ok = asyncio.Event()  # cleared while the event stream is lost
+        self._stream_ok.set()
         self._main: asyncio.Task[object] | None = None
 
     def _now(self) -> float:
@@ -272,7 +278,9 @@ class Controller:
             outcome = "completed"
         elif rolling_back:
             back = await self._roll_back(forward, batch)
-            outcome = "rolled-back"
+            outcome = "rolled-back" if back.count(Phase.FAILED) == 0 else "failed"
+            if outcome == "failed":
+                failure = f"{failure}; the rollback failed too: {_first_failure(back)}"
         else:
             back = None if pausing else await self._roll_back(forward, batch, everything=False)
             outcome = "paused" if pausing else "failed"
@@ -413,10 +421,12 @@ class Controller:
             except RolloverError as exc:
                 failure = str(exc)
             self._report("stream_lost", reason=failure)
+            self._stream_ok.clear()
             reopened = await self._reopen_events(failure)
             if reopened is None:
                 return
             events = reopened
+            self._stream_ok.set()
             self._report("stream_restored")
             self._messages.put_nowait(_StreamRestored())
 
@@ -433,6 +443,12 @@ class Controller:
                     self._messages.put_nowait(_Broken(lost))
                     return None
             wait = min(wait * 2, _RETRY_MAX_S)
+
+    async def _platform_reachable(self) -> None:
+        try:
+            await asyncio.wait_for(self._stream_ok.wait(), RECONNECT_TIMEOUT_S)
+        except TimeoutError:
+            raise PlatformError(f"the platform was out of reach for {RECONNECT_TIMEOUT_S:g}s") from None
 
     async def _resync(self, ids: Sequence[str]) -> None:
         for event in await self._retrying(lambda: self.backend.observe(ids)):
@@ -468,6 +484,9 @@ class Controller:
     async def _request(self, items: Sequence[TargetProgress]) -> None:
         ids = tuple(item.target.id for item in items)
         try:
+            # No request goes out blind: while the platform is out of reach it would fail, and
+            # its replacement's fate could not be watched.
+            await self._platform_reachable()
             if self._order is Order.STOP_FIRST:
                 for item in items:
                     await self._drain(item.target)

@@ -70,6 +70,8 @@ class RolloutState:
     # Unknown replicas seen up while a request was outstanding: replacement or extra is only
     # known once the acknowledgement names the replacements.
     unclaimed_up: tuple[tuple[str, float], ...] = ()
+    # Likewise unknown replicas seen going down (a replacement that died before its ack arrived).
+    unclaimed_down: tuple[tuple[str, float, str], ...] = ()
 
     def in_flight(self) -> int:
         return sum(1 for item in self.progress if item.phase in IN_FLIGHT)
@@ -127,9 +129,12 @@ def request_acknowledged(
         )
     state = replace(state, progress=tuple(progress), request_outstanding=False)
     # Ups that raced ahead of the acknowledgement now find their owner, or are extras.
-    unclaimed, state = state.unclaimed_up, replace(state, unclaimed_up=())
+    unclaimed, downs = state.unclaimed_up, state.unclaimed_down
+    state = replace(state, unclaimed_up=(), unclaimed_down=())
     for replica_id, up_at in unclaimed:
         state = replica_up(state, replica_id, up_at)
+    for replica_id, down_at, reason in downs:
+        state = replica_down(state, replica_id, reason, down_at)
     return state
 
 
@@ -175,6 +180,9 @@ def replica_down(state: RolloutState, replica_id: str, reason: str, at: float) -
     if replica_id in state.extras_up:
         return replace(state, extras_up=state.extras_up - {replica_id})
     unclaimed = tuple(entry for entry in state.unclaimed_up if entry[0] != replica_id)
+    if state.request_outstanding and target is None:
+        # Perhaps the replacement the outstanding request is making: the ack will tell.
+        return replace(state, unclaimed_up=unclaimed, unclaimed_down=(*state.unclaimed_down, (replica_id, at, reason)))
     return replace(state, unclaimed_up=unclaimed)
 
 
