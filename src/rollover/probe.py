@@ -114,8 +114,11 @@ class Probe:
         while True:
             # sleep(0) when late still yields, so a loop that cannot keep up is not starved
             await asyncio.sleep(max(0.0, due - self._now()))
-            self._send_one(client)
-            due += interval  # a fixed schedule: a late loop catches up instead of sending less
+            # A fixed schedule: every request that fell due while the loop was busy goes out now,
+            # so a late loop catches up instead of silently sending less.
+            while due <= self._now():
+                self._send_one(client)
+                due += interval
 
     def _send_one(self, client: httpx.AsyncClient) -> None:
         self._sent += 1

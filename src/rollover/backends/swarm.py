@@ -82,6 +82,11 @@ class _Node:
     schedulable: bool  # ready and active: new tasks may land there
 
 
+def _publishes_host_ports(spec_document: Mapping[str, Any]) -> bool:
+    ports = ((spec_document.get("EndpointSpec") or {}).get("Ports")) or []
+    return any(port.get("PublishMode") == "host" for port in ports)
+
+
 def is_swarm_service(client: Any, name: str) -> bool:
     """Whether the daemon behind ``client`` (a docker SDK client) manages a Swarm service ``name``."""
     try:
@@ -150,11 +155,18 @@ class SwarmBackend:
         return self._connected_watch().events()
 
     async def refresh(self, replica: Replica) -> Replica:
-        """A task's host-mode port is only in its status once it runs: read it again."""
-        tasks = {task.id: task for task in await self._connected_watch().look(report=False)}
-        task = tasks.get(replica.id)
-        if task is None:
-            return replica
+        """A task's host-mode port is only in its status once it runs, and the manager's list lags
+        the node's healthy event: wait (bounded) until the port is there, when the spec has one."""
+        wants_port = _publishes_host_ports(self._original)
+
+        def described(tasks: list[SwarmTask]) -> SwarmTask | None:
+            task = next((task for task in tasks if task.id == replica.id), None)
+            return task if task is not None and (task.published or not wants_port or not task.live) else None
+
+        try:
+            task = await self._connected_watch().wait_until(described, f"task {replica.name}'s port", _ACK_LIMIT_S)
+        except PlatformError:
+            return replica  # not described in time: the balancer says what it misses
         template = self._forward if self._forward is not None else self._original["TaskTemplate"]
         return await self._replica(task, template)
 

@@ -1,0 +1,404 @@
+"""Pieces of the zero-downtime proof: a real HAProxy in front of a Compose service, an independent
+load client, and ``rollover redeploy`` run as a real process (its JSON read back).
+
+Everything lives on 127.0.0.1: HAProxy binds a free loopback port, the replicas publish their
+container port 8080 on random loopback host ports, and the load client only talks to HAProxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from local_haproxy import HAPROXY
+
+_VENV_ROLLOVER = Path(sys.executable).with_name("rollover")  # the venv's console script
+ROLLOVER = str(_VENV_ROLLOVER) if _VENV_ROLLOVER.exists() else shutil.which("rollover") or "rollover"
+
+REPLICAS = 6
+RANDOM_LOOPBACK_PORT = "127.0.0.1::8080"  # each replica gets its own random host port on loopback
+PROBE_RATE = 200.0  # requests per second through the balancer: the issue's "at least 200"
+
+# The operator's HAProxy. Choices, and why:
+# - mode http, balance roundrobin: HAProxy picks a server per request (so a keep-alive client
+#   connection never pins a replica), and roundrobin allows servers to change at run time.
+# - retries 3 + option redispatch 1: a connection that cannot be made (refused: a replica died
+#   under HAProxy's feet) is retried up to 3 times, each time on another server. Only connection
+#   failures are retried (the default retry-on conn-failure): the request never reached a server,
+#   so this is safe for any method. Resets or empty answers after the request was sent are NOT
+#   retried (retry-on empty-response etc.), since that could run a non-idempotent request twice.
+#   The rollover tests additionally assert that HAProxy never had to retry or redispatch: the
+#   zero comes from rollover's sequencing, not from HAProxy hiding a dead server.
+# - timeout connect 1s: loopback refuses or accepts at once; queue 2s: bounded wait if every
+#   server is saturated instead of the default (timeout connect).
+# - one log line per request on stdout (status, total ms, termination state, server): HAProxy's
+#   own account of what every client got, independent of any client's clock or CPU share.
+# - spare slots: ``server-template spare 1-8 127.0.0.1:1 disabled`` - rollover points one at each
+#   replacement (they survive a reload, unlike dynamic servers); a replaced replica's server
+#   becomes a spare again, so 8 is well above the 3 replacements in flight at once (step half).
+CONFIG = """\
+global
+    stats socket {socket} level admin
+    log stdout format raw local0 info
+defaults
+    mode http
+    log global
+    log-format "zd %ST %Ta %ts %s"
+    timeout connect 1s
+    timeout client 10s
+    timeout server 10s
+    timeout queue 2s
+    retries 3
+    option redispatch 1
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend web
+backend web
+    balance roundrobin
+{servers}
+    server-template spare 1-8 127.0.0.1:1 disabled
+"""
+
+_MAINT_BITS = 0x01 | 0x02 | 0x20  # forced, inherited and resolution maintenance
+_DRAIN_BITS = 0x08 | 0x10
+
+
+def zd_name(kind: str) -> str:
+    """Everything this suite makes is named ``rtest-zd-...`` (other suites share the engine)."""
+    return f"rtest-zd-{kind}-{uuid.uuid4().hex[:8]}"
+
+
+def free_loopback_port() -> int:
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@dataclass(frozen=True)
+class ServerRow:
+    name: str
+    addr: str
+    port: int
+    op_state: int  # 0 stopped, 1 starting, 2 running, 3 stopping
+    admin_state: int
+
+    @property
+    def in_rotation(self) -> bool:
+        return self.op_state == 2 and not self.admin_state & (_MAINT_BITS | _DRAIN_BITS)
+
+
+class HAProxy:
+    """One HAProxy process in the foreground, with its runtime API on a unix socket."""
+
+    def __init__(self, directory: Path, servers: Sequence[tuple[str, int]], *, check: bool = False) -> None:
+        self.directory = directory
+        self.socket = directory / "admin.sock"
+        self.port = free_loopback_port()
+        self.log = directory / "haproxy.log"
+        options = " check inter 500" if check else ""
+        lines = "\n".join(f"    server {name} 127.0.0.1:{port}{options}" for name, port in servers)
+        self.config = directory / "haproxy.cfg"
+        self.config.write_text(CONFIG.format(socket=self.socket, port=self.port, servers=lines))
+        with self.log.open("wb") as sink:
+            self.process = subprocess.Popen(
+                [HAPROXY, "-f", str(self.config), "-db"], stdout=sink, stderr=subprocess.STDOUT
+            )
+        self._wait_until_answering()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/version.txt"
+
+    @property
+    def spec(self) -> str:
+        return f"haproxy:{self.socket}:web"
+
+    def _wait_until_answering(self) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError):
+                if self.command("show info").startswith("Name: HAProxy"):
+                    return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"haproxy did not start: {self.log.read_text()}")
+            time.sleep(0.02)  # polled: HAProxy announces no readiness
+
+    def command(self, line: str) -> str:
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(5)
+            client.connect(str(self.socket))
+            client.sendall(line.encode() + b"\n")
+            return b"".join(iter(lambda: client.recv(65536), b"")).decode()
+
+    def servers(self) -> list[ServerRow]:
+        lines = self.command("show servers state web").splitlines()
+        header = lines[1].lstrip("# ").split()
+        rows = [dict(zip(header, line.split(), strict=False)) for line in lines[2:] if line.strip()]
+        return [
+            ServerRow(r["srv_name"], r["srv_addr"], int(r["srv_port"]), int(r["srv_op_state"]),
+                      int(r["srv_admin_state"]))
+            for r in rows
+        ]
+
+    def ports_in_rotation(self) -> list[int]:
+        return sorted(row.port for row in self.servers() if row.in_rotation)
+
+    def backend_counters(self) -> dict[str, int]:
+        """The backend's retry/redispatch/error counters from ``show stat`` (CSV)."""
+        text = self.command("show stat web 2 -1")
+        header = text.splitlines()[0].lstrip("# ").split(",")
+        for line in text.splitlines()[1:]:
+            row = dict(zip(header, line.split(","), strict=False))
+            if row.get("svname") == "BACKEND":
+                keys = ("wretr", "wredis", "econ", "eresp", "hrsp_5xx", "stot")
+                return {key: int(row.get(key) or 0) for key in keys}
+        raise AssertionError(f"no BACKEND row in: {text}")
+
+    def request_log(self) -> HAProxyLog:
+        return HAProxyLog.parse(self.log.read_text(errors="replace"))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class HAProxyLog:
+    """What HAProxy logged per request: status, total active time, termination state, server."""
+
+    statuses: Counter[int]
+    terminations: Counter[str]  # "--" is a normal end; anything else is an abort or an error
+    slowest_ms: int
+    by_server: Counter[str]
+
+    @classmethod
+    def parse(cls, text: str) -> HAProxyLog:
+        statuses: Counter[int] = Counter()
+        terminations: Counter[str] = Counter()
+        by_server: Counter[str] = Counter()
+        slowest = 0
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) != 5 or fields[0] != "zd":
+                continue
+            statuses[int(fields[1])] += 1
+            slowest = max(slowest, int(fields[2]))
+            terminations[fields[3]] += 1
+            by_server[fields[4]] += 1
+        return cls(statuses, terminations, slowest, by_server)
+
+    @property
+    def requests(self) -> int:
+        return sum(self.statuses.values())
+
+    @property
+    def clean(self) -> bool:
+        return set(self.statuses) <= {200} and set(self.terminations) <= {"--"}
+
+    @property
+    def server_side_clean(self) -> bool:
+        """No 5xx and no session ended by a server, HAProxy itself or a missing server.
+
+        Termination states starting with C/c (the client aborted or timed out: a starved client
+        gave up) are the clients' business and are judged by the clients' own counts.
+        """
+        no_5xx = not any(status >= 500 for status in self.statuses)
+        return no_5xx and all(state[0] in "-Cc" for state in self.terminations)
+
+    def __str__(self) -> str:
+        return (f"{self.requests} requests, statuses {dict(self.statuses)}, terminations"
+                f" {dict(self.terminations)}, slowest {self.slowest_ms} ms")
+
+
+# --- the service's replicas, as the engine has them -------------------------------------------
+
+
+def service_containers(client: Any, project: str) -> list[Any]:
+    filters = {"label": [f"com.docker.compose.project={project}", "com.docker.compose.service=web"]}
+    return list(client.containers.list(all=True, filters=filters))
+
+
+def published_ports(client: Any, project: str) -> dict[str, int]:
+    """Running replica name -> its host port on 127.0.0.1 for container port 8080."""
+    ports = {}
+    for container in service_containers(client, project):
+        container.reload()
+        if container.status != "running":
+            continue
+        [binding] = [b for b in container.attrs["NetworkSettings"]["Ports"]["8080/tcp"] if b["HostIp"] == "127.0.0.1"]
+        ports[container.name] = int(binding["HostPort"])
+    return ports
+
+
+
+# --- an independent load client -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    sent_at: float  # this process's monotonic clock (asyncio's loop.time())
+    ok: bool
+    answer: str  # the body's first line when ok, else the failure kind
+
+
+class LoadClient:
+    """Open-loop GETs on a fixed schedule, a new connection each, on raw asyncio streams.
+
+    Independent of rollover's own probe (no httpx, no shared code), and cheap enough to run beside
+    it on two cores. A late event loop sends every request that fell due, so the rate holds. Its
+    timeout (5 s) is longer than the probe's (2 s): it counts errors and wrong answers, while
+    rollover's probe stays the strict judge of slowness.
+    """
+
+    def __init__(self, port: int, path: str = "/version.txt", rate: float = 100.0, timeout: float = 5.0) -> None:
+        self.port = port
+        self.path = path
+        self.rate = rate
+        self.timeout = timeout
+        self.samples: list[Sample] = []
+        self.sent = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._scheduler: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        self._scheduler = asyncio.create_task(self._schedule())
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / self.rate
+        due = loop.time()
+        while True:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            now = loop.time()
+            while due <= now:  # every request that fell due, even when the loop was late
+                self.sent += 1
+                task = asyncio.create_task(self._one(now))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                due += interval
+
+    async def _one(self, sent_at: float) -> None:
+        request = f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+        writer = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(request)
+                await writer.drain()
+                reply = await reader.read()
+        except TimeoutError:
+            self._record(Sample(sent_at, False, "timeout"))
+            return
+        except ConnectionRefusedError:
+            self._record(Sample(sent_at, False, "connect"))
+            return
+        except OSError as exc:
+            self._record(Sample(sent_at, False, f"error:{type(exc).__name__}"))
+            return
+        finally:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+        head, _, body = reply.partition(b"\r\n\r\n")
+        status_line = head.split(b"\r\n", 1)[0].split()
+        status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
+        if status == 200:
+            self._record(Sample(sent_at, True, body.decode(errors="replace").split("\n", 1)[0].strip()))
+        else:
+            self._record(Sample(sent_at, False, f"status-{status}" if status else "malformed"))
+
+    def _record(self, sample: Sample) -> None:
+        self.samples.append(sample)
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_for(self, condition: Callable[[list[Sample]], bool], timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition(self.samples):
+                await self._changed.wait()
+
+    async def stop(self) -> list[Sample]:
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+        return sorted(self.samples, key=lambda s: s.sent_at)
+
+
+def answers(samples: Iterable[Sample]) -> Counter[str]:
+    return Counter(s.answer if s.ok else f"!{s.answer}" for s in samples)
+
+
+# --- rollover as a process --------------------------------------------------------------------
+
+
+@dataclass
+class RolloverRun:
+    exit_code: int
+    events: list[dict[str, Any]]
+    stdout: str
+    stderr: str
+    started_at: float  # loop time just before the process was started
+    exited_at: float  # loop time when its exit was seen (after the real exit)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def probe(self) -> dict[str, Any]:
+        return dict(self.summary.get("probe") or {})
+
+    def latest(self, *kinds: str) -> float | None:
+        """Our loop time at or after which the last event of these kinds had surely happened.
+
+        The JSON ``t`` counts from the rollout's start, which is unknown here but lies at most
+        ``summary.t`` before the exit: start <= exited_at - summary.t. Adding an event's ``t`` to
+        that upper bound gives a moment no earlier than the event: conservative for "after".
+        """
+        times = [event["t"] for event in self.events if event.get("event") in kinds]
+        if not times or not self.summary:
+            return None
+        return self.exited_at - float(self.summary["t"]) + max(times)
+
+    def describe(self) -> str:
+        return f"exit {self.exit_code}\nstdout:\n{self.stdout[-4000:]}\nstderr:\n{self.stderr[-4000:]}"
+
+
+async def run_rollover(args: Sequence[str], timeout: float = 150.0) -> RolloverRun:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    process = await asyncio.create_subprocess_exec(
+        ROLLOVER, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:  # timed out or cancelled: never leave it running
+            process.kill()
+            await process.wait()
+    exited = loop.time()
+    events = []
+    for line in out.decode(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(line))
+    run = RolloverRun(int(process.returncode or 0), events, out.decode(errors="replace"),
+                      err.decode(errors="replace"), started, exited)
+    run.summary = next((e for e in reversed(events) if e.get("event") == "summary"), {})
+    return run
