@@ -35,7 +35,7 @@ from rollover.backends.base import Backend
 from rollover.backends.sim import SimBackend
 from rollover.backends.swarm_tasks import parse_node_hosts
 from rollover.clock import run_virtual
-from rollover.controller import Controller, Reporter, RolloutResult
+from rollover.controller import Controller, Reporter
 from rollover.errors import InvalidOption, RolloverError
 from rollover.policy import (
     FailurePolicy,
@@ -47,6 +47,7 @@ from rollover.policy import (
 )
 from rollover.report.output import JsonReporter, TextReporter, render_timeline
 from rollover.report.redact import Redactor, secret_values
+from rollover.result import RolloutResult
 
 # The seed script's variables, still honoured: (old name, new name).
 TUTUM_ALIASES = (

@@ -8,9 +8,6 @@ is the running loop's clock; every time it reports is relative to the start of t
 from __future__ import annotations
 
 import asyncio
-import getpass
-import os
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -34,6 +31,7 @@ from rollover.plan import Decision, decide, needs_repair
 from rollover.policy import FailurePolicy, Policy, batch_size, choose_order, replacement_timeout
 from rollover.probe import ProbeReport
 from rollover.recovery import Recovery, made_by, plan_recovery
+from rollover.result import RolloutResult, default_holder, probe_figures
 from rollover.rollout import IN_FLIGHT, Phase, RolloutState, TargetProgress
 
 Reporter = Callable[[ProgressEvent], None]
@@ -86,35 +84,6 @@ _Message = (
 )
 
 
-@dataclass(frozen=True)
-class RolloutResult:
-    outcome: str  # completed | failed | rolled-back | paused | interrupted
-    snapshot: ServiceSnapshot
-    order: Order
-    forward: RolloutState
-    rollback: RolloutState | None
-    started_at: float  # loop time of the start; every time in the states is on the same clock
-    duration_s: float
-    reason: str | None = None
-    probe: ProbeReport | None = None
-
-    @property
-    def replaced(self) -> int:
-        return self.forward.count(Phase.UP)
-
-    @property
-    def failed(self) -> int:
-        return self.forward.count(Phase.FAILED)
-
-    @property
-    def rolled_back(self) -> int:
-        return self.rollback.count(Phase.UP) if self.rollback else 0
-
-    @property
-    def exit_code(self) -> int:
-        return {"completed": 0, "interrupted": 130}.get(self.outcome, 1)
-
-
 def _first_failure(state: RolloutState) -> str | None:
     return next((item.failure for item in state.progress if item.phase is Phase.FAILED), None)
 
@@ -124,16 +93,6 @@ def _watched_ids(state: RolloutState) -> list[str]:
     ids = [item.replacement.id for item in state.progress if item.replacement and item.phase in IN_FLIGHT]
     ids += [item.target.id for item in state.progress if item.phase is Phase.WAITING]
     return ids + sorted(state.extras_up)
-
-
-def probe_figures(report: ProbeReport) -> dict[str, object]:
-    return {"sent": report.sent, "ok": report.ok, "failed": report.failed,
-            "failures_by_kind": dict(report.failures_by_kind), "longest_gap_s": round(report.longest_gap_s, 3),
-            "answers": dict(report.answers)}
-
-
-def default_holder() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
 
 
 class TrafficProbe(Protocol):

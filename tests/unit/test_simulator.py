@@ -9,11 +9,12 @@ import pytest
 
 from rollover.backends.sim import SimBackend
 from rollover.clock import run_virtual
-from rollover.controller import Controller, RolloutResult
+from rollover.controller import Controller
 from rollover.errors import PlatformError
 from rollover.model import ProgressEvent
 from rollover.policy import FailurePolicy, OrderChoice, Policy, parse_step
 from rollover.report.output import render_timeline
+from rollover.result import RolloutResult
 
 SEED_HALF = """\
 -_________|

@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from rollover.controller import RolloutResult
 from rollover.model import ProgressEvent
 from rollover.report.redact import Redactor
 from rollover.report.timeline import Row, Segment, render
+from rollover.result import RolloutResult
 from rollover.rollout import Phase, TargetProgress
 
 
