@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -65,10 +66,15 @@ class Probe:
         timeout: float = 2.0,
         *,
         clock: Clock | None = None,
-        max_in_flight: int = 256,
+        max_in_flight: int | None = None,
         max_samples: int = 100_000,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        if max_in_flight is None:
+            # Room for every request that can be pending before it times out, plus a second of
+            # slack: 200/s with a 2 s timeout -> 600. Past that, a request could not be answered
+            # in time anyway, so "overload" never hides a failure the timeout would have shown.
+            max_in_flight = max(256, math.ceil(rate * (timeout + 1)))
         if rate <= 0 or timeout <= 0 or max_in_flight < 1:
             raise ValueError("probe rate, timeout and max_in_flight must be positive")
         if httpx.URL(url).scheme not in ("http", "https"):
