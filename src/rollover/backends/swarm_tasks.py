@@ -13,7 +13,7 @@ global one. During a start-first replacement a slot holds two live tasks.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -273,10 +273,6 @@ def lock_name(service: str) -> str:
     import hashlib
 
     return f"rollover-lock-{hashlib.sha256(service.encode()).hexdigest()[:24]}"
-
-
-def describe_slots(names: Sequence[str]) -> str:
-    return ", ".join(names) if names else "none"
 
 
 def parse_node_hosts(text: str) -> dict[str, str]:
