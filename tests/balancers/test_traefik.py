@@ -48,10 +48,13 @@ from rollover.probe import Probe
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images" / "app"
 APP = "rtest-lb/app"
 TRAEFIK = shutil.which("traefik") or str(Path(sys.executable).parent / "traefik")
-# busybox httpd runs CGI scripts from /www/cgi-bin: a slow answer, and a mark when it starts.
+# busybox httpd runs CGI scripts from /www/cgi-bin: an answer held until the test releases it
+# (or ?SECONDS pass), with a mark when the request arrives and one when the replica answered.
 SLOW_CGI = """#!/bin/sh
 touch "/signals/arrived-$(hostname)"
-sleep "${QUERY_STRING:-3}"
+waited=0
+while [ ! -e /signals/release ] && [ "$waited" -lt "${QUERY_STRING:-3}0" ]; do sleep 0.1; waited=$((waited + 1)); done
+touch "/signals/answered-$(hostname)"
 printf 'Content-Type: text/plain\\r\\n\\r\\n'
 echo "slow $APP_VERSION"
 """
@@ -323,27 +326,31 @@ def test_drain_takes_the_replica_out_of_traefik_while_its_slow_request_finishes(
     async def scenario() -> dict[str, Any]:
         old = await _healthy_and_routed(site, first)
         await balancer.attach([old])
+        signals = site.workdir / "signals"
         async with httpx.AsyncClient(timeout=ROUTING_LAG_S) as client:
-            slow = asyncio.create_task(client.get(site.url + "/cgi-bin/slow?3"))
-            arrived = site.workdir / "signals" / f"arrived-{first.id[:12]}"
-            await _until(arrived.exists, ROUTING_LAG_S, "the slow request to reach the old replica")
+            slow = asyncio.create_task(client.get(site.url + f"/cgi-bin/slow?{ROUTING_LAG_S:.0f}"))
+            await _until((signals / f"arrived-{first.id[:12]}").exists, ROUTING_LAG_S, "the slow request to arrive")
             await balancer.admit(await _healthy_and_routed(site, site.run("b", "v2")))
             drain = asyncio.create_task(balancer.drain(old, timeout=ROUTING_LAG_S))
             await _until(lambda: site.url_of(old) not in site.servers(), ROUTING_LAG_S, "Traefik to drop it")
             during = await _answers(site.url + "/version.txt", 10)
+            # Out of Traefik, but the held request keeps the drain waiting; releasing it ends both.
+            waiting_while_held = not drain.done()
+            (signals / "release").touch()
             result = await drain
-            slow_done_first = slow.done()
+            answered_first = (signals / f"answered-{first.id[:12]}").exists()
             response = await slow
         health = site.inspect_state(first)["Health"]["Status"]
         await balancer.admit(old)  # admitted again (a rollback): the marker is emptied, Traefik takes it back
         readmitted = site.url_of(old) in site.servers()
         await balancer.close()
-        return {"result": result, "slow_done_first": slow_done_first, "response": response, "during": during,
-                "health": health, "readmitted": readmitted}
+        return {"result": result, "waiting_while_held": waiting_while_held, "answered_first": answered_first,
+                "response": response, "during": during, "health": health, "readmitted": readmitted}
 
     seen = loop.run_until_complete(scenario())
     assert seen["response"].status_code == 200 and seen["response"].text.strip() == "slow v1"  # not cut
-    assert seen["slow_done_first"]  # the drain waited for it
+    # The drain waited for the replica to answer (the bytes may still be on their way through Traefik).
+    assert seen["waiting_while_held"] and seen["answered_first"]
     assert seen["result"].sessions_left == 0 and 0.5 < seen["result"].waited_s < ROUTING_LAG_S
     assert seen["during"] == {"v2": 10}  # no new request reached the draining replica
     assert seen["health"] == "unhealthy"  # out of Traefik's rotation until it is stopped
