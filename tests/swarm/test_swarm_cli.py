@@ -314,7 +314,12 @@ def node_loss(three_node_swarm: SwarmCluster) -> Iterator[NodeLoss]:
 
 class TestNodeLostMidRollout:
     """A cluster of its own (the class-scoped fixture): node 3's daemon stays dead, and the whole
-    cluster goes down after the class, so no other test sees the broken node."""
+    cluster goes down after the class, so no other test sees the broken node.
+
+    What happens depends on where Swarm placed the tasks; the usual course (measured): the request
+    in flight when node 3 dies times out while its events are unreachable, the rollback waits
+    until the manager marks node 3 down (about 16 s), then goes on without it, and the tasks
+    Swarm made on the surviving nodes from the rollout's spec are put back too."""
 
     def test_the_rollout_ends_within_the_bound_with_the_reason(
         self, three_node_swarm: SwarmCluster, node_loss: NodeLoss
@@ -333,11 +338,6 @@ class TestNodeLostMidRollout:
         # The surviving nodes still carry the service: Swarm moved node 3's tasks over.
         wait_for(lambda: len(running_tasks(cluster, node_loss.service)) >= 6, 60, "six running tasks")
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "KNOWN swarm.py: after a node is lost mid-rollout the rollout now ends with a summary"
-        " (retire failures are a result, not a crash), but a displaced task on the down node never"
-        " reaches an ended state in the manager's list and the event re-subscription needs every"
-        " node, so the rollback cannot finish: v2 tasks stay on the surviving nodes"))
     def test_the_json_summary_matches_the_swarm(
         self, three_node_swarm: SwarmCluster, node_loss: NodeLoss
     ) -> None:
@@ -346,12 +346,18 @@ class TestNodeLostMidRollout:
         assert summary["result"] in ("completed", "rolled-back", "failed", "paused"), outcome
         wait_for(lambda: cluster.client.api.inspect_node("rsw-n3")["Status"]["State"] == "down", 60, "rsw-n3 down")
         alive = {node["ID"] for node in cluster.client.api.nodes() if node["Status"]["State"] == "ready"}
-        images = [task["Spec"]["ContainerSpec"]["Image"] for task in running_tasks(cluster, name)
-                  if task["NodeID"] in alive]
+
+        def images_on_surviving_nodes() -> list[str]:
+            return [task["Spec"]["ContainerSpec"]["Image"] for task in running_tasks(cluster, name)
+                    if task["NodeID"] in alive]
+
+        # No task lost from the desired count: Swarm refilled node 3's slots on the other two.
+        wait_for(lambda: len(images_on_surviving_nodes()) == 6, 60, "six tasks on the surviving nodes")
+        images = images_on_surviving_nodes()
         if summary["result"] == "completed":
-            assert images.count(APP_V2) == summary["replaced"] == 6
+            assert images.count(APP_V2) == summary["replaced"] == 6, f"{images}\n{outcome}"
         elif summary["result"] == "rolled-back":
-            assert set(images) == {APP_V1} and summary["reason"]
+            assert set(images) == {APP_V1} and summary["reason"], f"{images}\n{outcome}"
             assert_handed_back(cluster, name, APP_V1)
         else:
-            assert images.count(APP_V2) == summary["replaced"] and summary["reason"]
+            assert images.count(APP_V2) == summary["replaced"] and summary["reason"], f"{images}\n{outcome}"

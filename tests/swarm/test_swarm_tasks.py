@@ -20,6 +20,7 @@ from rollover.backends.swarm_tasks import (
     handed_back_spec,
     health_budget,
     lock_name,
+    lost_with_node,
     parse_node_hosts,
     parse_task,
     replacements_made,
@@ -112,6 +113,18 @@ def test_dirty_slots_are_those_not_all_made_from_the_definition() -> None:
     tasks = [task("a", 1, 1), task("b", 2, 1, image="app:v2", force=1), task("c", 3, 1, desired="shutdown")]
     assert dirty_slots(tasks, V2) == ["1"]  # slot 3's only task is on its way out
     assert dirty_slots(tasks, V1) == ["2"]
+
+
+def test_a_task_on_a_lost_node_counts_as_ended_whatever_the_node_last_said() -> None:
+    # The manager keeps a lost node's last report: running, and desired shutdown once Swarm moved
+    # the slot elsewhere. Neither would ever end; both are out of the service now.
+    moved, stranded = task("a", 1, 1, desired="shutdown"), task("b", 2, 1)
+    for lost in (lost_with_node(moved, "n3"), lost_with_node(stranded, "n3")):
+        assert lost.ended and not lost.live and not lost.up and not lost.is_target
+        assert lost.error == "its node n3 is down"
+    assert dirty_slots([lost_with_node(stranded, "n3")], V2) == []  # nothing left there to replace
+    finished = task("c", 3, 1, desired="shutdown", state="failed", err="exit 1")
+    assert lost_with_node(finished, "n3") == finished  # what had ended keeps its own reason
 
 
 def test_forward_template_changes_the_image_and_forces_a_change() -> None:

@@ -140,7 +140,10 @@ class SwarmBackend:
         swarm = (await manager.call("read the Swarm state", manager.api.info)).get("Swarm") or {}
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
             raise Unsupported(f"the Docker daemon at {manager.address} is not a Swarm manager")
+        down: list[str] = []
         for raw in await manager.call("list Swarm nodes", manager.api.nodes):
+            if raw["Status"]["State"] == "down":
+                down.append(str(raw["ID"]))
             node = _Node(str(raw["ID"]), str(raw["Description"]["Hostname"]), str(raw["Status"].get("Addr", "")),
                          raw["Status"]["State"] == "ready" and raw["Spec"]["Availability"] == "active")
             self._nodes[node.id] = node
@@ -149,7 +152,9 @@ class SwarmBackend:
                 self._engines[node.id] = manager
             elif host is not None and raw["Status"]["State"] == "ready":  # a down node runs nothing new
                 self._engines[node.id] = await Engine.connect(host)
-        self._watch = SwarmWatch(manager, self._engines, self.service, self._clock)
+        self._watch = SwarmWatch(manager, self._engines, self.service, self._clock,
+                                 hostnames={node.id: node.hostname for node in self._nodes.values()},
+                                 down=down)
 
     def events(self) -> AsyncIterator[ReplicaEvent]:
         return self._connected_watch().events()
@@ -361,9 +366,11 @@ class SwarmBackend:
         document = await self._inspect_service()
         current = definition_of(document["Spec"]["TaskTemplate"])
         dirty = dirty_slots(tasks, current)
-        if dirty and current == definition_of(self._original["TaskTemplate"]) \
-                and set(dirty) <= set(failing_slots(tasks)):
-            await self._revert_all(tasks)  # rolled back: only restarting failures are left to clear
+        if dirty and current == definition_of(self._original["TaskTemplate"]):
+            # Rolled back, but tasks of the rollout's spec are left: failed replacements Swarm keeps
+            # restarting, or tasks Swarm made by itself from that spec (refilling the slots of a
+            # lost node) while it was current. The way back covers them too.
+            await self._revert_all(tasks)
         elif dirty:
             return  # stopped half way: stay on hold, as a paused Swarm update would
         self._handed_back = True
@@ -374,8 +381,9 @@ class SwarmBackend:
     async def _replica(self, task: SwarmTask, template: Mapping[str, Any]) -> Replica:
         container: Mapping[str, Any] | None = None
         engine = self._engines.get(task.node_id)
-        if engine is not None and task.container_id:
-            container = await engine.inspect_container(task.container_id)
+        if engine is not None and task.container_id and task.node_id not in self._connected_watch().down:
+            with contextlib.suppress(EngineUnavailable):  # a node being lost: the spec tells the check
+                container = await engine.inspect_container(task.container_id)
         if container is not None:
             healthcheck = (container.get("Config") or {}).get("Healthcheck")
         else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -90,6 +90,19 @@ def parse_task(raw: Mapping[str, Any]) -> SwarmTask:
         error=str(status.get("Err") or status.get("Message") or status.get("State") or ""),
         published=tuple(published),
     )
+
+
+def lost_with_node(task: SwarmTask, node: str) -> SwarmTask:
+    """A task on a node the manager reports down, as rollover must count it: ended, not live.
+
+    The manager keeps the last state the node reported ('running', say, with desired 'shutdown'
+    once Swarm rescheduled the slot elsewhere) until the node comes back, which may be never: such
+    a task would never end and a wait for it would run into its timeout. A replicated service's
+    slot is refilled on a surviving node; a global service has no task there until the node returns.
+    """
+    if task.ended:
+        return task
+    return replace(task, desired="shutdown", state="orphaned", error=f"its node {node} is down")
 
 
 def sortable_time(stamp: str) -> str:

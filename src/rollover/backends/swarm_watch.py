@@ -16,25 +16,36 @@ waiter looks again a few times shortly after (``FOLLOW_UPS``) because the manage
 change a few milliseconds after the node's event; then it waits for the next event.
 
 When a stream breaks, the events iterator raises; the next ``events()`` subscribes again.
+
+A node the manager reports down (a node event says so, or its daemon cannot be subscribed to and
+the manager confirms it) is left out: its tasks count as ended (``lost_with_node``), and the
+subscriptions go on without it. Until the manager notices (about 15 s with Swarm's default 5 s
+heartbeat), the node is merely unreachable: ``events()`` fails (the controller retries it), and a
+waiter keeps looking at the manager's list every ``RESUBSCRIBE_S`` meanwhile, since no event can
+wake it reliably.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from rollover.backends.docker_engine import Engine
+import docker.errors
+import requests
+
+from rollover.backends.docker_engine import Engine, engine_error
 from rollover.backends.docker_events import EventFeed, action_of, labels_of_event
-from rollover.backends.swarm_tasks import SwarmTask, parse_task
-from rollover.errors import PlatformError, RolloverError
+from rollover.backends.swarm_tasks import SwarmTask, lost_with_node, parse_task
+from rollover.errors import EngineUnavailable, PlatformError, RolloverError
 from rollover.model import ReplicaDown, ReplicaEvent, ReplicaUp
 
 T = TypeVar("T")
 
 FOLLOW_UPS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+RESUBSCRIBE_S = 1.0  # while a node cannot be subscribed to: look again and retry this often
 _CONTAINER_ACTIONS = ["create", "start", "die", "destroy", "health_status"]
 _TASK_LABEL = "com.docker.swarm.task.id"
 _SERVICE_LABEL = "com.docker.swarm.service.name"
@@ -80,9 +91,14 @@ class SwarmWatch:
     """Event subscriptions and task looks for one service; see the module docstring."""
 
     def __init__(self, manager: Engine, nodes: dict[str, Engine], service: str,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], *, hostnames: Mapping[str, str] | None = None,
+                 down: Iterable[str] = ()) -> None:
+        """``nodes``: node id -> engine of that node (the manager's own node included); ``down``:
+        the ids of nodes the manager reported down when the backend connected."""
         self._manager = manager
-        self._nodes = nodes  # node id -> engine of that node (the manager's own node included)
+        self._nodes = nodes
+        self._hostnames = dict(hostnames or {})
+        self.down: set[str] = set(down)
         self._service = service
         self._clock = clock
         self._streams: list[_Stream] = []
@@ -112,12 +128,17 @@ class SwarmWatch:
         self._close_streams()
         container_filters = {"type": ["container"], "event": _CONTAINER_ACTIONS,
                              "label": [f"{_SERVICE_LABEL}={self._service}"]}
-        subscriptions = [(engine, container_filters) for engine in self._nodes.values()]
-        subscriptions.append((self._manager, {"type": ["service", "node"]}))
         opened: list[_Stream] = []
         try:
-            for engine, filters in subscriptions:
-                opened.append(_Stream(EventFeed(engine.open_events(filters), self._clock), engine))
+            opened.append(self._open(self._manager, {"type": ["service", "node"]}))
+            for node_id, engine in list(self._nodes.items()):
+                if node_id in self.down:
+                    continue
+                try:
+                    opened.append(self._open(engine, container_filters))
+                except EngineUnavailable:
+                    if not self._confirmed_down(node_id):
+                        raise
         except RolloverError:
             for stream in opened:  # all or none: a later call subscribes afresh
                 stream.feed.close()
@@ -125,6 +146,31 @@ class SwarmWatch:
         self._streams = opened
         for stream in opened:
             stream.reader = asyncio.create_task(self._read(stream))
+
+    def _open(self, engine: Engine, filters: dict[str, list[str]]) -> _Stream:
+        return _Stream(EventFeed(engine.open_events(filters), self._clock), engine)
+
+    def _confirmed_down(self, node_id: str) -> bool:
+        """Whether the manager reports the node down (blocking, like the subscriptions: it is asked
+        only when the node's daemon cannot be reached)."""
+        try:
+            state = str(((self._manager.api.inspect_node(node_id).get("Status")) or {}).get("State", ""))
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            raise engine_error(exc, f"inspect Swarm node {self._hostname(node_id)}", self._manager.address) from exc
+        if state == "down":
+            self.down.add(node_id)
+        return state == "down"
+
+    def _hostname(self, node_id: str) -> str:
+        return self._hostnames.get(node_id, node_id[:12])
+
+    def _try_subscribe(self) -> bool:
+        """Subscribe if possible: a node that is unreachable but not yet reported down stops it."""
+        try:
+            self.subscribe()
+        except EngineUnavailable:
+            return False
+        return True
 
     async def _replica_events(self, queue: asyncio.Queue[ReplicaEvent | RolloverError],
                               ) -> AsyncIterator[ReplicaEvent]:
@@ -143,11 +189,14 @@ class SwarmWatch:
             self._service_id = str(found["ID"])
         raw = await self._manager.call("list the service's tasks", self._manager.api.tasks,
                                        filters={"service": self._service_id})
-        tasks = [parse_task(item) for item in raw if item.get("ServiceID") == self._service_id]
+        tasks = [self._as_seen(parse_task(item)) for item in raw if item.get("ServiceID") == self._service_id]
         if report:
             self._report_changes(tasks)
         self.latest = tasks
         return tasks
+
+    def _as_seen(self, task: SwarmTask) -> SwarmTask:
+        return lost_with_node(task, self._hostname(task.node_id)) if task.node_id in self.down else task
 
     def _report_changes(self, tasks: Iterable[SwarmTask]) -> None:
         now = self._clock()
@@ -165,16 +214,19 @@ class SwarmWatch:
     async def wait_until(self, check: Callable[[list[SwarmTask]], T | None], what: str,
                          limit_s: float | None = None) -> T:
         """Look until ``check`` returns something: after each event, and a few times shortly after."""
-        self.subscribe()  # waiting is driven by events: there must be streams to bring them
         loop = asyncio.get_running_loop()
         deadline = None if limit_s is None else loop.time() + limit_s
         follow_ups = iter(FOLLOW_UPS)
         while True:
+            # Waiting is driven by events: streams must bring them (a no-op while they are open).
+            subscribed = self._try_subscribe()
             seen = self._triggers
             found = check(await self.look())
             if found is not None:
                 return found
             pause = next(follow_ups, None)
+            if not subscribed:  # a node is unreachable: look again soon, and try the streams again
+                pause = RESUBSCRIBE_S if pause is None else min(pause, RESUBSCRIBE_S)
             if deadline is not None:
                 left = deadline - loop.time()
                 if left <= 0:
@@ -207,8 +259,15 @@ class SwarmWatch:
 
     async def _on_event(self, raw: dict[str, Any], at: float, engine: Engine) -> None:
         kind, action, attributes = raw.get("Type"), action_of(raw), labels_of_event(raw)
+        actor = str((raw.get("Actor") or {}).get("ID", ""))
         if kind == "container":
-            self._on_container(action, attributes, at, engine, str((raw.get("Actor") or {}).get("ID", "")))
+            self._on_container(action, attributes, at, engine, actor)
+        elif kind == "node":
+            # Swarm's node events carry a state change as state.old/state.new (moby daemon/events.go).
+            if attributes.get("state.new") == "down":
+                self.down.add(actor)
+            elif attributes.get("state.new") == "ready":
+                self.down.discard(actor)
         elif kind == "service" and attributes.get("name") == self._service:
             state = attributes.get("updatestate.new", "")
             if state in _SWARM_STOPPED or action == "remove":
