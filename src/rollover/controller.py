@@ -8,21 +8,21 @@ is the running loop's clock; every time it reports is relative to the start of t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from rollover import rollout
-from rollover.backends.base import Backend
+from rollover.backends.base import Backend, Refilling
 from rollover.balancers.base import Balancer, NoBalancer
-from rollover.errors import EngineUnavailable, PlatformError, RolloverError
+from rollover.errors import PlatformError, RolloverError
+from rollover.liveness import Broken, Liveness, StreamRestored
 from rollover.model import (
     Order,
     ProgressEvent,
     Replica,
     ReplicaDown,
-    ReplicaEvent,
     ReplicaUp,
     ServiceSnapshot,
     StaleLock,
@@ -35,12 +35,6 @@ from rollover.result import RolloutResult, default_holder, probe_figures
 from rollover.rollout import IN_FLIGHT, Phase, RolloutState, TargetProgress
 
 Reporter = Callable[[ProgressEvent], None]
-T = TypeVar("T")
-
-# How long the platform may stay out of reach mid-rollout before the rollout fails; waits between
-# attempts grow 0.2 s, 0.4 s, 0.8 s ... up to 5 s.
-RECONNECT_TIMEOUT_S = 60.0
-_RETRY_FIRST_S, _RETRY_MAX_S = 0.2, 5.0
 
 
 @dataclass(frozen=True)
@@ -69,18 +63,8 @@ class _Interrupted:
     signal: str
 
 
-@dataclass(frozen=True)
-class _StreamRestored:
-    """The event stream was lost and is open again: what happened meanwhile must be looked up."""
-
-
-@dataclass(frozen=True)
-class _Broken:
-    error: BaseException
-
-
 _Message = (
-    ReplicaUp | ReplicaDown | _Acknowledged | _RequestFailed | _Admitted | _Interrupted | _StreamRestored | _Broken
+    ReplicaUp | ReplicaDown | _Acknowledged | _RequestFailed | _Admitted | _Interrupted | StreamRestored | Broken
 )
 
 
@@ -91,7 +75,8 @@ def _first_failure(state: RolloutState) -> str | None:
 def _watched_ids(state: RolloutState) -> list[str]:
     """Replicas whose fate the rollout waits on: replacements in flight, waiting targets, extras."""
     ids = [item.replacement.id for item in state.progress if item.replacement and item.phase in IN_FLIGHT]
-    ids += [item.target.id for item in state.progress if item.phase is Phase.WAITING]
+    # A refill's stand-in is no replica: looking it up would find it gone.
+    ids += [item.target.id for item in state.progress if item.phase is Phase.WAITING and not item.refill]
     return ids + sorted(state.extras_up)
 
 
@@ -122,8 +107,7 @@ class Controller:
         self._order = Order.START_FIRST
         self._interrupted_by: str | None = None
         self._problems: list[str] = []  # cleanups that failed after their replica's outcome
-        self._stream_ok = asyncio.Event()  # cleared while the event stream is lost
-        self._stream_ok.set()
+        self._link = Liveness(backend, self._messages.put_nowait, self._report)
         self._main: asyncio.Task[object] | None = None
 
     def _now(self) -> float:
@@ -155,7 +139,7 @@ class Controller:
         pump: asyncio.Task[None] | None = None
         try:
             await self.backend.connect()
-            pump = asyncio.create_task(self._pump(self.backend.events()))
+            pump = asyncio.create_task(self._link.pump(self.backend.events()))
             snapshot = await self.backend.snapshot()
             await self.backend.prepare(snapshot)
             self._order, why = choose_order(self.policy.order, snapshot.replicas)
@@ -186,25 +170,29 @@ class Controller:
         return max(600.0, 2 * waves * per_wave)
 
     async def _recover(self, snapshot: ServiceSnapshot, stale: StaleLock) -> Recovery:
-        """Take over from a dead rollout: adopt its finished replacements, discard its half-made ones."""
+        """Take over from a dead rollout: adopt its finished replacements, discard its half-made ones,
+        and refill (in the rollout, first) the replicas it removed and never replaced."""
         self._report("took_over_lock", holder=stale.holder, reason=stale.reason, replicas=stale.replicas)
         fresh = [replica.id for replica in snapshot.replicas if made_by(replica, stale)]
         up = {event.replica_id for event in await self.backend.observe(fresh) if isinstance(event, ReplicaUp)}
         recovery = plan_recovery(snapshot.replicas, stale, up)
         for orphan in recovery.orphans:
-            await self._retrying(partial(self.backend.discard, orphan))
+            await self._link.retrying(partial(self.backend.discard, orphan))
             self._report("discarded", orphan.name, replacement=orphan.name, reason="half-made by the dead rollout")
         for old, new in recovery.adopted:
             self._report("adopted", old.name, replacement=new.name)
-        if recovery.missing:
+        if recovery.missing and isinstance(self.backend, Refilling):
+            self._report("refilling", missing=recovery.missing, replicas=stale.replicas)
+        elif recovery.missing:
             self._report("short", missing=recovery.missing, replicas=stale.replicas)
+            recovery = replace(recovery, missing=0)  # the platform refills by itself (see base.Refilling)
         return recovery
 
     async def _release_lock(self) -> None:
         """Release even after the platform was out of reach; if that fails too, say so rather than
         hide the error that ended the rollout (the next rollout finds the lock stale)."""
         try:
-            await self._retrying(self.backend.release_lock)
+            await self._link.retrying(self.backend.release_lock)
         except RolloverError as exc:
             self._report("lock_not_released", reason=str(exc))
 
@@ -222,8 +210,10 @@ class Controller:
             await self.probe.start()
         targets = recovery.targets if recovery is not None else snapshot.replicas
         adopted = recovery.adopted if recovery is not None else ()
+        refills = recovery.refills if recovery is not None else ()
         forward = await self._run_phase(rollout.start(
-            targets, batch, self.policy.grace_s, admission=self._admission, adopted=adopted, now=self._t0
+            targets, batch, self.policy.grace_s, admission=self._admission, adopted=adopted, now=self._t0,
+            refills=refills,
         ))
         failure = next((item.failure for item in forward.progress if item.phase is Phase.FAILED), None)
         back: RolloutState | None = None
@@ -245,6 +235,9 @@ class Controller:
             outcome = "paused" if pausing else "failed"
         if self._problems and outcome == "completed":
             outcome, failure = "failed", self._problems[0]
+        short = sum(1 for item in forward.progress if item.refill and item.phase is not Phase.UP)
+        if short and failure is not None:
+            failure = f"{failure}; the service is {short} replica(s) short: the dead rollout's gap was not refilled"
         probe = await self.probe.stop() if self.probe is not None else None
         if probe is not None and outcome == "completed" and self._too_many_probe_failures(probe):
             outcome = "failed"
@@ -254,6 +247,7 @@ class Controller:
         figures: dict[str, object] = {
             "replaced": result.replaced, "failed": result.failed, "rolled_back": result.rolled_back,
             "skipped": forward.count(Phase.SKIPPED), "duration_s": result.duration_s, "result": outcome,
+            "refilled": sum(1 for item in forward.progress if item.refill and item.phase is Phase.UP),
             "reason": failure,
             "not_redeployed": [item.target.name for item in forward.progress if item.phase is Phase.WAITING],
         }
@@ -268,12 +262,16 @@ class Controller:
     async def _roll_back(self, forward: RolloutState, batch: int, everything: bool = True) -> RolloutState:
         """Put replicas back on their previous definition, as a rollout of its own (same step,
         tracked until each is up): every replaced one when ``everything``, and always the originals
-        of failed stop-first replacements, which were removed before their replacement failed."""
+        of failed stop-first replacements, which were removed before their replacement failed.
+        Refills stay as they are: they have no previous definition (see recovery.py)."""
         done = [item for item in forward.progress
-                if (everything and item.phase is Phase.UP and item.replacement) or needs_repair(item, self._order)]
+                if (everything and item.phase is Phase.UP and item.replacement and not item.refill)
+                or needs_repair(item, self._order)]
         if not done:
             return rollout.start([], batch, self.policy.grace_s)
-        self._report("rollback", replicas=[item.target.name for item in done])
+        kept = [item.replacement.name for item in forward.progress
+                if everything and item.refill and item.phase is Phase.UP and item.replacement]
+        self._report("rollback", replicas=[item.target.name for item in done], kept_refills=kept)
         replacements = [item.replacement for item in done if item.replacement is not None]
         originals = [item.target for item in done]
         return await self._run_phase(
@@ -318,7 +316,7 @@ class Controller:
             message = await asyncio.wait_for(self._messages.get(), timeout)
         except TimeoutError:
             return None
-        if isinstance(message, _Broken):
+        if isinstance(message, Broken):
             raise message.error
         return message
 
@@ -330,7 +328,7 @@ class Controller:
         if isinstance(message, ReplicaUp):
             return rollout.replica_up(state, message.replica_id, message.at)
         if isinstance(message, ReplicaDown):
-            return rollout.replica_down(state, message.replica_id, message.reason, message.at)
+            return rollout.replica_down(state, message.replica_id, message.reason, message.at, gone=message.gone)
         if isinstance(message, _Acknowledged):
             timeouts = [replacement_timeout(self.policy, new) for new in message.replacements]
             return rollout.request_acknowledged(state, message.target_ids, message.replacements, message.at,
@@ -339,7 +337,7 @@ class Controller:
             return rollout.request_failed(state, message.target_ids, message.reason, message.at)
         if isinstance(message, _Interrupted):
             return self._stop_on_interrupt(state, message.signal)
-        if isinstance(message, _StreamRestored):
+        if isinstance(message, StreamRestored):
             self._spawn(self._resync(_watched_ids(state)))
             return state
         if isinstance(message, _Admitted):
@@ -359,7 +357,8 @@ class Controller:
     def _report_steps(self, before: TargetProgress, after: TargetProgress) -> None:
         name = after.target.name
         if after.requested_at is not None and before.requested_at is None:
-            self._report("request_sent", name, after.requested_at, restore=after.restore_from is not None)
+            self._report("request_sent", name, after.requested_at, restore=after.restore_from is not None,
+                         refill=after.refill)
         if after.acked_at is not None and before.acked_at is None and after.replacement:
             self._report("acknowledged", name, after.acked_at, replacement=after.replacement.name,
                          replacement_id=after.replacement.short_id)
@@ -369,62 +368,9 @@ class Controller:
             kind = "settled" if after.phase is Phase.UP else after.phase.value
             self._report(kind, name, after.finished_at, reason=after.failure)
 
-    async def _pump(self, events: AsyncIterator[ReplicaEvent]) -> None:
-        """Forward platform events; when the stream is lost, open it again (bounded by
-        RECONNECT_TIMEOUT_S) and have the missed changes looked up."""
-        while True:
-            try:
-                async for event in events:
-                    self._messages.put_nowait(event)
-                failure = "the event stream ended"
-            except RolloverError as exc:
-                failure = str(exc)
-            self._report("stream_lost", reason=failure)
-            self._stream_ok.clear()
-            reopened = await self._reopen_events(failure)
-            if reopened is None:
-                return
-            events = reopened
-            self._stream_ok.set()
-            self._report("stream_restored")
-            self._messages.put_nowait(_StreamRestored())
-
-    async def _reopen_events(self, failure: str) -> AsyncIterator[ReplicaEvent] | None:
-        deadline = self._now() + RECONNECT_TIMEOUT_S
-        wait = _RETRY_FIRST_S
-        while True:
-            await asyncio.sleep(wait)
-            try:
-                return self.backend.events()
-            except RolloverError as exc:
-                if self._now() + wait > deadline:
-                    lost = PlatformError(f"lost the platform for {RECONNECT_TIMEOUT_S:g}s: {failure}; {exc}")
-                    self._messages.put_nowait(_Broken(lost))
-                    return None
-            wait = min(wait * 2, _RETRY_MAX_S)
-
-    async def _platform_reachable(self) -> None:
-        try:
-            await asyncio.wait_for(self._stream_ok.wait(), RECONNECT_TIMEOUT_S)
-        except TimeoutError:
-            raise PlatformError(f"the platform was out of reach for {RECONNECT_TIMEOUT_S:g}s") from None
-
     async def _resync(self, ids: Sequence[str]) -> None:
-        for event in await self._retrying(lambda: self.backend.observe(ids)):
+        for event in await self._link.retrying(lambda: self.backend.observe(ids)):
             self._messages.put_nowait(event)
-
-    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
-        """An idempotent platform call, tried again while the platform is out of reach."""
-        deadline = self._now() + RECONNECT_TIMEOUT_S
-        wait = _RETRY_FIRST_S
-        while True:
-            try:
-                return await call()
-            except EngineUnavailable:
-                if self._now() + wait > deadline:
-                    raise
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, _RETRY_MAX_S)
 
     def _spawn(self, work: asyncio.Future[None] | object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)  # type: ignore[arg-type]
@@ -434,7 +380,7 @@ class Controller:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            self._messages.put_nowait(_Broken(task.exception()))  # type: ignore[arg-type]
+            self._messages.put_nowait(Broken(task.exception()))  # type: ignore[arg-type]
 
     async def _settle_background(self) -> None:
         while self._tasks:
@@ -442,35 +388,49 @@ class Controller:
 
     async def _request(self, items: Sequence[TargetProgress]) -> None:
         ids = tuple(item.target.id for item in items)
+        # A refill's stand-in never served: there is nothing to drain or forget.
+        old = [item.target for item in items if not item.refill]
         try:
             # No request goes out blind: while the platform is out of reach it would fail, and
             # its replacement's fate could not be watched.
-            await self._platform_reachable()
+            await self._link.reachable()
+            reopened = self._link.reopened
             if self._order is Order.STOP_FIRST:
-                for item in items:
-                    await self._drain(item.target)
-            if items[0].restore_from is None:
-                new = await self.backend.redeploy([item.target for item in items], self._order)
-            else:
-                new = list(await asyncio.gather(*(
-                    self.backend.restore(item.target, item.restore_from, self._order)
-                    for item in items if item.restore_from is not None
-                )))
+                for replica in old:
+                    await self._drain(replica)
+            new = await self._make_replacements(items)
         except RolloverError as exc:
             self._messages.put_nowait(_RequestFailed(ids, str(exc), self._now()))
             return
         if len(new) != len(items):
             raise PlatformError(f"asked for {len(items)} replacements, the platform made {len(new)}")
         self._messages.put_nowait(_Acknowledged(ids, tuple(new), self._now()))
+        if self._link.reopened != reopened:
+            # The stream was opened again meanwhile: the replacements' first events may have gone
+            # to neither stream (a retried restore may even return one made before the outage).
+            self._spawn(self._resync([replica.id for replica in new]))
         if self._order is Order.STOP_FIRST:
-            for item in items:
-                await self.balancer.forget(item.target)
+            for replica in old:
+                await self.balancer.forget(replica)
+
+    async def _make_replacements(self, items: Sequence[TargetProgress]) -> list[Replica]:
+        """One request to the platform; requests never mix refills, redeploys and restores."""
+        if items[0].refill:
+            assert isinstance(self.backend, Refilling)  # only such backends get refills (_recover)
+            return await self.backend.refill(len(items))
+        if items[0].restore_from is None:
+            return await self.backend.redeploy([item.target for item in items], self._order)
+        # Restores are idempotent (Backend.restore): a daemon restart mid-rollback is ridden out.
+        return list(await asyncio.gather(*(
+            self._link.retrying(partial(self.backend.restore, item.target, item.restore_from, self._order))
+            for item in items if item.restore_from is not None
+        )))
 
     async def _admit(self, item: TargetProgress) -> None:
         """Put an up replacement into rotation; only then does its grace period (and slot) run."""
         assert item.replacement is not None
         try:
-            await self.balancer.admit(await self._retrying(partial(self.backend.refresh, item.replacement)))
+            await self.balancer.admit(await self._link.retrying(partial(self.backend.refresh, item.replacement)))
         except RolloverError as exc:
             self._messages.put_nowait(_Admitted(item.target.id, self._now(), f"admission failed: {exc}"))
             return
@@ -486,7 +446,7 @@ class Controller:
     async def _retire(self, item: TargetProgress) -> None:
         try:
             await self._drain(item.target)
-            await self._retrying(lambda: self.backend.retire(item.target))
+            await self._link.retrying(lambda: self.backend.retire(item.target))
             await self.balancer.forget(item.target)
         except RolloverError as exc:
             self._cleanup_failed(item, f"could not retire {item.target.name}: {exc}")
@@ -511,5 +471,5 @@ class Controller:
             return
         await self.balancer.forget(item.replacement)
         replacement = item.replacement
-        await self._retrying(lambda: self.backend.discard(replacement))
+        await self._link.retrying(lambda: self.backend.discard(replacement))
         self._report("discarded", item.target.name, replacement=item.replacement.name)

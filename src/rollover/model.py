@@ -77,6 +77,7 @@ class ReplicaDown:
     replica_id: str
     at: float
     reason: str
+    gone: bool = False  # it will never run again: removed (a Swarm task that ended never restarts)
 
 
 ReplicaEvent = ReplicaUp | ReplicaDown

@@ -37,14 +37,15 @@ def free_slots(state: RolloutState) -> int:
 
 def next_request(state: RolloutState, policy: Policy) -> tuple[TargetProgress, ...]:
     """The targets of the next request: requests go out one at a time, each one target, except
-    that step 'all' sends every target in one service-wide request."""
+    that step 'all' sends every target in one service-wide request (refills, which the platform
+    makes by another call, in one request of their own before it)."""
     if state.stopped_issuing or state.request_outstanding:
         return ()
     waiting = state.waiting()
     if not waiting or free_slots(state) <= 0:
         return ()
     if policy.step.kind is StepKind.ALL:
-        return tuple(waiting)
+        return tuple(item for item in waiting if item.refill == waiting[0].refill)
     return (waiting[0],)
 
 
@@ -52,14 +53,15 @@ def _owed_cleanup(state: RolloutState, order: Order, policy: Policy) -> tuple[tu
     """Start-first: the replaced replica goes once its successor is UP. A failed replacement goes
     too, unless the policy is 'pause', which leaves everything for a human to look at. A failed
     stop-first replacement stays for now: its original is gone, and putting it back is a tracked
-    restore after the phase (see Controller._roll), not a side effect."""
+    restore after the phase (see Controller._roll), not a side effect. A refill has no old
+    replica to retire: it stood in for one that was already gone."""
     keep_failed = policy.on_failure is FailurePolicy.PAUSE
     retire: list[TargetProgress] = []
     discard: list[TargetProgress] = []
     for item in state.progress:
         if item.cleaned_up:
             continue
-        if item.phase is Phase.UP and (order is Order.START_FIRST or item.adopted):
+        if item.phase is Phase.UP and not item.refill and (order is Order.START_FIRST or item.adopted):
             retire.append(item)
         elif item.phase is Phase.FAILED and item.replacement is not None and keep_failed is False:
             if needs_repair(item, order):
@@ -69,9 +71,11 @@ def _owed_cleanup(state: RolloutState, order: Order, policy: Policy) -> tuple[tu
 
 
 def needs_repair(item: TargetProgress, order: Order) -> bool:
-    """A forward stop-first replacement that failed: its original was removed before it was made."""
+    """A forward stop-first replacement that failed: its original was removed before it was made.
+    Not a failed refill: the replica it stood in for was removed by a dead rollout, and nothing of
+    it is left to put back (the failed refill is discarded; the service stays short, and says so)."""
     return order is Order.STOP_FIRST and item.restore_from is None and item.phase is Phase.FAILED \
-        and item.replacement is not None
+        and item.replacement is not None and not item.refill
 
 
 def _wake_at(state: RolloutState) -> float | None:

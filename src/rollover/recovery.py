@@ -11,6 +11,12 @@ replicas by that time:
 Worked example: 4 replicas rolled start-first step 1, killed after web-5 came up but before web-1
 was removed: running web-1..4 (old) and web-5 (new, up). Recovery: adopt web-5 for web-1 (web-1
 is retired), roll web-2..4 -> 4 replicas, all new.
+
+Fewer replicas than the dead rollout began with means it removed some it never replaced (stop-first,
+killed between the removal and the replacement, or its replacement was half-made and is discarded).
+Each missing one is refilled: a stand-in target whose request makes a fresh replica of the service
+as it is defined now. Worked example: 4 replicas rolled stop-first, killed after web-1 was removed:
+running web-2..4 (old). Recovery: refill 1 (a new replica), roll web-2..4 -> 4 replicas, all new.
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ class Recovery:
     adopted: tuple[tuple[Replica, Replica], ...]  # (old replica to retire, its adopted successor)
     orphans: tuple[Replica, ...]  # half-made replacements to discard
     missing: int  # replicas short of the count the dead rollout began with
+
+    @property
+    def refills(self) -> tuple[Replica, ...]:
+        """One stand-in per missing replica, for the rollout to refill. Named ``refill-N``: the
+        removed replica is gone, and nothing recorded which one it was."""
+        return tuple(Replica(id=f"refill-{n}", name=f"refill-{n}", running=False) for n in range(1, self.missing + 1))
 
 
 def made_by(replica: Replica, stale: StaleLock) -> bool:

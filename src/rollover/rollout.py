@@ -55,6 +55,9 @@ class TargetProgress:
     failure: str | None = None
     admission_issued: bool = False
     adopted: bool = False  # replaced by a dead rollout's finished replacement (see recovery.py)
+    # A stand-in for a replica a dead rollout removed and never replaced (see recovery.py): its
+    # request makes a fresh replica; there is no old one to drain or retire, nor one to put back.
+    refill: bool = False
     cleaned_up: bool = False  # the platform action owed after the outcome was issued
 
 
@@ -86,19 +89,22 @@ class RolloutState:
 def start(
     targets: Sequence[Replica], batch: int, grace_s: float, restore_from: Sequence[Replica] | None = None,
     admission: bool = False, adopted: Sequence[tuple[Replica, Replica]] = (), now: float = 0.0,
+    refills: Sequence[Replica] = (),
 ) -> RolloutState:
     """A rollout of ``targets``; ``adopted`` pairs (old, successor) start out UP, their old replica
-    still to be retired."""
+    still to be retired. ``refills`` (stand-ins for missing replicas) go out before the targets:
+    the service is short until they are up."""
     originals = list(restore_from) if restore_from is not None else [None] * len(targets)
     done = tuple(
         TargetProgress(target=old, phase=Phase.UP, replacement=new, up_at=now, finished_at=now, adopted=True)
         for old, new in adopted
     )
+    missing = tuple(TargetProgress(target=stand_in, refill=True) for stand_in in refills)
     progress = tuple(
         TargetProgress(target=target, restore_from=original)
         for target, original in zip(targets, originals, strict=True)
     )
-    return RolloutState(progress=done + progress, batch=batch, grace_s=grace_s, admission=admission)
+    return RolloutState(progress=done + missing + progress, batch=batch, grace_s=grace_s, admission=admission)
 
 
 def _update(state: RolloutState, ids: Iterable[str], **changes: object) -> RolloutState:
@@ -168,14 +174,14 @@ def replica_up(state: RolloutState, replica_id: str, at: float) -> RolloutState:
     return replace(state, extras_up=state.extras_up | {replica_id})
 
 
-def replica_down(state: RolloutState, replica_id: str, reason: str, at: float) -> RolloutState:
-    """A replica exited, turned unhealthy or was removed."""
+def replica_down(state: RolloutState, replica_id: str, reason: str, at: float, *, gone: bool = False) -> RolloutState:
+    """A replica exited, turned unhealthy or was removed (``gone``: it will never run again)."""
     owner, target = _find(state, replica_id)
     if owner is not None and owner.phase in (Phase.REDEPLOYING, Phase.ADMITTING, Phase.SETTLING):
         return _update(state, [owner.target.id], phase=Phase.FAILED, failure=f"replacement {reason}",
                        finished_at=at)
-    if target is not None and target.phase is Phase.WAITING and reason == "removed":
-        return _update(state, [target.target.id], phase=Phase.SKIPPED, failure="removed before its turn",
+    if target is not None and target.phase is Phase.WAITING and gone:
+        return _update(state, [target.target.id], phase=Phase.SKIPPED, failure=f"{reason} before its turn",
                        finished_at=at)
     if replica_id in state.extras_up:
         return replace(state, extras_up=state.extras_up - {replica_id})

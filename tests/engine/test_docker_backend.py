@@ -31,6 +31,7 @@ from engine_support import (
 )
 
 from rollover.backends.docker import DockerBackend
+from rollover.backends.docker_engine import Engine
 from rollover.errors import EngineUnavailable, ImageNotFound, Locked, ServiceNotFound, Unsupported
 from rollover.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp
 
@@ -292,6 +293,57 @@ def test_restore_puts_the_original_image_back(compose_project: MakeProject, app_
     assert served_version(restored) == "v1"
     assert ids_of(project.containers()) == {restored.id}
     assert restored.id[:12] in project.compose("ps", "--format", "{{.ID}}")
+
+
+def test_restore_is_idempotent_across_an_outage(
+    compose_project: MakeProject, app_images: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon goes away just after the restore created its container (stop-first: the replaced
+    replica is already removed), so neither the start nor _create's cleanup reach it. The retry
+    finishes that work: the half-made container goes, one restored replica runs; a third call (its
+    answer lost) returns that same replica."""
+    project = compose_project(APP_V1, replicas=1)
+    outage = {"starts_to_fail": 1, "on": False}
+    real_start, real_remove = Engine.start, Engine.remove
+
+    async def start(self: Engine, container_id: str) -> None:
+        if outage["starts_to_fail"]:  # the first start the restore sends: the daemon is gone from here on
+            outage["starts_to_fail"], outage["on"] = 0, True
+        if outage["on"]:
+            raise EngineUnavailable("the daemon went away (simulated)")
+        await real_start(self, container_id)
+
+    async def remove(self: Engine, container_id: str, *, force: bool, volumes: bool) -> None:
+        if outage["on"]:
+            raise EngineUnavailable("the daemon went away (simulated)")
+        await real_remove(self, container_id, force=force, volumes=volumes)
+
+    async def scenario() -> tuple[Replica, Replica, list[str]]:
+        async with connected(project=project.name) as backend:
+            log = EventLog(backend.events())
+            snapshot = await backend.snapshot()
+            project.write(APP_V2, replicas=1)
+            [original] = snapshot.replicas
+            [replacement] = await backend.redeploy([original], Order.STOP_FIRST)
+            await log.wait_up({replacement.id})
+            monkeypatch.setattr(Engine, "start", start)
+            monkeypatch.setattr(Engine, "remove", remove)
+            with pytest.raises(EngineUnavailable):
+                await backend.restore(replacement, original, Order.STOP_FIRST)
+            half_made = [c.attrs["State"]["Status"] for c in project.containers()]
+            outage["on"] = False  # the daemon is back
+            restored = await backend.restore(replacement, original, Order.STOP_FIRST)
+            await log.wait_up({restored.id})
+            again = await backend.restore(replacement, original, Order.STOP_FIRST)
+            await log.stop()
+            assert again.id == restored.id
+            return original, restored, half_made
+
+    original, restored, half_made = asyncio.run(scenario())
+    assert half_made == ["created"]  # what the first attempt left: made, never started
+    assert ids_of(project.containers()) == {restored.id}  # one restored replica, nothing half-made left
+    assert restored.name == original.name and restored.image == app_images[APP_V1]
+    assert served_version(restored) == "v1"
 
 
 def test_failed_replacement_turns_unhealthy_and_is_discarded(compose_project: MakeProject) -> None:

@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from rollover.backends.compose import ComposeProject, scale_up_command
-from rollover.backends.docker_clone import clone_request, inherit_anonymous_volumes, without_image_defaults
+from rollover.backends.docker_clone import (
+    clone_request,
+    inherit_anonymous_volumes,
+    with_fresh_anonymous_volumes,
+    without_image_defaults,
+)
 from rollover.backends.docker_events import EventFeed, replica_event
 from rollover.backends.docker_inspect import fixed_host_ports, health_budget_s
+from rollover.backends.docker_lock import LockRecord, stale_lock
 from rollover.errors import PlatformError
-from rollover.model import ReplicaDown, ReplicaUp
+from rollover.model import Replica, ReplicaDown, ReplicaUp
+from rollover.recovery import made_by
 
 
 def raw(action: str, **attributes: str) -> dict[str, Any]:
@@ -30,7 +38,7 @@ def raw(action: str, **attributes: str) -> dict[str, Any]:
         (raw("start"), False, ReplicaUp("c1", 5.0)),
         (raw("start"), True, None),
         (raw("die", exitCode="137"), True, ReplicaDown("c1", 5.0, "exited with code 137")),
-        (raw("destroy"), True, ReplicaDown("c1", 5.0, "removed")),
+        (raw("destroy"), True, ReplicaDown("c1", 5.0, "removed", gone=True)),
         (raw("exec_start: wget -q -O- http://127.0.0.1:8080/"), True, None),
         (raw("kill", signal="15"), True, None),
     ],
@@ -138,6 +146,41 @@ def test_clone_drops_what_the_engine_made_for_the_old_container() -> None:
     assert request.body["HostConfig"]["Links"] == ["db:database"]
     assert request.body["NetworkingConfig"] == {"EndpointsConfig": {"shop": {"Aliases": ["web"]}}}
     assert request.extra_networks == (("admin", {"IPAMConfig": {"IPv4Address": "10.0.0.9"}}),)
+
+
+def test_a_clone_drops_a_rollbacks_own_labels() -> None:
+    labels = {"rollover.image-ref": "app:v0", "rollover.restored-from": "f" * 64, "team": "shop"}
+    request = clone_request({"Id": "0123456789abcdef", "Config": {"Image": "app:v1", "Labels": labels}}, image="app:v2")
+    assert request.body["Labels"] == {"team": "shop"}  # they described the source container, not its clone
+
+
+def test_a_refill_gets_fresh_anonymous_volumes_and_keeps_named_ones() -> None:
+    taken_over = "a1" * 32  # an anonymous volume a rollout mounted by name on the source
+    source = {
+        "Id": "0123456789abcdef",
+        "Config": {"Image": "app:v1"},
+        "HostConfig": {"Mounts": [
+            {"Type": "volume", "Source": taken_over, "Target": "/data", "ReadOnly": False},
+            {"Type": "volume", "Source": "shop_shared", "Target": "/shared"},
+            {"Type": "bind", "Source": "/srv/conf", "Target": "/conf"},
+        ]},
+    }
+    request = with_fresh_anonymous_volumes(clone_request(source, image="app:v2"))
+    assert request.body["HostConfig"]["Mounts"] == [
+        {"Type": "volume", "Target": "/data", "ReadOnly": False},  # no source: the engine makes a fresh one
+        {"Type": "volume", "Source": "shop_shared", "Target": "/shared"},
+        {"Type": "bind", "Source": "/srv/conf", "Target": "/conf"},
+    ]
+
+
+def test_a_lock_records_when_its_rollout_began_to_the_microsecond() -> None:
+    # A replica made at 10:00:00.4 is no replacement of a rollout that began at 10:00:00.7.
+    began = datetime(2026, 11, 26, 10, 0, 0, 700_000, tzinfo=UTC)
+    record = LockRecord("ci pid 7", began, began + timedelta(hours=1), replicas=3)
+    taken_over = stale_lock(record.labels(), "its holder is gone")
+    assert taken_over.since == began.timestamp() and taken_over.replicas == 3
+    before = Replica("web-3", "web-3", created_at=began.timestamp() - 0.3)
+    assert not made_by(before, taken_over)
 
 
 def test_compose_project_from_labels_skips_our_override_files() -> None:

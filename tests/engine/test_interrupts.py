@@ -3,27 +3,33 @@ known image, and the user is told where it stopped."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
-from engine_support import APP_V1, APP_V2, ComposeProject
+from engine_support import APP_V1, APP_V2, ComposeProject, remove_containers, run, unique_name
 
 ROLLOVER = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "rollover")
 pytestmark = pytest.mark.engine
 
 
-def start_rollover(project: ComposeProject, *args: str) -> subprocess.Popen[str]:
+def start_rollover(project: ComposeProject, *args: str, env: Mapping[str, str] | None = None
+                   ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [ROLLOVER, "redeploy", "web", "--project", project.name, "--output", "json", *args],
         cwd=project.directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**(env or os.environ), "PYTHONUNBUFFERED": "1"},
     )
 
 
@@ -131,3 +137,158 @@ def test_after_sigkill_the_next_rollout_takes_over_and_converges(
     # Every replica up on the target image, the count as it was before, no lock left.
     assert service_state(project, app_images) == [("running", "healthy", APP_V2)] * 4
     assert not lock_exists(project)
+
+
+# -- SIGKILL between removing an old replica and making its replacement (stop-first) ----------------
+
+
+class Gate:
+    """A moment to kill rollover at: something rollover runs touches ``reached``, then waits (bounded)
+    until the test ``open``s the gate, and fails."""
+
+    def __init__(self, directory: Path) -> None:
+        self.reached, self.gate = directory / "reached", directory / "gate"
+
+    def shell(self) -> str:
+        """Shell code that marks the moment and waits for the gate (at most 60 s), then fails."""
+        reached, gate = shlex.quote(str(self.reached)), shlex.quote(str(self.gate))
+        return (f"touch {reached}; n=0; while [ ! -e {gate} ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done;"
+                " exit 1")
+
+    def wait_reached(self, process: subprocess.Popen[str], deadline_s: float = 60) -> None:
+        deadline = time.monotonic() + deadline_s
+        while not self.reached.exists():
+            assert process.poll() is None, f"rollover ended before the moment: {process.communicate()}"
+            assert time.monotonic() < deadline, "rollover never reached the moment"
+            time.sleep(0.05)  # polling for the test's own marker file, bounded
+
+    def open(self) -> None:
+        self.gate.touch()
+
+
+def kill_at(process: subprocess.Popen[str], gate: Gate) -> None:
+    """SIGKILL rollover (our own child, by pid) once it reached the gate; then let the gate go."""
+    try:
+        gate.wait_reached(process)
+        process.kill()
+        process.communicate(timeout=30)
+    finally:
+        gate.open()
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
+
+
+def takeover(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+    again = subprocess.run([ROLLOVER, "redeploy", *args, "--output", "json"], cwd=cwd, capture_output=True,
+                           text=True, timeout=180, check=False)
+    return again, [json.loads(line) for line in again.stdout.splitlines()]
+
+
+def assert_refilled(again: subprocess.CompletedProcess[str], events: list[dict[str, Any]], replicas: int) -> None:
+    """The next rollout took the lock over, refilled the one replica the dead one removed, and completed."""
+    kinds = [event["event"] for event in events]
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert "is gone" in events[kinds.index("took_over_lock")]["reason"]
+    assert events[kinds.index("refilling")]["missing"] == 1, kinds
+    refill = [event for event in events if event["event"] == "request_sent" and event["refill"]]
+    assert [event["replica"] for event in refill] == ["refill-1"]
+    summary = events[-1]
+    assert (summary["result"], summary["refilled"], summary["replaced"]) == ("completed", 1, replicas), summary
+
+
+def test_after_sigkill_between_removal_and_replacement_the_next_rollout_refills(
+    compose_project: Callable[..., ComposeProject], app_images: dict[str, str], tmp_path: Path
+) -> None:
+    """rollover (stop-first) stopped and removed web-1 and asks Compose for its replacement: a docker
+    CLI of the test's own holds that `compose up` at the gate, and rollover is killed there."""
+    project = compose_project(APP_V1, replicas=4)
+    project.write(APP_V2, replicas=4)
+    gate = Gate(tmp_path)
+    wrapper = tmp_path / "bin" / "docker"
+    wrapper.parent.mkdir()
+    real_docker = shutil.which("docker")
+    assert real_docker is not None
+    wrapper.write_text(f"""#!/bin/sh
+case " $* " in *" up --no-start "*) {gate.shell()} ;; esac
+exec {shlex.quote(real_docker)} "$@"
+""")
+    wrapper.chmod(0o755)
+    env = {**os.environ, "PATH": f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}"}
+    process = start_rollover(project, "--step", "1", "--order", "stop-first", env=env)
+    kill_at(process, gate)
+    assert lock_exists(project), "the dead rollout's lock stays behind as its record"
+    assert len(project.containers()) == 3, "web-1 was removed, its replacement never made"
+
+    again, events = takeover(["web", "--project", project.name, "--step", "1", "--order", "stop-first"],
+                             project.directory)
+    assert_refilled(again, events, replicas=4)
+    # Every replica up on the target image, the count as it was before, made as Compose makes them.
+    assert service_state(project, app_images) == [("running", "healthy", APP_V2)] * 4
+    assert len(project.compose("ps", "-q").split()) == 4
+    said = project.compose("up", "-d")
+    assert "Recreate" not in said and "Creat" not in said, said
+    assert not lock_exists(project)
+
+
+@pytest.fixture
+def selector_replicas(docker_client: Any, app_images: dict[str, str]) -> Iterator[str]:
+    """Three `docker run` replicas labelled rtest.selector=NAME (healthchecked, each with an anonymous
+    /data volume) for the service NAME; removed afterwards with their lock and volumes."""
+    name = unique_name("sel")
+    volumes: set[str] = set()
+
+    def remember_volumes() -> list[Any]:
+        made = docker_client.containers.list(all=True, filters={"label": f"rtest.selector={name}"})
+        volumes.update(m["Name"] for c in made for m in c.attrs["Mounts"] if m.get("Type") == "volume")
+        return list(made)
+
+    try:
+        for number in (1, 2, 3):
+            run("docker", "run", "-d", "--name", f"{name}-{number}", "--label", f"rtest.selector={name}",
+                "-v", "/data", "--stop-timeout", "3", APP_V1)
+        remember_volumes()  # now: the test removes a replica, whose volume stays behind
+        yield name
+    finally:
+        made = remember_volumes()
+        lock = f"rollover-lock-sel-{hashlib.sha256(json.dumps({'rtest.selector': name}).encode()).hexdigest()[:12]}"
+        remove_containers(docker_client, [str(c.id) for c in made] + [lock])
+        for volume in volumes:
+            with contextlib.suppress(docker.errors.APIError):
+                docker_client.volumes.get(volume).remove(force=True)
+
+
+def wait_healthy(client: Any, name: str, count: int, deadline_s: float = 30) -> list[Any]:
+    """The running replicas labelled rtest.selector=NAME once ``count`` of them are healthy (bounded)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        running = client.containers.list(filters={"label": f"rtest.selector={name}"})
+        healthy = [c for c in running if c.attrs["State"].get("Health", {}).get("Status") == "healthy"]
+        if len(running) == len(healthy) == count or time.monotonic() > deadline:
+            return running
+        time.sleep(0.2)  # polling the engine for the test's own end condition, bounded
+
+
+def test_after_sigkill_a_selector_service_is_refilled_with_a_clone(
+    docker_client: Any, selector_replicas: str, app_images: dict[str, str], tmp_path: Path
+) -> None:
+    """rollover (stop-first) is killed in the pre-stop hook of the first replica, which is then
+    removed as rollover would have removed it next (for a selector the removal and the create are
+    one API call apart: no gate fits between them)."""
+    name = selector_replicas
+    gate = Gate(tmp_path)
+    args = [name, "--selector", f"rtest.selector={name}", "--image", APP_V2, "--step", "1", "--order", "stop-first"]
+    process = subprocess.Popen([ROLLOVER, "redeploy", *args, "--output", "json", "--pre-stop",
+                                shlex.join(["sh", "-c", gate.shell()])],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    kill_at(process, gate)
+    docker_client.containers.get(f"{name}-1").remove(force=True)  # its /data volume stays, as with rollover
+
+    again, events = takeover(args, tmp_path)
+    assert_refilled(again, events, replicas=3)
+    running = wait_healthy(docker_client, name, 3)
+    assert [(c.attrs["State"].get("Health", {}).get("Status"), c.attrs["Image"]) for c in running] == [
+        ("healthy", app_images[APP_V2])] * 3, again.stdout
+    # The refill is a clone of a replica, on the target image, with data of its own: three /data volumes.
+    data = {next(m["Name"] for m in c.attrs["Mounts"] if m["Destination"] == "/data") for c in running}
+    assert len(data) == 3, running

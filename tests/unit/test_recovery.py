@@ -1,6 +1,9 @@
 """Sorting a dead rollout's leftovers: targets, adoptions, orphans, shortfall."""
 
-from rollover.model import Replica, StaleLock
+from rollover import rollout
+from rollover.model import Order, Replica, StaleLock
+from rollover.plan import decide, needs_repair
+from rollover.policy import Policy, parse_step
 from rollover.recovery import plan_recovery
 
 SINCE = 1000.0
@@ -36,6 +39,7 @@ def test_a_stop_first_gap_is_reported_as_missing() -> None:
     old = [replica(f"web-{n}", 900) for n in range(2, 5)]
     recovery = plan_recovery(old, stale(replicas=4), up=set())
     assert recovery.missing == 1 and recovery.targets == tuple(old)
+    assert [stand_in.id for stand_in in recovery.refills] == ["refill-1"]
 
 
 def test_a_replacement_whose_old_replica_is_already_gone_is_kept() -> None:
@@ -52,3 +56,28 @@ def test_without_a_recorded_count_each_finished_replacement_retires_one_old_repl
     new = [replica("web-4", 1010), replica("web-5", 1020)]
     recovery = plan_recovery([*old, *new], stale(replicas=None), up={"web-4", "web-5"})
     assert [pair[0].name for pair in recovery.adopted] == ["web-1", "web-2"]
+
+
+def _refill_with(phase_change: str) -> rollout.RolloutState:
+    """A rollout refilling one missing replica, whose new replica then comes up or exits."""
+    [stand_in] = plan_recovery([replica("web-2", 900)], stale(replicas=2), up=set()).refills
+    state = rollout.start([], batch=1, grace_s=0.0, refills=[stand_in])
+    state = rollout.request_sent(state, [stand_in.id], at=0.0)
+    state = rollout.request_acknowledged(state, [stand_in.id], [replica("web-3", 1100)], at=1.0, timeouts=[10.0])
+    if phase_change == "up":
+        return rollout.advance(rollout.replica_up(state, "web-3", at=2.0), now=2.0)
+    return rollout.replica_down(state, "web-3", "exited with code 1", at=2.0)
+
+
+def test_a_failed_refill_is_discarded_not_repaired() -> None:
+    state = _refill_with("exits")
+    decision = decide(state, Policy(step=parse_step("1")), Order.STOP_FIRST, now=2.0)
+    # Nothing of the replica it stood in for is left to put back: the failed one just goes.
+    assert [item.replacement.name for item in decision.discard if item.replacement] == ["web-3"]
+    assert not needs_repair(state.progress[0], Order.STOP_FIRST)
+
+
+def test_a_refill_that_came_up_retires_nothing() -> None:
+    state = _refill_with("up")
+    assert state.progress[0].phase is rollout.Phase.UP
+    assert decide(state, Policy(step=parse_step("1")), Order.START_FIRST, now=2.0).retire == ()

@@ -11,7 +11,7 @@ from rollover.backends.sim import SimBackend
 from rollover.clock import run_virtual
 from rollover.controller import Controller
 from rollover.errors import PlatformError
-from rollover.model import ProgressEvent
+from rollover.model import ProgressEvent, StaleLock
 from rollover.policy import FailurePolicy, OrderChoice, Policy, parse_step
 from rollover.report.output import render_timeline
 from rollover.result import RolloutResult
@@ -35,7 +35,8 @@ SEED_ALL = "\n".join(["-_________|"] * 10) + "\n|0 |11"
 
 def simulate(replicas: int = 10, step: str = "1", *, request: float = 1, redeploy: float = 10,
              events: list[ProgressEvent] | None = None, **options: object) -> tuple[RolloutResult, SimBackend]:
-    backend_options = {key: options.pop(key) for key in ("fail_replicas", "extra_at", "stream_gap") if key in options}
+    backend_keys = ("fail_replicas", "extra_at", "stream_gap", "stale_lock", "restore_outage", "refills_fail")
+    backend_options = {key: options.pop(key) for key in backend_keys if key in options}
     policy = Policy(step=parse_step(step), **options)  # type: ignore[arg-type]
     sink = events if events is not None else []
 
@@ -185,3 +186,51 @@ def test_a_stream_that_never_comes_back_fails_the_rollout_without_hanging() -> N
     # Replacements may take 1000 s, so only the reconnect bound (60 s) can end this rollout.
     with pytest.raises(PlatformError, match="lost the platform for 60s"):
         simulate(replicas=3, step="1", stream_gap=(5, 10_000), timeout_s=1000)
+
+
+def test_a_restore_cut_short_by_an_outage_is_retried_and_makes_one_replica() -> None:
+    # Stop-first: app-1 is replaced, app-2's replacement fails. Both originals are put back, and each
+    # restore loses the platform after it made its replica (a daemon restart): only the retry answers.
+    result, backend = simulate(replicas=4, step="1", fail_replicas=(2,), order=OrderChoice.STOP_FIRST,
+                               restore_outage=2)
+    assert result.outcome == "rolled-back", result.reason
+    assert (result.replaced, result.failed, result.rolled_back) == (1, 1, 2)
+    assert backend.restore_calls == 4  # two restores, each tried twice ...
+    assert sorted(replica.image for replica in backend.state.replicas.values()) == ["v1"] * 4  # ... none doubled
+
+
+def _dead_rollout(replicas: int) -> StaleLock:
+    return StaleLock(holder="ci pid 7", since=0.0, replicas=replicas, reason="its holder is gone")
+
+
+def test_a_takeover_refills_what_a_dead_stop_first_rollout_removed() -> None:
+    events: list[ProgressEvent] = []
+    # The dead rollout began with 4 and removed one without replacing it: 3 are left.
+    result, backend = simulate(replicas=3, step="1", order=OrderChoice.STOP_FIRST, stale_lock=_dead_rollout(4),
+                               events=events)
+    assert result.outcome == "completed"
+    assert sorted(replica.image for replica in backend.state.replicas.values()) == ["v2"] * 4
+    refilling = next(event for event in events if event.kind == "refilling")
+    assert refilling.fields() == {"missing": 1, "replicas": 4}
+    sent = [(event.replica, event.fields()["refill"]) for event in events if event.kind == "request_sent"]
+    assert sent == [("refill-1", True), ("app-1", False), ("app-2", False), ("app-3", False)]  # the gap first
+    assert events[-1].fields()["refilled"] == 1
+    assert backend.state.min_ready == 3  # never more than step (1) short of the 4 it began with
+
+
+def test_step_all_refills_in_a_request_of_its_own() -> None:
+    events: list[ProgressEvent] = []
+    result, backend = simulate(replicas=3, step="all", stale_lock=_dead_rollout(5), events=events)
+    assert result.outcome == "completed" and len(backend.state.replicas) == 5
+    sent = [(event.at, event.replica) for event in events if event.kind == "request_sent"]
+    assert sent == [(0, "refill-1"), (0, "refill-2"), (1, "app-1"), (1, "app-2"), (1, "app-3")]
+
+
+def test_a_refill_that_fails_leaves_the_service_short_and_says_so() -> None:
+    result, backend = simulate(replicas=3, step="1", order=OrderChoice.STOP_FIRST, stale_lock=_dead_rollout(4),
+                               refills_fail=True)
+    # The refill goes first and fails: nothing else is touched, the failed refill is removed, and
+    # there is nothing to roll back (it stood in for a replica that was already gone).
+    assert (result.outcome, result.failed, result.replaced, result.rolled_back) == ("rolled-back", 1, 0, 0)
+    assert "the service is 1 replica(s) short" in (result.reason or "")
+    assert sorted(replica.image for replica in backend.state.replicas.values()) == ["v1"] * 3

@@ -9,7 +9,7 @@ The controller calls it in this order:
     snapshot = await backend.snapshot()    # so nothing that happens in between is missed
     await backend.prepare(snapshot)        # ImageNotFound / Unsupported: still nothing touched
     await backend.acquire_lock(holder)     # Locked (exit 3)
-    ... redeploy / retire / discard / restore, as the plan decides ...
+    ... redeploy / retire / discard / restore (/ refill), as the plan decides ...
     await backend.release_lock()
     await backend.close()
 
@@ -19,7 +19,7 @@ Every method translates platform errors into ``rollover.errors`` at this boundar
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from rollover.model import Order, Replica, ReplicaEvent, ServiceSnapshot, StaleLock
 
@@ -88,6 +88,11 @@ class Backend(Protocol):
 
         ``original`` is the replica as the snapshot recorded it (its image id, its config), so the
         result runs the previous image. Order as for ``redeploy``.
+
+        Idempotent: the controller calls it again when the platform went out of reach (a daemon
+        restart), and the first call may have been carried out in part or in full. A second call
+        with the same ``replaced`` finishes that work and returns the replica it made, never a
+        second one; ``replaced`` may be gone by then.
         """
         ...
 
@@ -99,3 +104,21 @@ class Backend(Protocol):
 
     async def close(self) -> None:
         """Release connections and background watchers."""
+
+
+@runtime_checkable
+class Refilling(Protocol):
+    """Optional: backends whose service can be short of replicas because a rollout was killed.
+
+    A stop-first rollout killed between removing a replica and making its replacement leaves the
+    service one short; the next rollout refills it (``recovery.py``). Docker (Compose and selector)
+    and the simulator implement it. Swarm does not: its orchestrator keeps a replicated service at
+    its count by itself (a removed task is recreated from the service's spec), so a dead rollout
+    never leaves it short, and a recovery there only reports a shortfall it sees.
+    """
+
+    async def refill(self, count: int) -> list[Replica]:
+        """Make ``count`` new replicas of the service from its current definition (the image it is
+        rolled to), started, as ``redeploy`` would make replacements but replacing nothing. Not
+        idempotent (it is not retried): a failure is a failed replacement."""
+        ...

@@ -14,7 +14,11 @@ Rules that hold everywhere:
   Slow stops happen outside it.
 - Names: stop-first replacements and rollbacks take the old name; a start-first clone is created
   as ``<name>-rollover-<6 hex>`` and renamed to the old name when retire() removed the old one.
-  Compose replacements keep the names Compose gives them (``<project>-<service>-<n>``).
+  Compose replacements keep the names Compose gives them (``<project>-<service>-<n>``); a selector
+  refill is named ``<service>-<6 hex>`` (nothing recorded the name of the replica it stands in for).
+- A rollback's container is labelled with the id of the container it replaced
+  (``rollover.restored-from``): restore() is retried across a daemon restart, and a second attempt
+  finishes the container the first one made instead of making another.
 - The rollout lock is a container that is created and never started (docker_lock.py).
 """
 
@@ -36,7 +40,12 @@ from rollover.backends.compose import (
     scale_up_command,
     service_definition,
 )
-from rollover.backends.docker_clone import CloneRequest, clone_request, endpoint_for_connect
+from rollover.backends.docker_clone import (
+    CloneRequest,
+    clone_request,
+    endpoint_for_connect,
+    with_fresh_anonymous_volumes,
+)
 from rollover.backends.docker_engine import Engine, Inspect
 from rollover.backends.docker_events import (
     EventFeed,
@@ -54,6 +63,7 @@ from rollover.backends.docker_inspect import (
     COMPOSE_SERVICE,
     IMAGE_REF_LABEL,
     LOCK_HOLDER_LABEL,
+    RESTORED_FROM_LABEL,
     container_name,
     created_at,
     finished_at,
@@ -111,6 +121,7 @@ class DockerBackend:
         self._pending_renames: dict[str, tuple[str, str]] = {}  # old id -> (replacement id, name)
         self._lock_id: str | None = None
         self._feeds: list[EventFeed] = []
+        self._snapshot_ids: tuple[str, ...] = ()  # the replicas the last snapshot found
 
     # -- connection and observation -------------------------------------------------------------
 
@@ -168,6 +179,7 @@ class DockerBackend:
         targets = sorted((inspect for inspect in containers if is_target(inspect)), key=_replica_order)
         if not targets:
             raise ServiceNotFound(self._nothing_running())
+        self._snapshot_ids = tuple(str(inspect["Id"]) for inspect in targets)
         return ServiceSnapshot(
             name=self._service,
             platform=self.platform,
@@ -304,20 +316,44 @@ class DockerBackend:
         return await self._create(request, container_name(fresh))
 
     async def _selector_replacement(self, target: Replica, order: Order) -> Replica:
-        engine = self._connected()
         old = await self._definition_of(target)
+        return await self._replace_with(await self._on_target_image(old, volumes_from=old), target, order)
+
+    async def _on_target_image(self, old: Inspect, *, volumes_from: Inspect | None) -> CloneRequest:
+        """A clone of ``old`` on the image the rollout rolls to (its own reference, freshly resolved,
+        unless --image says otherwise), minus what came from old's image."""
+        engine = self._connected()
         ref = self._image or image_ref_of(old)
         old_image, new_image = await engine.inspect_image(str(old["Image"])), await engine.inspect_image(ref)
         if new_image is None:
             raise ImageNotFound(f"image {ref} is not present on the engine")
-        request = clone_request(
+        return clone_request(
             old,
             image=ref,
             old_image_config=(old_image or {}).get("Config") or {},
             new_image_volumes=(new_image.get("Config") or {}).get("Volumes") or {},
-            volumes_from=old,
+            volumes_from=volumes_from,
         )
-        return await self._replace_with(request, target, order)
+
+    async def refill(self, count: int) -> list[Replica]:
+        """New replicas replacing nothing (a dead rollout removed replicas it never replaced):
+        made by Compose as ``up --scale`` would make them, or, for a selector, cloned from one of
+        the service's replicas on the target image. They get fresh anonymous volumes: the removed
+        replicas' volumes are still on the engine, but nothing records which replica had which."""
+        if self._selector is None:
+            async with self._mutations:
+                before = set(await self._connected().list_container_ids(self._labels()))
+                fresh = await self._compose_create(len(before) + count, before)
+            return await self._start_fresh([str(inspect["Id"]) for inspect in fresh])
+        if not self._snapshot_ids:
+            raise PlatformError("take a snapshot first: a refill is cloned from one of the service's replicas")
+        source = self._definitions.get(self._snapshot_ids[0]) or await self._inspect(self._snapshot_ids[0])
+        request = with_fresh_anonymous_volumes(await self._on_target_image(source, volumes_from=None))
+        made = []
+        for _ in range(count):
+            async with self._mutations:
+                made.append(await self._create(request, f"{self._service}-{secrets.token_hex(3)}"))
+        return await self._start_fresh(made)
 
     async def _replace_with(self, request: CloneRequest, target: Replica, order: Order) -> Replica:
         """Create the clone beside the target (start-first) or in its place (stop-first), start it."""
@@ -339,22 +375,47 @@ class DockerBackend:
         source = self._definitions.get(original.id)
         if source is None:
             raise PlatformError(f"no recorded definition of {original.name} to restore it from")
-        if order is Order.STOP_FIRST:
-            await self._stop(replaced)
-        request = clone_request(
-            source, image=original.image, volumes_from=source, extra_labels={IMAGE_REF_LABEL: image_ref_of(source)}
-        )
         engine = self._connected()
-        async with self._mutations:
+        new_id = await self._earlier_restore(replaced)
+        if new_id is None:
             if order is Order.STOP_FIRST:
-                await engine.remove(replaced.id, force=True, volumes=False)
-            holder = await engine.inspect_container(original.name)
-            name = original.name if holder is None else f"{original.name}-rollover-{secrets.token_hex(3)}"
-            new_id = await self._create(request, name)
+                await self._stop(replaced)
+            request = clone_request(source, image=original.image, volumes_from=source, extra_labels={
+                IMAGE_REF_LABEL: image_ref_of(source), RESTORED_FROM_LABEL: replaced.id,
+            })
+            async with self._mutations:
+                if order is Order.STOP_FIRST:
+                    await engine.remove(replaced.id, force=True, volumes=False)
+                holder = await engine.inspect_container(original.name)
+                name = original.name if holder is None else f"{original.name}-rollover-{secrets.token_hex(3)}"
+                new_id = await self._create(request, name)
+        # Under start-first the replaced container holds the name until retire() removes it.
+        holder = await engine.inspect_container(original.name)
         if holder is not None and holder["Id"] == replaced.id:
             self._pending_renames[replaced.id] = (new_id, original.name)
         [restored] = await self._start_fresh([new_id])
         return restored
+
+    async def _earlier_restore(self, replaced: Replica) -> str | None:
+        """The container an earlier attempt to restore ``replaced`` made and started, if any. One it
+        made but never started is removed: the outage may have cut it short before its networks
+        were connected (and _create's own cleanup could not reach the daemon either)."""
+        engine = self._connected()
+        found = [
+            inspect
+            for container_id in await engine.list_container_ids({**self._labels(), RESTORED_FROM_LABEL: replaced.id})
+            if (inspect := await engine.inspect_container(container_id)) is not None
+        ]
+        started = [inspect for inspect in found if inspect.get("State", {}).get("Status") != "created"]
+        async with self._mutations:
+            for half_made in found:
+                if half_made not in started:
+                    self._internal_ids.add(str(half_made["Id"]))
+                    await engine.remove(str(half_made["Id"]), force=True, volumes=True)  # taken-over ones stay
+        if not started:
+            return None
+        self._remember(started[0])
+        return str(started[0]["Id"])
 
     async def retire(self, replica: Replica) -> None:
         await self._stop(replica)

@@ -23,13 +23,18 @@ from __future__ import annotations
 
 import copy
 import posixpath
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from rollover.backends.docker_inspect import IMAGE_REF_LABEL
+from rollover.backends.docker_inspect import IMAGE_REF_LABEL, RESTORED_FROM_LABEL
 
 Inspect = dict[str, Any]
+
+_OWN_LABELS = frozenset({IMAGE_REF_LABEL, RESTORED_FROM_LABEL})
+# The engine names an anonymous volume with 64 random hex digits (a named one is named by its user).
+_ANONYMOUS_VOLUME = re.compile(r"[0-9a-f]{64}")
 
 # Config fields an image supplies as defaults; each is dropped from a clone when it still equals the
 # old image's value, so that the new image's value takes its place.
@@ -68,8 +73,8 @@ def clone_request(
         config = without_image_defaults(config, old_image_config, set(host_config.get("PortBindings") or {}))
     if _hostname_is_engine_made(source, config, host_config):
         config.pop("Hostname", None)
-    # A rollback's image-ref label describes the rolled-back container only; callers re-add it.
-    labels = {k: v for k, v in (config.get("Labels") or {}).items() if k != IMAGE_REF_LABEL}
+    # A rollback's labels describe the rolled-back container only; callers re-add them.
+    labels = {k: v for k, v in (config.get("Labels") or {}).items() if k not in _OWN_LABELS}
     config["Labels"] = {**labels, **(extra_labels or {})} or None
     host_config["Links"] = _create_links(host_config.get("Links")) or None
     inherited: list[str] = []
@@ -148,6 +153,21 @@ def inherit_anonymous_volumes(
     volumes = {p: s for p, s in (config.get("Volumes") or {}).items() if _clean(p) not in inherited}
     config["Volumes"] = volumes or None
     return inherited
+
+
+def with_fresh_anonymous_volumes(request: CloneRequest) -> CloneRequest:
+    """The request with fresh anonymous volumes where the source mounted an anonymous volume by
+    name (one a rollout took over from its predecessor): a new replica beside the source (a
+    refill) must get data of its own, not share the source's. Named volumes and binds stay."""
+    host_config = dict(request.body.get("HostConfig") or {})
+    mounts = [
+        {key: value for key, value in mount.items() if key != "Source"}
+        if mount.get("Type") == "volume" and _ANONYMOUS_VOLUME.fullmatch(str(mount.get("Source") or ""))
+        else mount
+        for mount in host_config.get("Mounts") or []
+    ]
+    host_config["Mounts"] = mounts or None
+    return CloneRequest({**request.body, "HostConfig": host_config}, request.extra_networks, ())
 
 
 def endpoint_for_connect(settings: dict[str, Any]) -> dict[str, Any]:

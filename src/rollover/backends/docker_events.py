@@ -61,7 +61,7 @@ def replica_event(raw: RawEvent, at: float, has_healthcheck: bool) -> ReplicaEve
     if action == "die":
         return ReplicaDown(container_id, at, f"exited with code {labels_of_event(raw).get('exitCode', '?')}")
     if action == "destroy":
-        return ReplicaDown(container_id, at, "removed")
+        return ReplicaDown(container_id, at, "removed", gone=True)
     return None
 
 
@@ -70,7 +70,7 @@ def current_event(container_id: str, inspect: dict[str, Any] | None, at: float) 
     gone -> removed; not running -> exited; unhealthy; healthy, or running without a healthcheck
     -> up; still starting -> nothing yet."""
     if inspect is None:
-        return ReplicaDown(container_id, at, "removed")
+        return ReplicaDown(container_id, at, "removed", gone=True)
     state = inspect.get("State") or {}
     if not state.get("Running"):
         return ReplicaDown(container_id, at, f"exited with code {state.get('ExitCode', '?')}")

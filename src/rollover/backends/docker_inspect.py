@@ -22,6 +22,9 @@ LOCK_HOLDER_LABEL = "rollover.lock.holder"
 # Set on containers rollover created from an image id (a rollback) so the next rollout still knows
 # which reference (repo:tag) the service runs.
 IMAGE_REF_LABEL = "rollover.image-ref"
+# Set on a container a rollback made, naming the container it replaced: a restore cut short by a
+# daemon restart finds its own work by it when it is tried again (restore is idempotent).
+RESTORED_FROM_LABEL = "rollover.restored-from"
 
 TARGET_STATES = frozenset({"running", "restarting"})
 

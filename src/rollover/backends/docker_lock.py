@@ -50,7 +50,9 @@ class LockRecord:
     def labels(self) -> dict[str, str]:
         return {
             LOCK_HOLDER_LABEL: self.holder,
-            LOCK_SINCE_LABEL: self.since.isoformat(timespec="seconds"),
+            # To the microsecond: a takeover tells the dead rollout's replacements from the replicas
+            # it found by this time, and a replica made in the same second before it is no replacement.
+            LOCK_SINCE_LABEL: self.since.isoformat(timespec="microseconds"),
             LOCK_EXPIRES_LABEL: self.expires.isoformat(timespec="seconds"),
             LOCK_REPLICAS_LABEL: str(self.replicas),
             LOCK_HOST_LABEL: self.host,

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from rollover.backends.base import DEFAULT_LEASE_S
-from rollover.errors import Locked, PlatformError, ServiceNotFound
+from rollover.errors import EngineUnavailable, Locked, PlatformError, ServiceNotFound
 from rollover.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot, StaleLock
 
 
@@ -50,11 +50,18 @@ class SimBackend:
         stream_gap: tuple[float, float] | None = None,
         service: str = "app",
         image: str = "v2",
+        stale_lock: StaleLock | None = None,
+        restore_outage: int = 0,
+        refills_fail: bool = False,
     ) -> None:
         """``fail_replicas``: 1-based positions of targets whose replacement exits instead of coming
         up; ``extra_at``: times at which an extra replica of the service comes up; ``stream_gap``:
         (lost, back) the event stream breaks at ``lost`` and cannot be reopened before ``back``;
-        events in between are never delivered (the controller must look them up)."""
+        events in between are never delivered (the controller must look them up); ``stale_lock``:
+        the lock of a dead rollout, found (and taken over) when the lock is acquired;
+        ``restore_outage``: the first that many restores lose the platform after they made their
+        replica (EngineUnavailable, as a daemon restart does), so only their retry returns it;
+        ``refills_fail``: refilled replicas exit instead of coming up."""
         if replicas < 1:
             raise ServiceNotFound(f"simulated service {service!r} needs at least one replica")
         self.request_time = request_time
@@ -65,6 +72,11 @@ class SimBackend:
         self._ids = itertools.count(1)
         self._events: asyncio.Queue[ReplicaEvent] = asyncio.Queue()
         self.state = SimulatedService(name=service)
+        self._stale_lock = stale_lock
+        self._restore_outage = restore_outage
+        self._refills_fail = refills_fail
+        self._restored: dict[str, Replica] = {}  # replaced id -> its restore (restore is idempotent)
+        self.restore_calls = 0
         for _ in range(replicas):
             replica = self._make(f"{service}-{len(self.state.replicas) + 1}", "v1")
             self.state.replicas[replica.id] = replica
@@ -117,7 +129,7 @@ class SimBackend:
         seen: list[ReplicaEvent] = []
         for replica_id in replica_ids:
             if replica_id not in self.state.replicas:
-                seen.append(ReplicaDown(replica_id, now, "removed"))
+                seen.append(ReplicaDown(replica_id, now, "removed", gone=True))
             elif replica_id in self.state.ready:
                 seen.append(ReplicaUp(replica_id, now))
             elif not self.state.replicas[replica_id].running:
@@ -140,7 +152,8 @@ class SimBackend:
         if self.state.lock_holder is not None:
             raise Locked(f"rollout of {self.state.name} already running: held by {self.state.lock_holder}")
         self.state.lock_holder = holder
-        return None
+        stale, self._stale_lock = self._stale_lock, None
+        return stale
 
     async def release_lock(self) -> None:
         self.state.lock_holder = None
@@ -149,12 +162,32 @@ class SimBackend:
         return await self._replace(targets, [self.new_image] * len(targets), order)
 
     async def restore(self, replaced: Replica, original: Replica, order: Order) -> Replica:
+        self.restore_calls += 1
+        earlier = self._restored.get(replaced.id)
+        if earlier is not None and earlier.id in self.state.replicas:
+            return earlier
         (restored,) = await self._replace([replaced], [original.image], order, failing=False)
+        self._restored[replaced.id] = restored
+        if self._restore_outage > 0:
+            self._restore_outage -= 1
+            raise EngineUnavailable("simulated platform unreachable: the answer to a restore was lost")
         return restored
+
+    async def refill(self, count: int) -> list[Replica]:
+        """New replicas on the new image, replacing nothing; they come up like replacements."""
+        names = [f"{self.state.name}-{len(self.state.replicas) + n}" for n in range(1, count + 1)]
+        return await self._create([], names, [self.new_image] * count, Order.START_FIRST, self._refills_fail)
 
     async def _replace(
         self, targets: Sequence[Replica], images: Sequence[str], order: Order, failing: bool = True
     ) -> list[Replica]:
+        return await self._create(targets, [target.name for target in targets], images, order, failing)
+
+    async def _create(
+        self, targets: Sequence[Replica], names: Sequence[str], images: Sequence[str], order: Order, failing: bool
+    ) -> list[Replica]:
+        """Replicas named ``names`` on ``images``, for ``targets`` (removed first under stop-first).
+        ``failing``: those for targets in ``fail_replicas`` fail, and those for no target (refills)."""
         loop = asyncio.get_running_loop()
         sent_at = loop.time()
         if order is Order.STOP_FIRST:
@@ -162,10 +195,10 @@ class SimBackend:
                 self.state.remove(target.id)
         await asyncio.sleep(self.request_time)
         created = []
-        for target, image in zip(targets, images, strict=True):
-            new = self._make(target.name, image)
+        for index, (name, image) in enumerate(zip(names, images, strict=True)):
+            new = self._make(name, image)
             self.state.replicas[new.id] = new
-            fails = failing and target.id in self._failing
+            fails = failing and (index >= len(targets) or targets[index].id in self._failing)
             loop.call_at(sent_at + self.redeploy_time, self._come_up_or_fail, new.id, fails)
             created.append(new)
         return created

@@ -78,9 +78,16 @@ class TextReporter:
             return (f"{stamp} interrupted by {detail['signal']}: no more redeploys are issued; "
                     f"waiting for the {detail['in_flight']} in flight (again to stop at once)")
         if event.kind == "rollback":
-            return f"{stamp} rolling back {len(detail['replicas'])} replaced replica(s) to their previous image"  # type: ignore[arg-type]
+            line = f"{stamp} rolling back {len(detail['replicas'])} replaced replica(s) to their previous image"  # type: ignore[arg-type]
+            if detail.get("kept_refills"):
+                kept = ", ".join(str(name) for name in detail["kept_refills"])  # type: ignore[attr-defined]
+                line += f"; refilled {kept} stay(s): there is no previous image to put back"
+            return line
+        if event.kind == "refilling":
+            return (f"{stamp} the dead rollout left {detail['missing']} of {detail['replicas']} replica(s) missing:"
+                    " refilling them first")
         words = {
-            "request_sent": "restoring previous image" if detail.get("restore") else "redeploying",
+            "request_sent": _request_words(detail),
             "acknowledged": f"replacement {detail.get('replacement')} created",
             "up": "replacement up",
             "settled": "done",
@@ -91,6 +98,12 @@ class TextReporter:
             "restored": "put back on its previous image",
         }
         return f"{stamp} {event.replica}: {words.get(event.kind, event.kind)}"
+
+
+def _request_words(detail: dict[str, object]) -> str:
+    if detail.get("refill"):
+        return "making a new replica in place of one the dead rollout removed"
+    return "restoring previous image" if detail.get("restore") else "redeploying"
 
 
 def _plan_text(detail: dict[str, object]) -> str:
@@ -111,6 +124,8 @@ def _plan_text(detail: dict[str, object]) -> str:
 def _summary_text(detail: dict[str, object]) -> str:
     text = (f"{detail['result']}: {detail['replaced']} replaced, {detail['failed']} failed, "
             f"{detail['rolled_back']} rolled back, {detail['skipped']} skipped in {detail['duration_s']:.1f}s")
+    if detail.get("refilled"):
+        text += f"; {detail['refilled']} missing replica(s) refilled"
     if detail.get("reason"):
         prefix = "" if detail["result"] == "interrupted" else "first failure: "
         text += f" ({prefix}{detail['reason']})"
