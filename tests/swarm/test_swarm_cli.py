@@ -11,14 +11,10 @@ Waiting is on conditions only (the task list, a subprocess's exit), never on sle
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from swarm_cli_support import (
+    Outcome,
+    answers,
+    assert_handed_back,
+    images_running,
+    rollover,
+    rollover_acting_at,
+    service_spec,
+)
 from swarm_support import (
     APP_BROKEN,
     APP_V1,
@@ -39,94 +44,6 @@ from swarm_support import (
 )
 
 pytestmark = pytest.mark.swarm
-
-ROLLOVER = Path(sys.executable).with_name("rollover")  # the console script of the venv running pytest
-RUN_TIMEOUT_S = 180  # generous: 2 cores, other suites running; a rollout here takes 10-40 s
-
-
-# -- running the CLI -------------------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-    wall_s: float = 0.0
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
-
-    def of_kind(self, kind: str) -> list[dict[str, Any]]:
-        return [event for event in self.events if event["event"] == kind]
-
-    @property
-    def summary(self) -> dict[str, Any]:
-        last = self.events[-1] if self.events else {}
-        assert last.get("event") == "summary", f"the last JSON line is not the summary\n{self}"
-        return last
-
-    @property
-    def plan(self) -> dict[str, Any]:
-        first = self.events[0]
-        assert first["event"] == "plan", str(self)
-        return first
-
-    def __str__(self) -> str:
-        return f"exit {self.code} after {self.wall_s:.1f}s\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
-
-
-def cli_env(cluster: SwarmCluster) -> dict[str, str]:
-    """The caller's environment without ROLLOVER_*/TUTUM_* settings, DOCKER_HOST at the manager."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("ROLLOVER_", "TUTUM_"))}
-    env["DOCKER_HOST"] = cluster.manager
-    return env
-
-
-def cli_args(cluster: SwarmCluster, service: str, *extra: str, platform: str = "swarm") -> list[str]:
-    nodes = ",".join(f"{hostname}={host}" for hostname, host in sorted(cluster.hosts.items()))
-    return [str(ROLLOVER), "redeploy", service, "--platform", platform, "--swarm-nodes", nodes,
-            "--output", "json", *extra]
-
-
-def rollover(cluster: SwarmCluster, service: str, *extra: str, platform: str = "swarm") -> Outcome:
-    assert ROLLOVER.exists(), f"the console script {ROLLOVER} is not installed"
-    started = time.monotonic()
-    done = subprocess.run(cli_args(cluster, service, *extra, platform=platform), env=cli_env(cluster),
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
-    return Outcome(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
-
-
-# -- what the swarm shows --------------------------------------------------------------------------
-
-
-def images_running(cluster: SwarmCluster, service: str) -> list[str]:
-    return sorted(task["Spec"]["ContainerSpec"]["Image"] for task in running_tasks(cluster, service))
-
-
-def answers(endpoints: list[tuple[str, int]]) -> list[str]:
-    """What each task says it is: GET /version.txt on its published host port (at its node)."""
-    said = []
-    for host, port in endpoints:
-        with urllib.request.urlopen(f"http://{host}:{port}/version.txt", timeout=10) as answer:
-            said.append(answer.read().decode().strip())
-    return sorted(said)
-
-
-def service_spec(cluster: SwarmCluster, service: str) -> dict[str, Any]:
-    return dict(cluster.client.api.inspect_service(service))
-
-
-def assert_handed_back(cluster: SwarmCluster, service: str, image: str) -> None:
-    """The spec names ``image``, no update is held, and rollover's request label is gone."""
-    document = service_spec(cluster, service)
-    spec = document["Spec"]
-    assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == image
-    assert "rollover.request" not in (spec.get("Labels") or {}), spec.get("Labels")
-    assert (document.get("UpdateStatus") or {}).get("State") != "updating", document.get("UpdateStatus")
-    assert (spec.get("UpdateConfig") or {}).get("Delay", 0) < 10**12  # not rollover's one-year hold
-
 
 def replacement_ids(outcome: Outcome) -> set[str]:
     return {event["replacement_id"] for event in outcome.of_kind("acknowledged")}
@@ -268,36 +185,11 @@ class NodeLoss:
 def run_and_kill_node_3(cluster: SwarmCluster, service: str) -> tuple[Outcome, dict[str, Any]]:
     """Run the CLI; at its first ``up`` event SIGKILL node 3's dockerd (its containers keep
     running under their shims, but the node stops answering and the manager marks it down)."""
-    process = subprocess.Popen(cli_args(cluster, service, "--image", APP_V2), env=cli_env(cluster),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    started = time.monotonic()
-    lines: list[str] = []
-    killed: dict[str, Any] = {}
-    errors: list[str] = []
+    def kill_node_3(_: subprocess.Popen[str]) -> None:
+        os.kill(int(Path("/run/rsw-n3/docker.pid").read_text()), signal.SIGKILL)
 
-    def read_stderr() -> None:
-        assert process.stderr is not None
-        errors.append(process.stderr.read())
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
-    timer = threading.Timer(RUN_TIMEOUT_S, process.kill)  # the bound: a hung rollover is killed
-    timer.start()
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            event = json.loads(line)
-            if not killed and event["event"] == "up":
-                os.kill(int(Path("/run/rsw-n3/docker.pid").read_text()), signal.SIGKILL)
-                killed = event
-        code = process.wait()
-    finally:
-        timer.cancel()
-        reader.join(10)
-    wall = time.monotonic() - started
-    assert wall < RUN_TIMEOUT_S, f"rollover hung: killed after {RUN_TIMEOUT_S}s\n{''.join(lines)}{''.join(errors)}"
-    return Outcome(code, "".join(lines), "".join(errors), wall), killed
+    return rollover_acting_at(cluster, service, "--image", APP_V2, at=lambda event: event["event"] == "up",
+                              act=kill_node_3)
 
 
 @pytest.fixture(scope="class")

@@ -19,6 +19,7 @@ from rollover.backends.swarm_tasks import (
     forward_template,
     handed_back_spec,
     health_budget,
+    held_template,
     lock_name,
     lost_with_node,
     parse_node_hosts,
@@ -28,6 +29,7 @@ from rollover.backends.swarm_tasks import (
     request_spec,
     sortable_time,
     start_first_in_flight,
+    users_spec,
 )
 from rollover.errors import InvalidOption
 from rollover.model import Order
@@ -88,8 +90,10 @@ def test_creation_times_sort_as_strings(stamp: str, sortable: str) -> None:
         # stop-first: the old task is desired shutdown at the moment the new one is created
         ([task("a", 1, 1, desired="shutdown"), task("b", 1, 2, image="app:v2", desired="ready", state="new")],
          [], {}),
+        # a removed task's slot refilled twice, by Swarm's restart supervisor and by its updater
+        ([task("a", 1, 1, image="app:v2", force=1), task("b", 1, 2, image="app:v2", force=1)], [], {}),
     ],
-    ids=["settled", "start-first-starting", "start-first-failed-and-restarting", "stop-first"],
+    ids=["settled", "start-first-starting", "start-first-failed-and-restarting", "stop-first", "refilled-twice"],
 )
 def test_slots_in_flight_and_failing(tasks: list[SwarmTask], in_flight: list[str], failing: dict[str, str]) -> None:
     assert start_first_in_flight(tasks) == in_flight
@@ -136,14 +140,30 @@ def test_forward_template_changes_the_image_and_forces_a_change() -> None:
 
 def test_a_request_holds_swarm_after_exactly_its_slots() -> None:
     spec = {"Name": "web", "Labels": {"team": "a"}, "TaskTemplate": {}, "UpdateConfig": {"Parallelism": 9}}
-    new = request_spec(spec, {"ContainerSpec": {"Image": "app:v2"}}, 2, Order.START_FIRST, 7)
+    new = request_spec(spec, {"ContainerSpec": {"Image": "app:v2"}}, 2, Order.START_FIRST, "a1b2-7")
     assert new["UpdateConfig"] == {"Parallelism": 2, "Delay": HOLD_NS, "FailureAction": "pause",
                                    "Monitor": 1_000_000_000, "MaxFailureRatio": 0, "Order": "start-first"}
-    assert new["Labels"] == {"team": "a", REQUEST_LABEL: "7"}
+    assert new["Labels"]["team"] == "a" and new["Labels"][REQUEST_LABEL] == "a1b2-7"
     assert new["TaskTemplate"] == {"ContainerSpec": {"Image": "app:v2"}}
     back = handed_back_spec(new, spec)
     assert back["UpdateConfig"] == {"Parallelism": 9} and back["Labels"] == {"team": "a"}
-    assert "UpdateConfig" not in handed_back_spec(new, {"Name": "web"})  # the user had none: Swarm's defaults
+    unset = request_spec({"Name": "web"}, {"ContainerSpec": {"Image": "app:v2"}}, 1, Order.STOP_FIRST, "a1b2-1")
+    assert "UpdateConfig" not in handed_back_spec(unset, {"Name": "web"})  # the user had none: Swarm's defaults
+
+
+def test_a_held_spec_tells_the_users_spec_and_the_template_to_go_on_with() -> None:
+    users = {"Name": "web", "Labels": {"team": "a"}, "UpdateConfig": {"Parallelism": 9},
+             "TaskTemplate": {"ContainerSpec": {"Image": "app:v1"}, "ForceUpdate": 3}}
+    assert users_spec(users) == users and held_template(users, None) is None  # not held: the spec itself
+    forward = forward_template(users["TaskTemplate"], "app:v2")
+    first = request_spec(users, forward, 1, Order.START_FIRST, "a1b2-1")
+    held = request_spec(first, forward, 1, Order.START_FIRST, "a1b2-2")  # a later request keeps the first record
+    # rollover was killed here: the next rollout finds the held spec and reads the user's from it.
+    assert users_spec(held) == users
+    assert handed_back_spec(held, users_spec(held))["UpdateConfig"] == {"Parallelism": 9}
+    # Going the same way, it goes on with the held template; another image starts afresh.
+    assert held_template(held, None) == held_template(held, "app:v2@sha256:ab") == forward
+    assert held_template(held, "app:v3") is None
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -53,10 +54,12 @@ from rollover.backends.swarm_tasks import (
     forward_template,
     handed_back_spec,
     health_budget,
+    held_template,
     replacements_made,
     replica_from_task,
     request_spec,
     start_first_in_flight,
+    users_spec,
 )
 from rollover.backends.swarm_watch import SwarmWatch
 from rollover.errors import (
@@ -123,10 +126,12 @@ class SwarmBackend:
         self._engines: dict[str, Engine] = {}  # node id -> its daemon
         self._nodes: dict[str, _Node] = {}
         self._watch: SwarmWatch | None = None
-        self._original: Json = {}  # the service spec when the snapshot was taken
+        self._original: Json = {}  # the user's service spec when the snapshot was taken
+        self._held: Json | None = None  # the template a killed rollout held the service on, to go on with
         self._forward: Json | None = None  # the task template to roll to
         self._global = False
         self._requests = 0
+        self._run = uuid.uuid4().hex[:8]  # tells this rollout's requests from a killed one's
         self._request_lock = asyncio.Lock()
         self._displaced: dict[str, str] = {}  # target id -> id of the task Swarm replaced for it
         self._healthchecks: dict[str, Mapping[str, Any] | None] = {}  # image ref -> its check
@@ -201,7 +206,9 @@ class SwarmBackend:
 
     async def snapshot(self) -> ServiceSnapshot:
         document = await self._inspect_service()
-        self._original = document["Spec"]
+        # Taken over from a killed rollout, the spec is its held one: the user's is in its labels.
+        self._original = users_spec(document["Spec"])
+        self._held = held_template(document["Spec"], self._image)
         self._global = "Global" in (self._original.get("Mode") or {})
         tasks = await self._connected_watch().look()
         targets = [task for task in tasks if task.is_target]
@@ -220,12 +227,12 @@ class SwarmBackend:
                 f"Swarm nodes {', '.join(unwatched)} cannot be watched: their container events are only"
                 " visible on their own daemons; give each node's Docker host (node_hosts)"
             )
-        template = self._original["TaskTemplate"]
-        ref = self._image or str(template.get("ContainerSpec", {}).get("Image", ""))
+        forward = self._held or forward_template(self._original["TaskTemplate"], self._image)
+        ref = str(forward.get("ContainerSpec", {}).get("Image", ""))
         for node in self._nodes.values():
             if node.schedulable:
                 await self._ensure_image(node, ref)
-        self._forward = forward_template(template, self._image)
+        self._forward = forward
 
     async def _ensure_image(self, node: _Node, ref: str) -> None:
         """Swarm nodes use local images (and pull only from a registry): check every node."""
@@ -307,7 +314,7 @@ class SwarmBackend:
         crowded = set(start_first_in_flight(before)) & dirty
         known = {task.id for task in before}
         self._requests += 1
-        await self._update_spec(lambda spec: request_spec(spec, template, count, order, self._requests))
+        await self._update_spec(lambda spec: request_spec(spec, template, count, order, self._request_label()))
 
         def replaced(tasks: list[SwarmTask]) -> list[SwarmTask] | None:
             fresh = replacements_made(tasks, known, definition, dirty)
@@ -353,7 +360,7 @@ class SwarmBackend:
             return
         self._requests += 1
         await self._update_spec(
-            lambda spec: request_spec(spec, original, len(dirty), Order.START_FIRST, self._requests))
+            lambda spec: request_spec(spec, original, len(dirty), Order.START_FIRST, self._request_label()))
         await self._connected_watch().wait_until(
             lambda now: True if not dirty_slots(now, definition_of(original)) else None,
             "Swarm to go back to the original spec", _ACK_LIMIT_S + self._forward_budget())
@@ -404,6 +411,9 @@ class SwarmBackend:
             found = await self._connected_manager().inspect_image(ref)
             self._healthchecks[ref] = ((found or {}).get("Config") or {}).get("Healthcheck")
         return self._healthchecks[ref]
+
+    def _request_label(self) -> str:
+        return f"{self._run}-{self._requests}"
 
     def _forward_budget(self) -> float:
         """The replacement's health budget, or 50 s without a check (+ 10 s: the controller's default)."""

@@ -13,6 +13,7 @@ global one. During a start-first replacement a slot holds two live tasks.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -36,6 +37,11 @@ NS = 1_000_000_000
 # request at exactly ``parallelism`` slots. Only the next spec change (the next request) ends it.
 HOLD_NS = 365 * 24 * 3600 * NS
 REQUEST_LABEL = "rollover.request"
+# What the user's spec was before a rollout changed it (image, ForceUpdate, update config), kept on
+# the service by the rollout's first request: a rollover killed before it handed the service back
+# leaves it there, and the next rollout reads the user's spec from it instead of taking the held
+# one for the user's.
+USER_SPEC_LABEL = "rollover.user-spec"
 
 
 @dataclass(frozen=True)
@@ -134,12 +140,15 @@ def slots(tasks: Iterable[SwarmTask]) -> dict[str, list[SwarmTask]]:
 
 
 def start_first_in_flight(tasks: Iterable[SwarmTask]) -> list[str]:
-    """Slots holding two live tasks: a start-first replacement whose old task still runs.
+    """Slots holding live tasks of two definitions: a start-first replacement whose old task still runs.
 
     A new request must wait for these: Swarm's next updater run would treat such a slot as its
-    own work and shut the old task down at once, before the replacement is up.
+    own work and shut the old task down at once, before the replacement is up. Two live tasks of
+    one definition are no such pair: Swarm's restart supervisor and its updater both refilled a slot
+    whose task someone removed (measured on Engine 20.10); there is no old task to protect.
     """
-    return [slot for slot, group in slots(tasks).items() if sum(task.live for task in group) > 1]
+    return [slot for slot, group in slots(tasks).items()
+            if sum(task.live for task in group) > 1 and len({task.definition for task in group if task.live}) > 1]
 
 
 def failing_slots(tasks: Iterable[SwarmTask]) -> dict[str, str]:
@@ -194,17 +203,20 @@ def forward_template(template: Mapping[str, Any], image: str | None) -> Json:
 
 
 def request_spec(spec: Mapping[str, Any], template: Mapping[str, Any], parallelism: int, order: Order,
-                 request_no: int) -> Json:
+                 request: str) -> Json:
     """The spec that makes Swarm replace ``parallelism`` slots with tasks of ``template``, then hold.
 
-    The request label changes every time, so even a request that keeps the template is a spec
-    change: it cancels the holding updater and starts a fresh one on the slots still dirty.
+    The request label (``request``: the rollout's own token and the request's number) changes
+    every time, also from what a killed rollout left, so even a request that keeps the template is
+    a spec change: it cancels the holding updater and starts a fresh one on the slots still dirty.
     Failure action pause: a replacement that fails before it is up stops Swarm's updater (and the
     pause shows up as a service event with the reason).
     """
     new = copy.deepcopy(dict(spec))
     new["TaskTemplate"] = copy.deepcopy(dict(template))
-    new["Labels"] = {**(new.get("Labels") or {}), REQUEST_LABEL: str(request_no)}
+    labels = dict(new.get("Labels") or {})
+    labels.setdefault(USER_SPEC_LABEL, _user_record(spec))
+    new["Labels"] = {**labels, REQUEST_LABEL: request}
     new["UpdateConfig"] = {
         "Parallelism": parallelism, "Delay": HOLD_NS, "FailureAction": "pause", "Monitor": NS,
         "MaxFailureRatio": 0, "Order": order.value,
@@ -212,16 +224,60 @@ def request_spec(spec: Mapping[str, Any], template: Mapping[str, Any], paralleli
     return new
 
 
-def handed_back_spec(spec: Mapping[str, Any], original: Mapping[str, Any]) -> Json:
-    """The current spec with the user's own update config and labels back in place."""
+def handed_back_spec(spec: Mapping[str, Any], users: Mapping[str, Any]) -> Json:
+    """The current spec with the user's own update config back (from ``users``, the user's spec)
+    and rollover's labels gone."""
     new = copy.deepcopy(dict(spec))
-    labels = {key: value for key, value in (new.get("Labels") or {}).items() if key != REQUEST_LABEL}
-    new["Labels"] = labels
-    if original.get("UpdateConfig") is None:
-        new.pop("UpdateConfig", None)
-    else:
-        new["UpdateConfig"] = copy.deepcopy(original["UpdateConfig"])
+    new["Labels"] = _without_ours(new.get("Labels"))
+    _put(new, "UpdateConfig", copy.deepcopy(users.get("UpdateConfig")))
     return new
+
+
+def users_spec(spec: Mapping[str, Any]) -> Json:
+    """The spec as the user made it: ``spec`` itself, or, when a rollout that never handed it back
+    left it held, that spec with the image, ForceUpdate and update config its first request recorded."""
+    new = copy.deepcopy(dict(spec))
+    recorded = (new.get("Labels") or {}).get(USER_SPEC_LABEL)
+    new["Labels"] = _without_ours(new.get("Labels"))
+    if recorded is None:
+        return new
+    record = json.loads(recorded)
+    template = new.setdefault("TaskTemplate", {})
+    _put(template.setdefault("ContainerSpec", {}), "Image", record.get("Image"))
+    _put(template, "ForceUpdate", record.get("ForceUpdate"))
+    _put(new, "UpdateConfig", record.get("UpdateConfig"))
+    return new
+
+
+def held_template(spec: Mapping[str, Any], image: str | None) -> Json | None:
+    """The template a killed rollout left the service held on, when this rollout goes the same way
+    (no other image asked for): going on with it keeps the replacements the killed one finished
+    (they are not dirty), so the rollout's targets - the replicas not yet replaced - are exactly
+    the slots Swarm still has to update."""
+    if REQUEST_LABEL not in (spec.get("Labels") or {}):
+        return None
+    template = copy.deepcopy(dict(spec.get("TaskTemplate") or {}))
+    held_image = str((template.get("ContainerSpec") or {}).get("Image", ""))
+    return template if image is None or image.partition("@")[0] == held_image.partition("@")[0] else None
+
+
+def _user_record(spec: Mapping[str, Any]) -> str:
+    template = spec.get("TaskTemplate") or {}
+    return json.dumps({"Image": (template.get("ContainerSpec") or {}).get("Image"),
+                       "ForceUpdate": template.get("ForceUpdate"), "UpdateConfig": spec.get("UpdateConfig")},
+                      sort_keys=True)
+
+
+def _without_ours(labels: Mapping[str, str] | None) -> dict[str, str]:
+    return {key: value for key, value in (labels or {}).items() if key not in (REQUEST_LABEL, USER_SPEC_LABEL)}
+
+
+def _put(document: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key``, or leave it out when the user had none (Swarm's default then)."""
+    if value is None:
+        document.pop(key, None)
+    else:
+        document[key] = value
 
 
 def fixed_host_ports(spec: Mapping[str, Any]) -> tuple[str, ...]:

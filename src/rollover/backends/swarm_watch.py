@@ -74,6 +74,8 @@ class _Reports:
             self._emit(ReplicaUp(task_id, at))
 
     def down(self, task_id: str, at: float, reason: str) -> None:
+        # Never ``gone``, though a Swarm task that ended never runs again: a target is not skipped,
+        # since Swarm, not rollover, picks the slot each request replaces (a target is a count).
         if self.said.get(task_id) != "down":
             self.said[task_id] = "down"
             self._emit(ReplicaDown(task_id, at, reason))

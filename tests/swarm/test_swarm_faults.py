@@ -1,0 +1,119 @@
+"""Interrupts and faults in the middle of a Swarm rollout, on a real single-node swarm.
+
+Each test runs the console script as a user does and acts at a chosen JSON event: a signal to
+rollover, or a change someone else makes to the service. Then it checks what a user would: the
+exit code and summary, and the service itself - its running tasks, their images, the spec handed
+back (no hold, no rollover label) and the lock gone.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+import docker.errors
+import pytest
+from swarm_cli_support import Outcome, assert_handed_back, images_running, rollover, rollover_acting_at, service_spec
+from swarm_support import APP_V1, APP_V2, ServiceFactory, SwarmCluster, running_tasks, wait_for
+
+from rollover.backends.swarm_tasks import lock_name
+
+pytestmark = pytest.mark.swarm
+
+REPLICAS = 4
+
+
+def first(kind: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: event["event"] == kind
+
+
+def send(signal_number: int) -> Callable[[subprocess.Popen[str]], None]:
+    return lambda process: process.send_signal(signal_number)
+
+
+def lock_held(cluster: SwarmCluster, service: str) -> bool:
+    try:
+        cluster.client.api.inspect_config(lock_name(service))
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
+def assert_serving(cluster: SwarmCluster, service: str, replicas: int, image: str, outcome: Outcome) -> None:
+    try:
+        wait_for(lambda: images_running(cluster, service) == [image] * replicas, 30, f"{replicas} tasks of {image}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; running: {images_running(cluster, service)}\n{outcome}") from None
+
+
+class TestSwarmFaults:
+    def test_an_interrupt_rolls_back_hands_the_service_back_and_exits_130(
+        self, single_node_swarm: SwarmCluster, make_service: ServiceFactory
+    ) -> None:
+        cluster, name = single_node_swarm, make_service(replicas=REPLICAS)
+
+        outcome, at = rollover_acting_at(cluster, name, "--image", APP_V2, at=first("settled"),
+                                         act=send(signal.SIGINT))
+
+        assert at, f"no replica settled: never interrupted\n{outcome}"
+        assert outcome.code == 130, outcome
+        summary = outcome.summary
+        assert summary["result"] == "interrupted" and summary["not_redeployed"], outcome
+        # Under the default --on-failure rollback, what was replaced went back.
+        assert_serving(cluster, name, REPLICAS, APP_V1, outcome)
+        assert_handed_back(cluster, name, APP_V1)
+        assert not lock_held(cluster, name)
+
+    def test_after_sigkill_the_next_rollout_takes_over_and_converges(
+        self, single_node_swarm: SwarmCluster, make_service: ServiceFactory
+    ) -> None:
+        cluster, name = single_node_swarm, make_service(replicas=REPLICAS)
+        user_update = service_spec(cluster, name)["Spec"].get("UpdateConfig")
+
+        killed, at = rollover_acting_at(cluster, name, "--image", APP_V2, at=first("settled"),
+                                        act=send(signal.SIGKILL))
+
+        assert at and killed.code == -signal.SIGKILL, killed
+        assert lock_held(cluster, name)  # nothing could clean up: the lock and the hold stay
+        assert len(running_tasks(cluster, name)) == REPLICAS  # Swarm keeps the count meanwhile
+
+        again = rollover(cluster, name, "--image", APP_V2)
+
+        assert again.code == 0, again
+        assert again.of_kind("took_over_lock"), again
+        assert again.summary["result"] == "completed", again
+        assert_serving(cluster, name, REPLICAS, APP_V2, again)
+        assert_handed_back(cluster, name, APP_V2)
+        # The user's update config, not the hold the killed rollout left in the spec.
+        assert service_spec(cluster, name)["Spec"].get("UpdateConfig") == user_update
+        assert not lock_held(cluster, name)
+
+    def test_a_task_removed_by_someone_else_ends_consistent(
+        self, single_node_swarm: SwarmCluster, make_service: ServiceFactory
+    ) -> None:
+        cluster, name = single_node_swarm, make_service(replicas=REPLICAS)
+        victim: dict[str, str] = {}
+
+        def remove_a_target(_: subprocess.Popen[str]) -> None:
+            # A task still on the old image (Swarm, not rollover, decides which slot goes next).
+            task = next(task for task in running_tasks(cluster, name)
+                        if task["Spec"]["ContainerSpec"]["Image"] == APP_V1)
+            victim["container"] = task["Status"]["ContainerStatus"]["ContainerID"]
+            cluster.client.api.remove_container(victim["container"], force=True)
+
+        outcome, at = rollover_acting_at(cluster, name, "--image", APP_V2, at=first("settled"), act=remove_a_target)
+
+        assert at and victim, outcome
+        # Swarm refills the slot from the spec current then (the rollout's), and Swarm, not
+        # rollover, picks the slot each request replaces: the rollout completes, or it finds no
+        # slot left for its last target and rolls back. Either way the summary is what the swarm shows.
+        assert outcome.code in (0, 1), outcome
+        if outcome.summary["result"] == "completed":
+            assert_serving(cluster, name, REPLICAS, APP_V2, outcome)
+            assert_handed_back(cluster, name, APP_V2)
+        else:
+            assert outcome.summary["result"] == "rolled-back" and outcome.summary["reason"], outcome
+            assert_serving(cluster, name, REPLICAS, APP_V1, outcome)
+            assert_handed_back(cluster, name, APP_V1)
