@@ -32,7 +32,7 @@ from rollover.backends.docker_lock import LOCK_HOST_LABEL, LOCK_PROCESS_LABEL, L
 from rollover.backends.swarm import SwarmBackend, is_swarm_service
 from rollover.backends.swarm_tasks import lock_name
 from rollover.controller import Controller
-from rollover.errors import Locked, ServiceNotFound, Unsupported
+from rollover.errors import EngineUnavailable, Locked, ServiceNotFound, Unsupported
 from rollover.model import Order, ProgressEvent, ReplicaDown, ReplicaUp, ServiceSnapshot, StaleLock
 from rollover.policy import FailurePolicy, OrderChoice, Policy, parse_step
 
@@ -126,6 +126,49 @@ class TestSingleNodeSwarm:
         spec = cluster.client.api.inspect_service(name)
         assert "rollover.request" not in (spec["Spec"].get("Labels") or {})  # the user's spec is back
         assert "UpdateConfig" not in spec["Spec"] or spec["Spec"]["UpdateConfig"].get("Delay", 0) < 10**12
+
+    def test_a_restore_cut_short_after_its_spec_change_is_not_sent_twice(
+        self, single_node_swarm: SwarmCluster, make_service: ServiceFactory, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """The controller calls ``restore`` again after an outage; the first call's spec change may
+        have reached the manager already. The outage is injected where it hurts: right after the
+        spec change, before the new task is seen."""
+        cluster, name = single_node_swarm, make_service(replicas=2)
+        backend = backend_for(cluster, name, loop, image=APP_V2)
+
+        async def scenario() -> tuple[bool, bool, Any, Any]:
+            log, snapshot = await started(backend)
+            target = snapshot.replicas[0]
+            [new] = await backend.redeploy([target], Order.START_FIRST)
+            await log.wait_for(ReplicaUp, new.id, 20)
+            await backend.retire(target)
+            watch = backend._connected_watch()
+            real_wait = watch.wait_until
+            cut = {"done": False}
+
+            async def cut_once(*args: Any, **options: Any) -> Any:
+                if not cut["done"] and str(args[1]).startswith("Swarm to start"):
+                    cut["done"] = True
+                    raise EngineUnavailable("cannot reach the Docker daemon (injected)")
+                return await real_wait(*args, **options)
+
+            watch.wait_until = cut_once  # type: ignore[method-assign]
+            version = cluster.client.api.inspect_service(name)["Version"]["Index"]
+            with pytest.raises(EngineUnavailable):
+                await backend.restore(new, target, Order.START_FIRST)
+            after_first = cluster.client.api.inspect_service(name)["Version"]["Index"]
+            restored = await backend.restore(new, target, Order.START_FIRST)  # the controller's retry
+            after_retry = cluster.client.api.inspect_service(name)["Version"]["Index"]
+            again = await backend.restore(new, target, Order.START_FIRST)
+            await log.wait_for(ReplicaUp, restored.id, 20)
+            await backend.retire(new)
+            await finished(backend, log)
+            return after_first != version, after_retry != after_first, restored, again
+
+        first_changed, retry_changed, restored, again = in_loop(loop, scenario())
+        assert first_changed and not retry_changed  # one spec change in all (the service's version tells)
+        assert again == restored and restored.image_ref == APP_V1
+        assert images_running(cluster, name) == [APP_V1, APP_V1]
 
     def test_a_broken_image_yields_replica_down_and_discard_goes_back(
         self, single_node_swarm: SwarmCluster, make_service: ServiceFactory, loop: asyncio.AbstractEventLoop

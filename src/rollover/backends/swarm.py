@@ -43,6 +43,7 @@ from rollover.backends.docker_engine import Engine, engine_address, engine_error
 from rollover.backends.swarm_lock import SwarmLock
 from rollover.backends.swarm_tasks import (
     NS,
+    REQUEST_LABEL,
     Json,
     SwarmTask,
     TaskContext,
@@ -75,6 +76,19 @@ from rollover.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp,
 _ACK_LIMIT_S = 30.0
 # Swarm's agent waits 2 s for gossip before it stops a task's container; then the stop itself.
 _RETIRE_SLACK_S = 30.0
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One spec change and what tells the tasks it makes: new since ``known``, of ``definition``,
+    in one of the ``dirty`` slots."""
+
+    label: str
+    count: int
+    definition: tuple[str, int]
+    dirty: frozenset[str]
+    crowded: frozenset[str]  # dirty slots with a start-first replacement in flight
+    known: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,8 @@ class SwarmBackend:
         self._run = uuid.uuid4().hex[:8]  # tells this rollout's requests from a killed one's
         self._request_lock = asyncio.Lock()
         self._displaced: dict[str, str] = {}  # target id -> id of the task Swarm replaced for it
+        self._pending: dict[str, _Request] = {}  # restore key -> its request, until its tasks are seen
+        self._restored: dict[str, Replica] = {}  # replaced id -> what its restore made
         self._healthchecks: dict[str, Mapping[str, Any] | None] = {}  # image ref -> its check
         self._lock: SwarmLock | None = None
         self._handed_back = False
@@ -270,17 +286,24 @@ class SwarmBackend:
         return await self._replace(targets, self._forward, order, forward=True)
 
     async def restore(self, replaced: Replica, original: Replica, order: Order) -> Replica:
-        # Every original was made from the spec the snapshot recorded: its template is the way back.
-        [restored] = await self._replace([replaced], self._original["TaskTemplate"], order, forward=False)
-        return restored
+        """Every original was made from the user's spec: its template is the way back.
+
+        Idempotent (the protocol's contract): a call again after the platform went away mid-call
+        returns what the first made, and never sends a second spec change once the first reached
+        the manager (its request label tells); it waits for what that one makes instead.
+        """
+        if replaced.id not in self._restored:
+            [self._restored[replaced.id]] = await self._replace(
+                [replaced], self._original["TaskTemplate"], order, forward=False, key=replaced.id)
+        return self._restored[replaced.id]
 
     async def _replace(self, targets: Sequence[Replica], template: Json, order: Order,
-                       forward: bool) -> list[Replica]:
+                       forward: bool, key: str | None = None) -> list[Replica]:
         async with self._request_lock:
             await self._wait_until_slots_settle(forward)
             made: list[SwarmTask] = []
             while len(made) < len(targets):
-                made += await self._request(len(targets) - len(made), template, order)
+                made += await self._request(len(targets) - len(made), template, order, key)
             tasks = self._connected_watch().latest
             for target, task in zip(targets, made, strict=True):
                 displaced = displaced_by(task, tasks)
@@ -301,29 +324,46 @@ class SwarmBackend:
         limit = self._replacement_timeout_s or (self._forward_budget() + 10.0)
         await self._connected_watch().wait_until(settled, "the start-first replacement in flight", limit)
 
-    async def _request(self, count: int, template: Json, order: Order) -> list[SwarmTask]:
+    async def _request(self, count: int, template: Json, order: Order, key: str | None = None) -> list[SwarmTask]:
         """One spec change: Swarm replaces up to ``count`` dirty slots, then holds. Returns the new
-        tasks; fewer when a worker of Swarm's merely cleaned a slot with a failed replacement."""
+        tasks; fewer when a worker of Swarm's merely cleaned a slot with a failed replacement.
+
+        With a ``key``, the request is recorded before it goes out, and a call again with that key
+        (after an outage cut the first short) sends it only if the manager's spec does not carry
+        its label yet; either way it then waits for what the request makes.
+        """
         watch = self._connected_watch()
-        before = await watch.look()
-        definition = definition_of(template)
-        dirty = set(dirty_slots(before, definition))
-        if not dirty:
-            raise PlatformError(f"no task of Swarm service {self.service} is left to replace")
-        count = min(count, len(dirty))
-        crowded = set(start_first_in_flight(before)) & dirty
-        known = {task.id for task in before}
-        self._requests += 1
-        await self._update_spec(lambda spec: request_spec(spec, template, count, order, self._request_label()))
+        request = self._pending.get(key) if key is not None else None
+        if request is None:
+            before = await watch.look()
+            definition = definition_of(template)
+            dirty = frozenset(dirty_slots(before, definition))
+            if not dirty:
+                raise PlatformError(f"no task of Swarm service {self.service} is left to replace")
+            self._requests += 1
+            request = _Request(label=self._request_label(), count=min(count, len(dirty)), definition=definition,
+                               dirty=dirty, crowded=frozenset(start_first_in_flight(before)) & dirty,
+                               known=frozenset(task.id for task in before))
+            if key is not None:
+                self._pending[key] = request
+        if not await self._carries(request.label):
+            await self._update_spec(lambda spec: request_spec(spec, template, request.count, order, request.label))
 
         def replaced(tasks: list[SwarmTask]) -> list[SwarmTask] | None:
-            fresh = replacements_made(tasks, known, definition, dirty)
-            cleaned = crowded - set(start_first_in_flight(tasks)) - {task.slot for task in fresh}
-            return fresh[:count] if len(fresh) + len(cleaned) >= count else None
+            fresh = replacements_made(tasks, request.known, request.definition, request.dirty)
+            cleaned = request.crowded - set(start_first_in_flight(tasks)) - {task.slot for task in fresh}
+            return fresh[:request.count] if len(fresh) + len(cleaned) >= request.count else None
 
-        made = await watch.wait_until(replaced, f"Swarm to start {count} replacement(s)", _ACK_LIMIT_S)
+        made = await watch.wait_until(replaced, f"Swarm to start {request.count} replacement(s)", _ACK_LIMIT_S)
+        if key is not None:
+            del self._pending[key]
         watch.replacements.update(task.id for task in made)
         return made
+
+    async def _carries(self, label: str) -> bool:
+        """Whether the service's spec already carries this request's label (it reached the manager)."""
+        labels = (await self._inspect_service())["Spec"].get("Labels") or {}
+        return bool(labels.get(REQUEST_LABEL) == label)
 
     async def retire(self, replica: Replica) -> None:
         """Swarm stops the displaced task itself once its replacement runs: wait for that."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -165,8 +166,8 @@ def failing_slots(tasks: Iterable[SwarmTask]) -> dict[str, str]:
     return failing
 
 
-def replacements_made(tasks: Iterable[SwarmTask], known: set[str], definition: tuple[str, int],
-                      dirty: set[str]) -> list[SwarmTask]:
+def replacements_made(tasks: Iterable[SwarmTask], known: AbstractSet[str], definition: tuple[str, int],
+                      dirty: AbstractSet[str]) -> list[SwarmTask]:
     """The tasks a request created: new since ``known``, made from ``definition``, in a slot that
     was dirty. One per slot, the first: Swarm restarts a failed one in the same slot under a new
     id, and that restart is not a second replacement."""
