@@ -1,18 +1,26 @@
-"""Side by side: what clients behind HAProxy see while 6 replicas go from v1 to v2, by method.
+"""Side by side: what clients behind a balancer see while 6 replicas go from v1 to v2, by method.
 
     .venv/bin/python bench/side_by_side.py [--rate 200] [--client raw|probe] [--no-swarm]
 
 The same engine, the same app image (busybox httpd, healthcheck every 0.5 s, quick TERM), 6
-replicas, one HAProxy on 127.0.0.1 and the same load for every row: --rate requests/s through
-HAProxy, a new connection per request, 2 s timeout, open loop. The default client is a small
+replicas, one balancer (HAProxy on 127.0.0.1 unless the row says Caddy or Traefik) and the same
+load for every row: --rate requests/s through the balancer, a new connection per request, 2 s
+timeout, open loop. The default client is a small
 raw-socket one that holds its rate on a loaded machine; ``--client probe`` uses rollover's own
 Probe class instead (same figures, but it falls behind its rate on a busy event loop). The load
 starts just before the method's command and stops once the method has converged: all 6 replicas
-run v2 and HAProxy sends only to them. Wall time is that span.
+run v2 and the balancer sends only to them. Wall time is that span.
 
 Rows:
   rollover + HAProxy       ``rollover redeploy --balancer haproxy:...`` start-first, step 1 and 2:
                            random published ports, rollover admits/drains through the runtime API.
+  rollover + Caddy         ``--balancer caddy:ADMIN_URL:web``, start-first, step 1 and 2: Caddy's
+                           upstreams are the replicas' IPs on the project's network; Caddy runs in
+                           a sandbox container's network namespace with net.ipv4.tcp_migrate_req=1
+                           (as rollover's README asks of Caddy hosts), the load goes to its IP.
+  rollover + Traefik       ``--balancer traefik:API_URL:SERVICE``, start-first, step 1 and 2:
+                           Traefik on 127.0.0.1 with its Docker provider (labels, and the
+                           drain-marker healthcheck in the compose file).
   compose up -d            six services web1..web6 on fixed loopback ports (a static HAProxy
                            config can only name ports known in advance; replicas of one service
                            cannot have fixed ports each), HAProxy health checks (inter 500 ms) and
@@ -27,7 +35,9 @@ Rows:
   lower bound              waves x time-to-healthy, from rollover's own events.
 
 Everything is named rtest-zd-bench-* (the swarm: namespaces rtest-zd-*, 10.213.50.0/24) and
-removed at the end, also on failure or Ctrl-C.
+removed at the end, also on failure or Ctrl-C. Caddy and Traefik are launched by the zero-downtime
+tests' own ``tests/zero_downtime/zd_fronts.py``, and compose files written by
+``tests/engine/engine_support.py``: one definition each for the tests and this bench.
 """
 
 from __future__ import annotations
@@ -58,6 +68,17 @@ import docker
 from rollover.probe import Probe, ProbeReport
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests" / "zero_downtime"), str(ROOT / "tests" / "engine")]
+from engine_support import compose_yaml  # noqa: E402
+from zd_fronts import (  # noqa: E402
+    CONTAINER_PORT,
+    CaddyFront,
+    TraefikFront,
+    free_loopback_port,
+    project_network,
+    traefik_compose_options,
+)
+
 ROLLOVER = str(Path(sys.executable).with_name("rollover"))
 HAPROXY = "/usr/sbin/haproxy"
 V1, V2 = "rollover-test/app:v1", "rollover-test/app:v2"
@@ -89,13 +110,6 @@ backend web
 """
 
 
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
     done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, check=False)
     if done.returncode != 0:
@@ -117,10 +131,12 @@ class Row:
 class HAProxy:
     """One HAProxy in the foreground, in a short temporary directory of its own (socket path < 108)."""
 
+    balancer_address = "published"
+
     def __init__(self, server_lines: Sequence[str]) -> None:
         self.directory = directory = Path(tempfile.mkdtemp(prefix="rtest-zd-bench-"))
         self.socket = directory / "admin.sock"
-        self.port = free_port()
+        self.port = free_loopback_port()
         config = directory / "haproxy.cfg"
         config.write_text(HAPROXY_CONFIG.format(socket=self.socket, port=self.port,
                                                 servers="\n".join(f"    {line}" for line in server_lines)))
@@ -147,6 +163,13 @@ class HAProxy:
             client.connect(str(self.socket))
             client.sendall(line.encode() + b"\n")
             return b"".join(iter(lambda: client.recv(65536), b"")).decode()
+
+    @property
+    def spec(self) -> str:
+        return f"haproxy:{self.socket}:web"
+
+    def routed(self) -> list[str]:
+        return [f"{addr}:{port}" for addr, port in self.in_rotation()]
 
     def in_rotation(self) -> list[tuple[str, int]]:
         """(addr, port) of the servers that get traffic now: up, not in maintenance or drain."""
@@ -182,9 +205,9 @@ class Load:
     rate: float
 
 
-async def measured(proxy: HAProxy, load: Load, action: Callable[[], Awaitable[None]],
+async def measured(proxy: HAProxy | CaddyFront | TraefikFront, load: Load, action: Callable[[], Awaitable[None]],
                    converged: Callable[[], bool]) -> tuple[ProbeReport, float]:
-    """Load through HAProxy from just before ``action`` until ``converged`` holds after it."""
+    """Load through the balancer from just before ``action`` until ``converged`` holds after it."""
     loop = asyncio.get_running_loop()
     probe = make_client(load.client, proxy.url, load.rate)
     await probe.start()
@@ -306,6 +329,7 @@ class Compose:
         self.directory = directory / self.name
         self.directory.mkdir()
         self.file = self.directory / "compose.yaml"
+        self.fronts: list[CaddyFront | TraefikFront] = []  # stopped by down(), even half-started
 
     def __call__(self, *args: str) -> list[str]:
         return ["docker", "compose", "-p", self.name, "-f", str(self.file), *args]
@@ -325,6 +349,9 @@ class Compose:
         return found
 
     def down(self) -> None:
+        for front in self.fronts:
+            with contextlib.suppress(Exception):
+                front.stop()
         with contextlib.suppress(RuntimeError):
             run(*self("down", "-v", "--remove-orphans", "-t", "1"), cwd=self.directory)
         client = docker.from_env()
@@ -335,11 +362,6 @@ class Compose:
             client.containers.get(f"rollover-lock-{self.name}-web").remove(force=True)
 
 
-def replicated_compose(project: str, image: str) -> str:
-    return (f"name: {project}\nservices:\n  web:\n    image: {image}\n    stop_grace_period: 5s\n"
-            f"    ports:\n      - \"127.0.0.1::8080\"\n    deploy:\n      replicas: {REPLICAS}\n")
-
-
 def fixed_ports_compose(project: str, image: str, ports: Sequence[int]) -> str:
     text = f"name: {project}\nservices:\n"
     for number, port in enumerate(ports, start=1):
@@ -348,22 +370,64 @@ def fixed_ports_compose(project: str, image: str, ports: Sequence[int]) -> str:
     return text
 
 
-async def rollover_row(workdir: Path, client: Any, step: str, load: Load) -> tuple[Row, list[float]]:
-    project = Compose(workdir, f"rollover-s{step}")
-    proxy: HAProxy | None = None
+def v2_endpoints(client: Any, project: str, balancer_address: str) -> list[str]:
+    """Where the balancer must send to reach the running v2 replicas, in its address mode, sorted."""
+    filters = {"label": [f"com.docker.compose.project={project}", "com.docker.compose.service=web"],
+               "status": "running"}
+    found = []
+    for container in client.containers.list(filters=filters):
+        if container.attrs["Config"]["Image"] != V2:
+            continue
+        settings = container.attrs["NetworkSettings"]
+        if balancer_address == "published":
+            found.append(f"127.0.0.1:{settings['Ports'][f'{CONTAINER_PORT}/tcp'][0]['HostPort']}")
+        else:
+            found.append(f"{settings['Networks'][balancer_address.removeprefix('network:')]['IPAddress']}:{CONTAINER_PORT}")
+    return sorted(found)
+
+
+def start_balancer(kind: str, client: Any, project: Compose) -> HAProxy | CaddyFront | TraefikFront:
+    """The balancer in front of the project's 6 v1 replicas. ``stop()`` it whatever happens."""
+    network = project_network(project.name)
+    addresses = [f"{settings['IPAddress']}:{CONTAINER_PORT}" for settings in (
+        c.attrs["NetworkSettings"]["Networks"][network] for c in client.containers.list(
+            filters={"label": [f"com.docker.compose.project={project.name}"], "status": "running"}))]
+    front: CaddyFront | TraefikFront
+    if kind == "caddy":
+        front = CaddyFront(client, network, f"{project.name}-caddy", project.directory / "caddy")
+        project.fronts.append(front)
+        front.start(V1, addresses)
+    else:
+        front = TraefikFront(network, project.name.rsplit("-", 1)[-1], project.directory / "traefik")
+        project.fronts.append(front)
+        front.start(addresses)
+    return front
+
+
+async def rollover_row(workdir: Path, client: Any, step: str, load: Load,
+                       balancer: str = "haproxy") -> tuple[Row, list[float]]:
+    project = Compose(workdir, f"rollover-{balancer}-s{step}")
+    options: dict[str, Any] = {"ports": ["127.0.0.1::8080"]} if balancer == "haproxy" else {}
+    if balancer == "traefik":
+        options = traefik_compose_options(project.name.rsplit("-", 1)[-1])
+    proxy: HAProxy | CaddyFront | TraefikFront | None = None
     try:
-        project.file.write_text(replicated_compose(project.name, V1))
+        project.file.write_text(compose_yaml(project.name, V1, replicas=REPLICAS, **options))
         project.up()
-        ports = project.ports(client)
-        proxy = HAProxy([f"server w{n} 127.0.0.1:{port}" for n, port in enumerate(ports.values())]
-                        + ["server-template spare 1-8 127.0.0.1:1 disabled"])
-        project.file.write_text(replicated_compose(project.name, V2))
+        if balancer == "haproxy":
+            ports = project.ports(client)
+            proxy = HAProxy([f"server w{n} 127.0.0.1:{port}" for n, port in enumerate(ports.values())]
+                            + ["server-template spare 1-8 127.0.0.1:1 disabled"])
+        else:
+            proxy = start_balancer(balancer, client, project)
+        front = proxy
+        project.file.write_text(compose_yaml(project.name, V2, replicas=REPLICAS, **options))
         output: list[str] = []
 
         async def roll() -> None:
             process = await asyncio.create_subprocess_exec(
                 ROLLOVER, "redeploy", "web", "--project", project.name, "--step", step, "--order", "start-first",
-                "--balancer", f"haproxy:{proxy.socket}:web", "--balancer-address", "published", "--output", "json",
+                "--balancer", front.spec, "--balancer-address", front.balancer_address, "--output", "json",
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             out, err = await process.communicate()
             output.append(out.decode())
@@ -371,14 +435,16 @@ async def rollover_row(workdir: Path, client: Any, step: str, load: Load) -> tup
                 raise RuntimeError(f"rollover exited {process.returncode}: {err.decode()[-2000:]}")
 
         def converged() -> bool:
-            new = sorted(project.ports(client, V2).values())
-            return len(new) == REPLICAS and [port for _, port in proxy.in_rotation()] == new
+            new = v2_endpoints(client, project.name, front.balancer_address)
+            return len(new) == REPLICAS and front.routed() == new
 
-        report, wall = await measured(proxy, load, roll, converged)
+        report, wall = await measured(front, load, roll, converged)
         events = [json.loads(line) for line in output[0].splitlines() if line.startswith("{")]
         sent = {e["replica"]: e["t"] for e in events if e["event"] == "request_sent"}
         to_healthy = [e["t"] - sent[e["replica"]] for e in events if e["event"] == "up"]
-        return row_from(f"rollover + HAProxy, start-first, step {step}", report, wall), to_healthy
+        name = {"haproxy": "HAProxy", "caddy": "Caddy", "traefik": "Traefik"}[balancer]
+        note = "" if balancer == "haproxy" else f"{name}'s access log: statuses {dict(front.statuses())}"
+        return row_from(f"rollover + {name}, start-first, step {step}", report, wall, note), to_healthy
     finally:
         if proxy is not None:
             proxy.stop()
@@ -388,7 +454,7 @@ async def rollover_row(workdir: Path, client: Any, step: str, load: Load) -> tup
 async def compose_row(workdir: Path, client: Any, load: Load, one_by_one: bool) -> Row:
     project = Compose(workdir, "compose-seq" if one_by_one else "compose")
     proxy: HAProxy | None = None
-    ports = [free_port() for _ in range(REPLICAS)]
+    ports = [free_loopback_port() for _ in range(REPLICAS)]
     try:
         project.file.write_text(fixed_ports_compose(project.name, V1, ports))
         project.up()
@@ -545,8 +611,9 @@ async def swarm_row(load: Load) -> Row:
 def table(rows: list[Row], load: Load, load_before: float) -> str:
     who = "rollover's Probe class" if load.client == "probe" else "an open-loop client (raw asyncio sockets)"
     lines = [
-        f"side by side: {REPLICAS} replicas v1 -> v2 behind HAProxy 2.6; load: {who} at {load.rate:g} req/s"
-        f" through HAProxy, a new connection per request, 2 s timeout; machine load average"
+        f"side by side: {REPLICAS} replicas v1 -> v2 behind a balancer (HAProxy 2.6 unless the row says Caddy"
+        f" 2.6 or Traefik 3.7); load: {who} at {load.rate:g} req/s"
+        f" through the balancer, a new connection per request, 2 s timeout; machine load average"
         f" {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores",
         "",
         "| method | failed requests | sent | longest gap | wall time |",
@@ -580,6 +647,10 @@ async def main_async(options: argparse.Namespace) -> list[Row]:
             waves, mean = math.ceil(REPLICAS / int(step)), statistics.mean(to_healthy)
             bounds.append(Row(f"lower bound, step {step}: {waves} waves x {mean:.2f} s to healthy (rollover's own"
                               " replacements in the row above)", wall_s=waves * mean))
+        for balancer in ("caddy", "traefik"):
+            for step in ("1", "2"):
+                rows.append((await rollover_row(Path(workdir), client, step, load, balancer))[0])
+                print(f"measured: {rows[-1].method}", file=sys.stderr)
         rows.append(await compose_row(Path(workdir), client, load, one_by_one=False))
         print(f"measured: {rows[-1].method}", file=sys.stderr)
         rows.append(await compose_row(Path(workdir), client, load, one_by_one=True))

@@ -32,15 +32,21 @@ import pytest
 
 from http_stubs import closed_port
 from rollover.backends.docker_inspect import replica_from_inspect
+from rollover.balancers import traefik
 from rollover.balancers.traefik import (
     DEFAULT_DRAIN_MARKER,
+    POLL_INTERVAL_S,
+    SYN_RETRY_WINDOW_S,
+    ReplicaContainer,
     TraefikBalancer,
     TraefikServer,
     carried_by,
+    listen_drops,
     marker_archive,
     open_sessions,
     replica_container,
 )
+from rollover.clock import VirtualClockLoop, run_virtual
 from rollover.errors import BalancerUnavailable, InvalidOption, Unsupported
 from rollover.model import Replica
 from rollover.probe import Probe
@@ -128,6 +134,116 @@ def test_a_replica_is_carried_by_the_server_at_its_network_ip_or_its_bound_port(
     assert carried_by(replica, [on_front], "back") is None  # Traefik routes on another network
     assert carried_by(replica, [bound], None) == bound  # useBindPortIP
     assert carried_by(replica, [stranger], None) is None
+
+
+def test_listen_drops_counts_a_syn_dropped_at_a_full_accept_queue() -> None:
+    """What a drain relies on: the kernel counts, per namespace, each SYN it drops because the
+    listener's accept queue is full (here: backlog 0, nothing accepted, three clients)."""
+    before = listen_drops(_own_pid())
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as server:
+        clients = [socket.socket() for _ in range(3)]
+        try:
+            for client in clients:
+                client.setblocking(False)
+                client.connect_ex(server.getsockname())
+            asyncio.run(_until(lambda: listen_drops(_own_pid()) > before, 5, "a listen drop to be counted"))
+        finally:
+            for client in clients:
+                client.close()
+    assert listen_drops(2**22 + 7) == 0  # no such process: nothing more can be dropped
+
+
+class FakeTraefik:
+    """A TraefikBalancer's surroundings on virtual time: Traefik lists the replica until
+    ``listed_until``, it holds ``sessions(now)`` connections (each read costing ``read_cost``
+    seconds of the loop), and its namespace dropped a SYN at ``drop_at``."""
+
+    container = ReplicaContainer("c1", "web-1", pid=42, running=True, healthcheck=f"test ! -s {DEFAULT_DRAIN_MARKER}")
+    replica = Replica(id="r1", name="web-1", details=(("ip.net", "10.0.0.2"),))
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, listed_until: float = 1.5, drop_at: float | None = None,
+                 sessions_until: float = 0.0, read_cost: float = 0.0) -> None:
+        self.monkeypatch = monkeypatch
+        self.listed_until, self.drop_at = listed_until, drop_at
+        self.sessions_until, self.read_cost = sessions_until, read_cost
+        self.api_calls = 0
+        self.reads: list[float] = []
+
+    def balancer(self) -> TraefikBalancer:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualClockLoop)
+        balancer = TraefikBalancer("http://127.0.0.1:1", "web")
+
+        async def servers(service: str) -> list[TraefikServer]:
+            self.api_calls += 1
+            return [TraefikServer("http://10.0.0.2:8080", "10.0.0.2", 8080)] if loop.time() < self.listed_until else []
+
+        def sessions(pid: int) -> int:
+            self.reads.append(loop.time())
+            loop._advance(self.read_cost)  # the read's own time, as the loop sees it
+            return int(loop.time() < self.sessions_until)
+
+        async def no_write(container_id: str, content: bytes) -> None:
+            return None
+
+        async def found(replica: Replica) -> ReplicaContainer:
+            return self.container
+
+        self.monkeypatch.setattr(balancer._api, "servers", servers)
+        self.monkeypatch.setattr(balancer, "_container", found)
+        self.monkeypatch.setattr(balancer, "_write_marker", no_write)
+        self.monkeypatch.setattr(traefik, "open_sessions", sessions)
+        self.monkeypatch.setattr(traefik, "listen_drops",
+                                 lambda pid: 7 + int(self.drop_at is not None and loop.time() >= self.drop_at))
+        return balancer
+
+    def drain(self, timeout: float = 30) -> tuple[int, float]:
+        async def drain() -> tuple[int, float]:
+            result = await self.balancer().drain(self.replica, timeout=timeout)
+            return result.sessions_left, result.waited_s
+
+        return run_virtual(drain())
+
+
+def test_a_drain_is_not_done_until_a_dropped_syn_had_time_to_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Traefik lists the replica for 1.5 s into the drain and it holds no connection, but its
+    namespace dropped a SYN at 1.4 s: that client sends it again, so the drain waits
+    SYN_RETRY_WINDOW_S from the drop instead of ending when Traefik drops the replica."""
+    left, waited = FakeTraefik(monkeypatch).drain()
+    assert left == 0 and 1.5 <= waited < 1.6  # nothing dropped: done once Traefik dropped it
+    left, waited = FakeTraefik(monkeypatch, drop_at=1.4).drain()
+    assert left == 0 and 1.4 + SYN_RETRY_WINDOW_S <= waited < 1.5 + SYN_RETRY_WINDOW_S
+    left, waited = FakeTraefik(monkeypatch, drop_at=1.4).drain(timeout=2.0)
+    assert left == 1 and waited == pytest.approx(2.0)  # at the deadline, the SYN still owed counts
+
+
+def test_a_drain_reads_the_connections_only_when_they_decide_and_at_most_a_tenth_of_the_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reading /proc/<pid>/net/tcp of a busy replica costs ~10 ms (its TIME_WAIT sockets): not
+    while Traefik still routes to it, and then no more than a tenth of the loop's time."""
+    fake = FakeTraefik(monkeypatch, listed_until=1.5, sessions_until=2.5, read_cost=0.01)
+    left, waited = fake.drain()
+    assert left == 0 and 2.5 <= waited < 2.7  # it waited for the request that ran until 2.5 s
+    assert min(fake.reads) >= 1.5  # nothing read while Traefik still routed to it
+    assert 8 <= len(fake.reads) <= 12  # 1 s of reads 0.1 s apart (10 x 10 ms), not one per poll
+
+
+def test_concurrent_admissions_and_drains_share_one_look_at_traefik_per_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step half: three admissions and three drains wait at once; Traefik's API is asked about
+    once per poll interval (every answer costs rollover's loop ~1 ms), not six times."""
+    fake = FakeTraefik(monkeypatch, listed_until=1.0)
+
+    async def scenario() -> None:
+        balancer = fake.balancer()
+        others = [Replica(id=f"n{n}", name=f"web-{n}", details=()) for n in range(3)]
+        drains = [balancer.drain(fake.replica, timeout=30) for _ in range(3)]
+        admits = [asyncio.wait_for(balancer.admit(replica), 1.0) for replica in others]  # never listed
+        results = await asyncio.gather(*drains, *admits, return_exceptions=True)
+        assert all(isinstance(r, TimeoutError) for r in results[3:]), results
+
+    run_virtual(scenario())
+    assert fake.api_calls <= 1.0 / POLL_INTERVAL_S + 3  # one poller's worth in the second they all waited
 
 
 # --- against the engine ----------------------------------------------------------------------

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,15 @@ def compose_yaml(
     container_name: str | None = None,
     ports: Sequence[str] = (),
     healthcheck: dict[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> str:
     """The test service ``web``: the image's own healthcheck (every 0.5 s), quick stops.
 
     ``ports``: published ports as Compose writes them, e.g. ``"127.0.0.1::8080"`` (a random
     loopback host port per replica). ``healthcheck``: settings overriding the image's (e.g.
-    ``{"interval": "3s"}``); the image's test command stays.
+    ``{"interval": "3s"}``), each value written as YAML; the image's test command stays unless a
+    ``test`` is given (a list as JSON, which is YAML: ``json.dumps(["CMD-SHELL", "..."])``).
+    ``labels``: container labels of every replica (quoted as JSON strings, so any text is safe).
     """
     lines = [
         f"name: {project}",
@@ -60,6 +64,8 @@ def compose_yaml(
         lines.append(f"    container_name: {container_name}")
     if ports:
         lines += ["    ports:", *(f'      - "{port}"' for port in ports)]
+    if labels:
+        lines += ["    labels:", *(f"      {json.dumps(key)}: {json.dumps(value)}" for key, value in labels.items())]
     if healthcheck:
         lines += ["    healthcheck:", *(f"      {key}: {value}" for key, value in healthcheck.items())]
     if volumes:

@@ -1,6 +1,7 @@
-"""Fixtures for the zero-downtime proof: a 6-replica Compose service on random loopback ports and a
-real HAProxy in front of it. Names are ``rtest-zd-...``; everything is removed by name at the end,
-pass or fail.
+"""Fixtures for the zero-downtime proof: a 6-replica Compose service and a real balancer in front of
+it - HAProxy (replicas on random loopback ports), Caddy or Traefik (replicas reached on the
+project's network). Names are ``rtest-zd-...``; everything is removed by name at the end, pass or
+fail.
 
 The engine suite's fixtures (``docker_client``, ``app_images``) and helpers (``engine_support``)
 are reused as they are: tests/engine is put on the import path and its conftest loaded by file.
@@ -22,11 +23,22 @@ ENGINE_DIR = Path(__file__).resolve().parent.parent / "engine"
 if str(ENGINE_DIR) not in sys.path:
     sys.path.insert(0, str(ENGINE_DIR))
 
+import docker.errors  # noqa: E402
 from engine_support import APP_V1, ComposeProject, remove_containers  # noqa: E402
+from zd_fronts import (  # noqa: E402
+    CADDY,
+    TRAEFIK,
+    CaddyFront,
+    TraefikFront,
+    network_addresses,
+    project_network,
+    traefik_compose_options,
+)
 from zd_support import (  # noqa: E402
     RANDOM_LOOPBACK_PORT,
     REPLICAS,
     HAProxy,
+    ZdProject,
     published_ports,
     service_containers,
     zd_name,
@@ -53,22 +65,79 @@ def _sweep(client: Any, project: str) -> None:
     names = [c.id for c in service_containers(client, project)]
     names += [c.id for c in client.containers.list(all=True, filters={"name": project})]
     remove_containers(client, [*names, f"rollover-lock-{project}-web"])
+    with contextlib.suppress(docker.errors.NotFound):
+        client.api.remove_network(project_network(project))
 
 
 @pytest.fixture
-def service(docker_client: Any, app_images: dict[str, str], tmp_path: Path) -> Iterator[ComposeProject]:
-    """``web``: 6 replicas of app:v1 (healthcheck every 0.5 s), each on a random 127.0.0.1 port."""
-    project = ComposeProject(zd_name("proj"), tmp_path / "project", docker_client)
-    project.directory.mkdir()
-    try:
-        project.write(APP_V1, replicas=REPLICAS, ports=[RANDOM_LOOPBACK_PORT])
+def start_service(
+    docker_client: Any, app_images: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[..., ZdProject]]:
+    """Factory: ``web``, 6 replicas of app:v1 (healthcheck every 0.5 s) with these compose options,
+    up and healthy."""
+    made: list[ZdProject] = []
+
+    def start(**options: Any) -> ZdProject:
+        project = ZdProject(zd_name("proj"), tmp_path / f"project{len(made)}", docker_client, options=options)
+        made.append(project)
+        project.directory.mkdir()
+        project.write_version(APP_V1)
         project.compose("up", "-d", "--wait", "--wait-timeout", "60")
-        yield project
+        return project
+
+    try:
+        yield start
     finally:
-        try:
-            project.tear_down()
-        finally:
-            _sweep(docker_client, project.name)
+        for project in made:
+            try:
+                project.tear_down()
+            finally:
+                _sweep(docker_client, project.name)
+
+
+@pytest.fixture
+def service(start_service: Callable[..., ZdProject]) -> ZdProject:
+    """``web`` with each replica on a random 127.0.0.1 port (for HAProxy)."""
+    return start_service(ports=[RANDOM_LOOPBACK_PORT])
+
+
+@contextlib.contextmanager
+def _running(front: CaddyFront | TraefikFront, start: Callable[[], None]) -> Iterator[None]:
+    """Start the balancer; stop it (and remove what it made) at the end, however far it got."""
+    try:
+        start()
+        yield
+    finally:
+        front.stop()
+
+
+@pytest.fixture
+def caddy_service(
+    start_service: Callable[..., ZdProject], docker_client: Any, tmp_path: Path
+) -> Iterator[tuple[ZdProject, CaddyFront]]:
+    """``web`` (no published port) and Caddy in front of it, one upstream per replica."""
+    if not Path(CADDY).exists():
+        pytest.fail("caddy is not installed: scripts/setup installs it (a skip would hide it in CI)")
+    project = start_service()
+    network = project_network(project.name)
+    front = CaddyFront(docker_client, network, zd_name("caddy"), tmp_path / "caddy")
+    with _running(front, lambda: front.start(APP_V1, network_addresses(docker_client, project.name, network))):
+        yield project, front
+
+
+@pytest.fixture
+def traefik_service(
+    start_service: Callable[..., ZdProject], docker_client: Any, tmp_path: Path
+) -> Iterator[tuple[ZdProject, TraefikFront]]:
+    """``web`` with Traefik's labels and the drain-marker healthcheck, and Traefik routing to it."""
+    if not Path(TRAEFIK).exists():
+        pytest.fail("traefik is not installed: scripts/setup installs it (a skip would hide it in CI)")
+    site = zd_name("site").removeprefix("rtest-zd-site-")
+    project = start_service(**traefik_compose_options(site))
+    network = project_network(project.name)
+    front = TraefikFront(network, site, tmp_path / "traefik")
+    with _running(front, lambda: front.start(network_addresses(docker_client, project.name, network))):
+        yield project, front
 
 
 @pytest.fixture
