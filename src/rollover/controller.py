@@ -17,7 +17,7 @@ from rollover import rollout
 from rollover.backends.base import Backend, Refilling
 from rollover.balancers.base import Balancer, NoBalancer
 from rollover.errors import PlatformError, RolloverError
-from rollover.liveness import Broken, Liveness, StreamRestored
+from rollover.liveness import Broken, Liveness, StreamLost, StreamRestored
 from rollover.model import (
     Order,
     ProgressEvent,
@@ -63,8 +63,16 @@ class _Interrupted:
     signal: str
 
 
+@dataclass(frozen=True)
+class _Resynced:
+    """What the stream missed has been looked up and posted (before this) for outage ``outage``."""
+
+    outage: int
+
+
 _Message = (
-    ReplicaUp | ReplicaDown | _Acknowledged | _RequestFailed | _Admitted | _Interrupted | StreamRestored | Broken
+    ReplicaUp | ReplicaDown | _Acknowledged | _RequestFailed | _Admitted | _Interrupted
+    | StreamLost | StreamRestored | _Resynced | Broken
 )
 
 
@@ -102,6 +110,10 @@ class Controller:
         self._report_to = report or (lambda event: None)
         self._holder = holder or default_holder()
         self._messages: asyncio.Queue[_Message] = asyncio.Queue()
+        # Event-stream outages so far, and whether the last one's resync is still to be applied:
+        # until it is, deadlines wait (rollout.blinded).
+        self._outages = 0
+        self._outages_unseen = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._t0 = 0.0
         self._order = Order.START_FIRST
@@ -279,6 +291,8 @@ class Controller:
         )
 
     async def _run_phase(self, state: RolloutState) -> RolloutState:
+        if self._outages_unseen:
+            state = rollout.blinded(state)
         while True:
             state = self._apply(state, lambda s: rollout.advance(s, self._now()))
             decision = decide(state, self.policy, self._order, self._now())
@@ -337,9 +351,18 @@ class Controller:
             return rollout.request_failed(state, message.target_ids, message.reason, message.at)
         if isinstance(message, _Interrupted):
             return self._stop_on_interrupt(state, message.signal)
+        if isinstance(message, StreamLost):
+            self._outages += 1
+            self._outages_unseen = True
+            return rollout.blinded(state)
         if isinstance(message, StreamRestored):
-            self._spawn(self._resync(_watched_ids(state)))
+            self._spawn(self._resync(_watched_ids(state), outage=self._outages))
             return state
+        if isinstance(message, _Resynced):
+            if message.outage != self._outages:
+                return state  # lost again since: the next resync decides
+            self._outages_unseen = False
+            return rollout.sighted(state, self._now())
         if isinstance(message, _Admitted):
             if message.failure is not None:
                 return rollout.admission_failed(state, message.target_id, message.failure, message.at)
@@ -368,9 +391,12 @@ class Controller:
             kind = "settled" if after.phase is Phase.UP else after.phase.value
             self._report(kind, name, after.finished_at, reason=after.failure)
 
-    async def _resync(self, ids: Sequence[str]) -> None:
+    async def _resync(self, ids: Sequence[str], outage: int | None = None) -> None:
+        """Look up the state of ``ids`` and post it; after an outage, then say the rollout sees again."""
         for event in await self._link.retrying(lambda: self.backend.observe(ids)):
             self._messages.put_nowait(event)
+        if outage is not None:
+            self._messages.put_nowait(_Resynced(outage))
 
     def _spawn(self, work: asyncio.Future[None] | object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)  # type: ignore[arg-type]

@@ -30,6 +30,11 @@ _RETRY_FIRST_S, _RETRY_MAX_S = 0.2, 5.0
 
 
 @dataclass(frozen=True)
+class StreamLost:
+    """The event stream broke: events may go missing until it is open again and looked up."""
+
+
+@dataclass(frozen=True)
 class StreamRestored:
     """The event stream was lost and is open again: what happened meanwhile must be looked up."""
 
@@ -41,7 +46,7 @@ class Broken:
     error: BaseException
 
 
-Post = Callable[[ReplicaEvent | StreamRestored | Broken], None]
+Post = Callable[[ReplicaEvent | StreamLost | StreamRestored | Broken], None]
 Report = Callable[..., None]
 
 
@@ -74,6 +79,7 @@ class Liveness:
                 failure = str(exc)
             self._report("stream_lost", reason=failure)
             self._stream_ok.clear()
+            self._post(StreamLost())
             reopened = await self._reopen_events(failure)
             if reopened is None:
                 return

@@ -79,11 +79,12 @@ def needs_repair(item: TargetProgress, order: Order) -> bool:
 
 
 def _wake_at(state: RolloutState) -> float | None:
+    """The next grace end or deadline; blind, no deadline (a resync, not time, decides them)."""
     times = [
         moment
         for item in state.progress
         for moment in (item.settle_until if item.phase is Phase.SETTLING else None,
-                       item.deadline if item.phase is Phase.REDEPLOYING else None)
+                       item.deadline if item.phase is Phase.REDEPLOYING and not state.blind else None)
         if moment is not None
     ]
     return min(times) if times else None

@@ -75,6 +75,9 @@ class RolloutState:
     unclaimed_up: tuple[tuple[str, float], ...] = ()
     # Likewise unknown replicas seen going down (a replacement that died before its ack arrived).
     unclaimed_down: tuple[tuple[str, float, str], ...] = ()
+    # The platform's events may be missing (the stream is lost, or its resync not yet in): a
+    # replacement may be up unseen, so no deadline fails it until the resync has been applied.
+    blind: bool = False
 
     def in_flight(self) -> int:
         return sum(1 for item in self.progress if item.phase in IN_FLIGHT)
@@ -192,13 +195,33 @@ def replica_down(state: RolloutState, replica_id: str, reason: str, at: float, *
     return replace(state, unclaimed_up=unclaimed)
 
 
+def blinded(state: RolloutState) -> RolloutState:
+    """The event stream is lost: deadlines wait (see ``RolloutState.blind``)."""
+    return replace(state, blind=True)
+
+
+def sighted(state: RolloutState, now: float) -> RolloutState:
+    """The resync after the stream came back has been applied: deadlines that passed meanwhile
+    fall due now. Timeout 12 s, acknowledged at 1 s, lost from 2 s to 30 s: a replacement the
+    resync shows up is UP; one it shows still starting fails at 30 s ("not up within 29s"), not
+    at 13 s."""
+    progress = tuple(
+        replace(item, deadline=now)
+        if item.phase is Phase.REDEPLOYING and item.deadline is not None and item.deadline < now else item
+        for item in state.progress
+    )
+    return replace(state, progress=progress, blind=False)
+
+
 def advance(state: RolloutState, now: float) -> RolloutState:
-    """Let time pass: grace periods that ran out make replicas UP; missed deadlines are failures."""
+    """Let time pass: grace periods that ran out make replicas UP; missed deadlines are failures,
+    unless the rollout is blind (they fail once it sees again, at the time it does)."""
     progress = []
     for item in state.progress:
         if item.phase is Phase.SETTLING and item.settle_until is not None and item.settle_until <= now:
             item = replace(item, phase=Phase.UP, finished_at=item.settle_until)
-        elif item.phase is Phase.REDEPLOYING and item.deadline is not None and item.deadline <= now:
+        elif (item.phase is Phase.REDEPLOYING and item.deadline is not None and item.deadline <= now
+              and not state.blind):
             timeout = item.deadline - (item.acked_at or 0.0)
             item = replace(item, phase=Phase.FAILED, finished_at=item.deadline,
                            failure=f"replacement not up within {timeout:g}s")

@@ -234,3 +234,25 @@ def test_a_refill_that_fails_leaves_the_service_short_and_says_so() -> None:
     assert (result.outcome, result.failed, result.replaced, result.rolled_back) == ("rolled-back", 1, 0, 0)
     assert "the service is 1 replica(s) short" in (result.reason or "")
     assert sorted(replica.image for replica in backend.state.replicas.values()) == ["v1"] * 3
+
+
+def test_a_deadline_that_passes_while_the_stream_is_lost_waits_for_the_resync() -> None:
+    # app-1's replacement comes up at 11 s, within its 12 s timeout, but the stream is lost from
+    # 2 s to 30 s: only the resync after the reopen can tell. Failing it at 12 s would be a guess.
+    events: list[ProgressEvent] = []
+    result, backend = simulate(replicas=3, step="1", stream_gap=(2, 30), timeout_s=12, events=events)
+    assert result.outcome == "completed", result.reason
+    assert sorted(replica.image for replica in backend.state.replicas.values()) == ["v2"] * 3
+    assert not [event for event in events if event.kind == "failed"]
+
+
+def test_a_replacement_still_not_up_after_the_resync_fails_then() -> None:
+    # The same outage, but app-1's replacement never comes up: its deadline (12 s) passed during the
+    # outage, so it fails as soon as the resync has shown it is not up - not at 12 s, not never.
+    events: list[ProgressEvent] = []
+    result, _ = simulate(replicas=3, step="1", stream_gap=(2, 30), timeout_s=12, fail_replicas=(1,),
+                         events=events)
+    assert result.outcome == "rolled-back"
+    failed_at = next(event.at for event in events if event.kind == "failed")
+    restored_at = next(event.at for event in events if event.kind == "stream_restored")
+    assert restored_at <= failed_at < restored_at + 1
