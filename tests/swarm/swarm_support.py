@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 import time
 import uuid
@@ -188,100 +187,3 @@ def task_endpoints(cluster: SwarmCluster, service: str) -> dict[str, tuple[str, 
             if port.get("TargetPort") == 8080 and port.get("PublishMode") == "host":
                 endpoints[task["ID"]] = (addresses[task["NodeID"]], int(port["PublishedPort"]))
     return endpoints
-
-
-# The operator's HAProxy, as in tests/zero_downtime (mode http, roundrobin, retries 3 + redispatch,
-# spare slots, one log line per request), but its servers are tasks' host-mode ports on the nodes.
-NODE_HAPROXY_CONFIG = """\
-global
-    stats socket {socket} level admin
-    log stdout format raw local0 info
-defaults
-    mode http
-    log global
-    log-format "rsw %ST %Ta %ts %s"
-    timeout connect 1s
-    timeout client 10s
-    timeout server 10s
-    timeout queue 2s
-    retries 3
-    option redispatch 1
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend web
-backend web
-    balance roundrobin
-{servers}
-    server-template spare 1-8 127.0.0.1:1 disabled
-"""
-
-
-class NodeHAProxy:
-    """HAProxy on the host (foreground, killed by its Popen handle) whose backend ``web`` carries
-    one server per ``(address, port)``; it reaches the nodes through the cluster's host leg."""
-
-    def __init__(self, directory: Path, servers: list[tuple[str, int]]) -> None:
-        from local_haproxy import HAPROXY
-
-        self.socket = directory / "admin.sock"
-        with contextlib.closing(socket.socket()) as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
-        lines = "\n".join(f"    server s{number} {host}:{port}" for number, (host, port) in enumerate(servers, 1))
-        config = directory / "haproxy.cfg"
-        config.write_text(NODE_HAPROXY_CONFIG.format(socket=self.socket, port=self.port, servers=lines))
-        self.log = directory / "haproxy.log"
-        with self.log.open("wb") as sink:
-            self.process = subprocess.Popen([HAPROXY, "-f", str(config), "-db"], stdout=sink,
-                                            stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError):
-                if self.command("show info").startswith("Name: HAProxy"):
-                    return
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"haproxy did not start: {self.log.read_text()}")
-            time.sleep(0.02)  # polled: HAProxy announces no readiness
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/version.txt"
-
-    def command(self, line: str) -> str:
-        with socket.socket(socket.AF_UNIX) as client:
-            client.settimeout(5)
-            client.connect(str(self.socket))
-            client.sendall(line.encode() + b"\n")
-            return b"".join(iter(lambda: client.recv(65536), b"")).decode()
-
-    def in_rotation(self) -> list[tuple[str, int]]:
-        """(address, port) of the servers HAProxy sends traffic to now (running, not drain/maint)."""
-        lines = self.command("show servers state web").splitlines()
-        header = lines[1].lstrip("# ").split()
-        rows = [dict(zip(header, line.split(), strict=False)) for line in lines[2:] if line.strip()]
-        return sorted((row["srv_addr"], int(row["srv_port"])) for row in rows
-                      if row["srv_op_state"] == "2" and not int(row["srv_admin_state"]) & 0x3B)
-
-    def counters(self) -> dict[str, int]:
-        """Backend retries, redispatches, connection/response errors and 5xx from ``show stat``."""
-        text = self.command("show stat web 2 -1")
-        header = text.splitlines()[0].lstrip("# ").split(",")
-        for line in text.splitlines()[1:]:
-            row = dict(zip(header, line.split(","), strict=False))
-            if row.get("svname") == "BACKEND":
-                return {key: int(row.get(key) or 0) for key in ("wretr", "wredis", "econ", "eresp", "hrsp_5xx")}
-        raise AssertionError(f"no BACKEND row in: {text}")
-
-    def statuses(self) -> dict[str, int]:
-        """HAProxy's own account: how many requests got each status (its log, one line a request)."""
-        counts: dict[str, int] = {}
-        for line in self.log.read_text(errors="replace").splitlines():
-            fields = line.split()
-            if len(fields) == 5 and fields[0] == "rsw":
-                counts[fields[1]] = counts.get(fields[1], 0) + 1
-        return counts
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=10)

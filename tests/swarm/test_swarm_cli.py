@@ -35,13 +35,14 @@ from swarm_support import (
     APP_BROKEN,
     APP_V1,
     APP_V2,
-    NodeHAProxy,
     ServiceFactory,
     SwarmCluster,
     running_tasks,
     task_endpoints,
     wait_for,
 )
+
+from haproxy_front import HAProxy
 
 pytestmark = pytest.mark.swarm
 
@@ -146,7 +147,8 @@ class TestThreeNodeRollouts:
         old = task_endpoints(cluster, name)
         assert len(old) == 6
         with tempfile.TemporaryDirectory(prefix="rsw-haproxy-") as workdir:
-            haproxy = NodeHAProxy(Path(workdir), sorted(old.values()))
+            servers = [(f"s{number}", host, port) for number, (host, port) in enumerate(sorted(old.values()), 1)]
+            haproxy = HAProxy(Path(workdir), servers)
             try:
                 assert haproxy.in_rotation() == sorted(old.values())
                 outcome = rollover(
@@ -158,10 +160,11 @@ class TestThreeNodeRollouts:
                 summary = outcome.summary
                 assert (summary["result"], summary["replaced"]) == ("completed", 6), outcome
                 probe = summary["probe"]
-                assert probe["failed"] == 0, (probe, haproxy.counters())
+                assert probe["failed"] == 0, (probe, haproxy.backend_counters())
                 assert probe["sent"] >= 200, probe  # at least a second's worth at 200/s
                 assert set(probe["answers"]) <= {"v1", "v2"}, probe
-                assert all(status == "200" for status in haproxy.statuses()), haproxy.statuses()
+                statuses = haproxy.request_log().statuses
+                assert all(status == 200 for status in statuses), statuses
                 # After the end: HAProxy sends only to the v2 tasks, and they all answer v2.
                 wait_for(lambda: images_running(cluster, name) == [APP_V2] * 6, 20, "six running v2 tasks")
                 new = task_endpoints(cluster, name)

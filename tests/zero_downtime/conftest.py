@@ -37,13 +37,13 @@ from zd_fronts import (  # noqa: E402
 from zd_support import (  # noqa: E402
     RANDOM_LOOPBACK_PORT,
     REPLICAS,
-    HAProxy,
     ZdProject,
     published_ports,
     service_containers,
     zd_name,
 )
 
+from haproxy_front import HAProxy  # noqa: E402
 from local_haproxy import HAPROXY  # noqa: E402
 
 
@@ -152,8 +152,8 @@ def haproxy_for(docker_client: Any) -> Iterator[Callable[..., HAProxy]]:
         def launch(project: ComposeProject, *, check: bool = False) -> HAProxy:
             ports = published_ports(docker_client, project.name)
             assert len(ports) == REPLICAS, ports
-            servers: Sequence[tuple[str, int]] = [
-                (f"web{name.rsplit('-', 1)[-1]}", port) for name, port in sorted(ports.items())
+            servers: Sequence[tuple[str, str, int]] = [
+                (f"web{name.rsplit('-', 1)[-1]}", "127.0.0.1", port) for name, port in sorted(ports.items())
             ]
             directory = Path(workdir) / str(len(started))
             directory.mkdir()

@@ -27,7 +27,6 @@ from zd_support import (
     MATRIX,
     PROBE_RATE,
     REPLICAS,
-    HAProxy,
     ProbeFellBehind,
     ZdProject,
     prove_rollout,
@@ -37,6 +36,7 @@ from zd_support import (
     v2_replicas,
 )
 
+from haproxy_front import HAProxy
 from rollover.probe import Probe
 
 pytestmark = pytest.mark.engine

@@ -1,6 +1,7 @@
-"""Pieces of the zero-downtime proof: a real HAProxy in front of a Compose service, an independent
+"""Pieces of the zero-downtime proof: a Compose service behind a balancer (HAProxy from
+``haproxy_front``, shared with the Swarm tests; Caddy and Traefik from ``zd_fronts``), an independent
 load client, ``rollover redeploy`` run as a real process (its JSON read back), and the proof itself
-for any balancer in front (HAProxy here, Caddy and Traefik in ``zd_fronts``).
+for any balancer in front.
 
 HAProxy lives on 127.0.0.1: it binds a free loopback port, the replicas publish their container
 port 8080 on random loopback host ports. The load clients only ever talk to the balancer.
@@ -12,10 +13,7 @@ import asyncio
 import contextlib
 import json
 import shutil
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -25,9 +23,7 @@ from typing import Any, Protocol
 
 import pytest
 from engine_support import APP_V2, ComposeProject
-from zd_fronts import free_loopback_port, network_addresses
-
-from local_haproxy import HAPROXY
+from zd_fronts import network_addresses
 
 _VENV_ROLLOVER = Path(sys.executable).with_name("rollover")  # the venv's console script
 ROLLOVER = str(_VENV_ROLLOVER) if _VENV_ROLLOVER.exists() else shutil.which("rollover") or "rollover"
@@ -44,206 +40,10 @@ MATRIX = [
     for order in ("start-first", "stop-first") for step in ("1", "2", "half")
 ]
 
-# The operator's HAProxy. Choices, and why:
-# - mode http, balance roundrobin: HAProxy picks a server per request (so a keep-alive client
-#   connection never pins a replica), and roundrobin allows servers to change at run time.
-# - retries 3 + option redispatch 1: a connection that cannot be made (refused: a replica died
-#   under HAProxy's feet) is retried up to 3 times, each time on another server. Only connection
-#   failures are retried (the default retry-on conn-failure): the request never reached a server,
-#   so this is safe for any method. Resets or empty answers after the request was sent are NOT
-#   retried (retry-on empty-response etc.), since that could run a non-idempotent request twice.
-#   The rollover tests additionally assert that HAProxy never had to retry or redispatch: the
-#   zero comes from rollover's sequencing, not from HAProxy hiding a dead server.
-# - timeout connect 1s: loopback refuses or accepts at once; queue 2s: bounded wait if every
-#   server is saturated instead of the default (timeout connect).
-# - one log line per request on stdout (status, total ms, termination state, server): HAProxy's
-#   own account of what every client got, independent of any client's clock or CPU share.
-# - spare slots: ``server-template spare 1-8 127.0.0.1:1 disabled`` - rollover points one at each
-#   replacement (they survive a reload, unlike dynamic servers); a replaced replica's server
-#   becomes a spare again, so 8 is well above the 3 replacements in flight at once (step half).
-CONFIG = """\
-global
-    stats socket {socket} level admin
-    log stdout format raw local0 info
-defaults
-    mode http
-    log global
-    log-format "zd %ST %Ta %ts %s"
-    timeout connect 1s
-    timeout client 10s
-    timeout server 10s
-    timeout queue 2s
-    retries 3
-    option redispatch 1
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend web
-backend web
-    balance roundrobin
-{servers}
-    server-template spare 1-8 127.0.0.1:1 disabled
-"""
-
-_MAINT_BITS = 0x01 | 0x02 | 0x20  # forced, inherited and resolution maintenance
-_DRAIN_BITS = 0x08 | 0x10
-
-
 def zd_name(kind: str) -> str:
     """Everything this suite makes is named ``rtest-zd-...`` (other suites share the engine)."""
     return f"rtest-zd-{kind}-{uuid.uuid4().hex[:8]}"
 
-
-@dataclass(frozen=True)
-class ServerRow:
-    name: str
-    addr: str
-    port: int
-    op_state: int  # 0 stopped, 1 starting, 2 running, 3 stopping
-    admin_state: int
-
-    @property
-    def in_rotation(self) -> bool:
-        return self.op_state == 2 and not self.admin_state & (_MAINT_BITS | _DRAIN_BITS)
-
-
-class HAProxy:
-    """One HAProxy process in the foreground, with its runtime API on a unix socket."""
-
-    host = "127.0.0.1"
-    balancer_address = "published"  # its servers are the replicas' published loopback ports
-
-    def __init__(self, directory: Path, servers: Sequence[tuple[str, int]], *, check: bool = False) -> None:
-        self.directory = directory
-        self.socket = directory / "admin.sock"
-        self.port = free_loopback_port()
-        self.log = directory / "haproxy.log"
-        options = " check inter 500" if check else ""
-        lines = "\n".join(f"    server {name} 127.0.0.1:{port}{options}" for name, port in servers)
-        self.config = directory / "haproxy.cfg"
-        self.config.write_text(CONFIG.format(socket=self.socket, port=self.port, servers=lines))
-        with self.log.open("wb") as sink:
-            self.process = subprocess.Popen(
-                [HAPROXY, "-f", str(self.config), "-db"], stdout=sink, stderr=subprocess.STDOUT
-            )
-        self._wait_until_answering()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/version.txt"
-
-    @property
-    def spec(self) -> str:
-        return f"haproxy:{self.socket}:web"
-
-    def _wait_until_answering(self) -> None:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError):
-                if self.command("show info").startswith("Name: HAProxy"):
-                    return
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"haproxy did not start: {self.log.read_text()}")
-            time.sleep(0.02)  # polled: HAProxy announces no readiness
-
-    def command(self, line: str) -> str:
-        with socket.socket(socket.AF_UNIX) as client:
-            client.settimeout(5)
-            client.connect(str(self.socket))
-            client.sendall(line.encode() + b"\n")
-            return b"".join(iter(lambda: client.recv(65536), b"")).decode()
-
-    def servers(self) -> list[ServerRow]:
-        lines = self.command("show servers state web").splitlines()
-        header = lines[1].lstrip("# ").split()
-        rows = [dict(zip(header, line.split(), strict=False)) for line in lines[2:] if line.strip()]
-        return [
-            ServerRow(r["srv_name"], r["srv_addr"], int(r["srv_port"]), int(r["srv_op_state"]),
-                      int(r["srv_admin_state"]))
-            for r in rows
-        ]
-
-    def routed(self) -> list[str]:
-        """``addr:port`` of the servers in rotation, sorted."""
-        return sorted(f"{row.addr}:{row.port}" for row in self.servers() if row.in_rotation)
-
-    def describe(self) -> str:
-        return f"haproxy {self.backend_counters()}; haproxy log: {self.request_log()}"
-
-    def assert_clean(self) -> None:
-        """HAProxy's own account (independent of any client's CPU share): every request got a
-        server's answer, none was cut off by a server, and HAProxy never had to cover for a dead
-        server - no retry, no redispatch, no 5xx."""
-        seen = self.request_log()
-        assert seen.server_side_clean, seen
-        counters = self.backend_counters()
-        assert (counters["wretr"], counters["wredis"], counters["hrsp_5xx"]) == (0, 0, 0), counters
-
-    def backend_counters(self) -> dict[str, int]:
-        """The backend's retry/redispatch/error counters from ``show stat`` (CSV)."""
-        text = self.command("show stat web 2 -1")
-        header = text.splitlines()[0].lstrip("# ").split(",")
-        for line in text.splitlines()[1:]:
-            row = dict(zip(header, line.split(","), strict=False))
-            if row.get("svname") == "BACKEND":
-                keys = ("wretr", "wredis", "econ", "eresp", "hrsp_5xx", "stot")
-                return {key: int(row.get(key) or 0) for key in keys}
-        raise AssertionError(f"no BACKEND row in: {text}")
-
-    def request_log(self) -> HAProxyLog:
-        return HAProxyLog.parse(self.log.read_text(errors="replace"))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=10)
-
-
-@dataclass(frozen=True)
-class HAProxyLog:
-    """What HAProxy logged per request: status, total active time, termination state, server."""
-
-    statuses: Counter[int]
-    terminations: Counter[str]  # "--" is a normal end; anything else is an abort or an error
-    slowest_ms: int
-    by_server: Counter[str]
-
-    @classmethod
-    def parse(cls, text: str) -> HAProxyLog:
-        statuses: Counter[int] = Counter()
-        terminations: Counter[str] = Counter()
-        by_server: Counter[str] = Counter()
-        slowest = 0
-        for line in text.splitlines():
-            fields = line.split()
-            if len(fields) != 5 or fields[0] != "zd":
-                continue
-            statuses[int(fields[1])] += 1
-            slowest = max(slowest, int(fields[2]))
-            terminations[fields[3]] += 1
-            by_server[fields[4]] += 1
-        return cls(statuses, terminations, slowest, by_server)
-
-    @property
-    def requests(self) -> int:
-        return sum(self.statuses.values())
-
-    @property
-    def clean(self) -> bool:
-        return set(self.statuses) <= {200} and set(self.terminations) <= {"--"}
-
-    @property
-    def server_side_clean(self) -> bool:
-        """No 5xx and no session ended by a server, HAProxy itself or a missing server.
-
-        Termination states starting with C/c (the client aborted or timed out: a starved client
-        gave up) are the clients' business and are judged by the clients' own counts.
-        """
-        no_5xx = not any(status >= 500 for status in self.statuses)
-        return no_5xx and all(state[0] in "-Cc" for state in self.terminations)
-
-    def __str__(self) -> str:
-        return (f"{self.requests} requests, statuses {dict(self.statuses)}, terminations"
-                f" {dict(self.terminations)}, slowest {self.slowest_ms} ms")
 
 
 # --- the service's replicas, as the engine has them -------------------------------------------
