@@ -334,6 +334,7 @@ class SwarmBackend:
         """
         watch = self._connected_watch()
         request = self._pending.get(key) if key is not None else None
+        retried = request is not None
         if request is None:
             before = await watch.look()
             definition = definition_of(template)
@@ -346,7 +347,7 @@ class SwarmBackend:
                                known=frozenset(task.id for task in before))
             if key is not None:
                 self._pending[key] = request
-        if not await self._carries(request.label):
+        if not (retried and await self._carries(request.label)):  # a fresh request has not gone out
             await self._update_spec(lambda spec: request_spec(spec, template, request.count, order, request.label))
 
         def replaced(tasks: list[SwarmTask]) -> list[SwarmTask] | None:
