@@ -68,7 +68,7 @@ import docker
 from rollover.probe import Probe, ProbeReport
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests" / "zero_downtime"), str(ROOT / "tests" / "engine")]
+sys.path[:0] = [str(ROOT / "tests" / "zero_downtime"), str(ROOT / "tests" / "engine"), str(ROOT / "tests")]
 from engine_support import compose_yaml  # noqa: E402
 from zd_fronts import (  # noqa: E402
     CONTAINER_PORT,

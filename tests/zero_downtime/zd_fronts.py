@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,19 +33,13 @@ from typing import Any
 import docker.errors
 import httpx
 
+from http_stubs import closed_port as free_loopback_port
 from rollover.balancers.traefik import DEFAULT_DRAIN_MARKER
 
 CADDY = shutil.which("caddy") or "/usr/bin/caddy"
 TRAEFIK = shutil.which("traefik") or str(Path(sys.executable).with_name("traefik"))
 CONTAINER_PORT = 8080
 ROUTE = "web"  # the @id of Caddy's route
-
-
-def free_loopback_port() -> int:
-    with contextlib.closing(socket.socket()) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
