@@ -16,7 +16,7 @@ from typing import Protocol
 from rollover import rollout
 from rollover.backends.base import Backend, Refilling
 from rollover.balancers.base import Balancer, NoBalancer
-from rollover.errors import PlatformError, RolloverError
+from rollover.errors import PlatformError, RolloverError, TargetRemoved
 from rollover.liveness import Broken, Liveness, StreamLost, StreamRestored
 from rollover.model import (
     Order,
@@ -49,6 +49,7 @@ class _RequestFailed:
     target_ids: tuple[str, ...]
     reason: str
     at: float
+    removed: bool = False  # nothing left to replace (TargetRemoved): skipped, not failed
 
 
 @dataclass(frozen=True)
@@ -342,13 +343,15 @@ class Controller:
         if isinstance(message, ReplicaUp):
             return rollout.replica_up(state, message.replica_id, message.at)
         if isinstance(message, ReplicaDown):
-            return rollout.replica_down(state, message.replica_id, message.reason, message.at, gone=message.gone)
+            return rollout.replica_down(state, message.replica_id, message.reason, message.at, gone=message.gone,
+                                        slot_removed=message.slot_removed)
         if isinstance(message, _Acknowledged):
             timeouts = [replacement_timeout(self.policy, new) for new in message.replacements]
             return rollout.request_acknowledged(state, message.target_ids, message.replacements, message.at,
                                                 timeouts)
         if isinstance(message, _RequestFailed):
-            return rollout.request_failed(state, message.target_ids, message.reason, message.at)
+            return rollout.request_failed(state, message.target_ids, message.reason, message.at,
+                                          removed=message.removed)
         if isinstance(message, _Interrupted):
             return self._stop_on_interrupt(state, message.signal)
         if isinstance(message, StreamLost):
@@ -426,7 +429,7 @@ class Controller:
                     await self._drain(replica)
             new = await self._make_replacements(items)
         except RolloverError as exc:
-            self._messages.put_nowait(_RequestFailed(ids, str(exc), self._now()))
+            self._messages.put_nowait(_RequestFailed(ids, str(exc), self._now(), isinstance(exc, TargetRemoved)))
             return
         if len(new) != len(items):
             raise PlatformError(f"asked for {len(items)} replacements, the platform made {len(new)}")

@@ -63,3 +63,8 @@ class Locked(RolloverError):
 
 class PlatformError(RolloverError):
     """The platform refused or failed an operation in the middle of a rollout."""
+
+
+class TargetRemoved(PlatformError):
+    """No replica is left to replace for a target: someone scaled the service down meanwhile
+    (its place in the service is gone, so the target is skipped, not failed)."""

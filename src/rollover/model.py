@@ -78,6 +78,9 @@ class ReplicaDown:
     at: float
     reason: str
     gone: bool = False  # it will never run again: removed (a Swarm task that ended never restarts)
+    # The platform removed its place in the service (a Swarm scale-down): the service is meant to
+    # have one replica less, so a replacement lost this way is no failure.
+    slot_removed: bool = False
 
 
 ReplicaEvent = ReplicaUp | ReplicaDown

@@ -137,6 +137,13 @@ def request_acknowledged(
             progress[index], phase=Phase.REDEPLOYING, replacement=new, acked_at=at, deadline=at + timeout
         )
     state = replace(state, progress=tuple(progress), request_outstanding=False)
+    # A replica seen up as an extra may be named a replacement: the platform made it by itself
+    # (Swarm's updater, restarted by someone else's spec change) and the request took it. It is
+    # up as of now; it no longer frees a slot.
+    claimed = state.extras_up & {new.id for new in replacements}
+    state = replace(state, extras_up=state.extras_up - claimed)
+    for replica_id in sorted(claimed):
+        state = replica_up(state, replica_id, at)
     # Ups that raced ahead of the acknowledgement now find their owner, or are extras.
     unclaimed, downs = state.unclaimed_up, state.unclaimed_down
     state = replace(state, unclaimed_up=(), unclaimed_down=())
@@ -147,8 +154,12 @@ def request_acknowledged(
     return state
 
 
-def request_failed(state: RolloutState, target_ids: Sequence[str], reason: str, at: float) -> RolloutState:
-    state = _update(state, target_ids, phase=Phase.FAILED, failure=reason, finished_at=at)
+def request_failed(state: RolloutState, target_ids: Sequence[str], reason: str, at: float, *,
+                   removed: bool = False) -> RolloutState:
+    """The request failed; ``removed``: there was nothing left to replace (a scale-down took the
+    targets' places), so they are skipped."""
+    state = _update(state, target_ids, phase=Phase.SKIPPED if removed else Phase.FAILED, failure=reason,
+                    finished_at=at)
     return replace(state, request_outstanding=False)
 
 
@@ -177,10 +188,16 @@ def replica_up(state: RolloutState, replica_id: str, at: float) -> RolloutState:
     return replace(state, extras_up=state.extras_up | {replica_id})
 
 
-def replica_down(state: RolloutState, replica_id: str, reason: str, at: float, *, gone: bool = False) -> RolloutState:
-    """A replica exited, turned unhealthy or was removed (``gone``: it will never run again)."""
+def replica_down(state: RolloutState, replica_id: str, reason: str, at: float, *, gone: bool = False,
+                 slot_removed: bool = False) -> RolloutState:
+    """A replica exited, turned unhealthy or was removed (``gone``: it will never run again;
+    ``slot_removed``: with its place in the service, which now wants one replica less, so a
+    replacement lost this way leaves its target skipped, not failed)."""
     owner, target = _find(state, replica_id)
     if owner is not None and owner.phase in (Phase.REDEPLOYING, Phase.ADMITTING, Phase.SETTLING):
+        if slot_removed:
+            return _update(state, [owner.target.id], phase=Phase.SKIPPED, failure=f"replacement {reason}",
+                           finished_at=at)
         return _update(state, [owner.target.id], phase=Phase.FAILED, failure=f"replacement {reason}",
                        finished_at=at)
     if target is not None and target.phase is Phase.WAITING and gone:

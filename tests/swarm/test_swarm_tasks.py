@@ -10,6 +10,7 @@ from rollover.backends.swarm_tasks import (
     HOLD_NS,
     REQUEST_LABEL,
     SwarmTask,
+    TargetRoles,
     TaskContext,
     definition_of,
     dirty_slots,
@@ -28,7 +29,9 @@ from rollover.backends.swarm_tasks import (
     replica_from_task,
     request_spec,
     sortable_time,
+    stalled_swaps,
     start_first_in_flight,
+    unrequested_replacements,
     users_spec,
 )
 from rollover.errors import InvalidOption
@@ -111,6 +114,37 @@ def test_the_replacements_a_request_made_are_one_per_dirty_slot() -> None:
     made = replacements_made(after, {"a", "b"}, V2, {"1", "2"})
     assert [item.id for item in made] == ["n1"]
     assert displaced_by(made[0], after) == before[1]
+
+
+def test_a_swap_whose_replacement_is_up_beside_its_old_task_is_stalled() -> None:
+    starting = [task("a", 1, 1), task("b", 1, 2, image="app:v2", force=1, state="starting")]
+    stalled = [task("c", 2, 1), task("d", 2, 2, image="app:v2", force=1)]
+    assert start_first_in_flight([*starting, *stalled]) == ["1", "2"]
+    assert stalled_swaps([*starting, *stalled]) == ["2"]  # slot 1's replacement is still on its way up
+
+
+def test_replacements_swarm_made_by_itself_are_told_from_extras_and_restarts() -> None:
+    known = {"a", "b", "c", "ours"}  # the snapshot's tasks and the one our request made
+    tasks = [
+        task("a", 1, 1, desired="shutdown", state="shutdown"), task("ours", 1, 5, image="app:v2", force=1),
+        task("b", 2, 1, desired="shutdown", state="shutdown"), task("unpaced", 2, 6, image="app:v2", force=1),
+        task("c", 3, 1), task("extra", 4, 6, image="app:v2", force=1),  # a scale-up's new slot
+        # a failed replacement restarted by Swarm replaces a task of its own definition
+        task("f", 5, 1), task("n1", 5, 5, image="app:v2", force=1, desired="shutdown", state="failed"),
+        task("n2", 5, 6, image="app:v2", force=1, state="starting"),
+    ]
+    assert [found.id for found in unrequested_replacements(tasks, V2, known | {"f", "n1"})] == ["unpaced"]
+    assert unrequested_replacements(tasks, V1, known | {"f", "n1"}) == []
+
+
+def test_a_task_gone_with_its_slot_is_told_as_the_target_it_stands_for() -> None:
+    roles = TargetRoles()
+    roles.replaced("A", "A")  # A's request replaced A's own task
+    roles.replaced("B", "C")  # B's request replaced C's task: B's own task holds C's place now
+    assert [roles.target_of(task) for task in ("A", "C", "B", "D")] == ["A", "B", "C", "D"]
+    roles.replaced("C", "B")  # C's turn replaced B's task, which held C's place: nobody swapped
+    assert [roles.target_of(task) for task in ("B", "C")] == ["C", "B"]
+    assert roles.displaced == {"A": "A", "B": "C", "C": "B"}
 
 
 def test_dirty_slots_are_those_not_all_made_from_the_definition() -> None:

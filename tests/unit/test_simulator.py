@@ -7,11 +7,12 @@ import time
 
 import pytest
 
+from rollover import rollout
 from rollover.backends.sim import SimBackend
 from rollover.clock import run_virtual
 from rollover.controller import Controller
 from rollover.errors import PlatformError
-from rollover.model import ProgressEvent, StaleLock
+from rollover.model import ProgressEvent, Replica, StaleLock
 from rollover.policy import FailurePolicy, OrderChoice, Policy, parse_step
 from rollover.report.output import render_timeline
 from rollover.result import RolloutResult
@@ -256,3 +257,31 @@ def test_a_replacement_still_not_up_after_the_resync_fails_then() -> None:
     failed_at = next(event.at for event in events if event.kind == "failed")
     restored_at = next(event.at for event in events if event.kind == "stream_restored")
     assert restored_at <= failed_at < restored_at + 1
+
+
+def test_an_extra_a_request_names_as_its_replacement_is_up_and_frees_no_slot() -> None:
+    # Swarm's updater, restarted by someone else's spec change, replaced a slot by itself: the
+    # rollout first sees that task as an extra (it frees a slot), then the next request takes it.
+    targets = [Replica(id=f"app-{n}", name=f"app-{n}") for n in (1, 2)]
+    state = rollout.start(targets, batch=1, grace_s=5.0)
+    state = rollout.replica_up(state, "made-by-swarm", at=3.0)
+    assert state.extras_up == {"made-by-swarm"}
+    state = rollout.request_sent(state, ["app-1"], at=3.0)
+    state = rollout.request_acknowledged(state, ["app-1"], [Replica(id="made-by-swarm", name="app-9")],
+                                         at=3.5, timeouts=[10.0])
+    [first, _] = state.progress
+    assert (first.phase, first.up_at, first.settle_until) == ("settling", 3.5, 8.5)
+    assert state.extras_up == frozenset()
+
+
+def test_a_replacement_removed_with_its_slot_leaves_its_target_skipped_not_failed() -> None:
+    # A Swarm scale-down removed the slot a stop-first replacement was starting in: the service now
+    # wants one replica less, so nothing failed. Removed otherwise (docker rm), it is a failure.
+    targets = [Replica(id="app-1", name="app-1")]
+    state = rollout.start(targets, batch=1, grace_s=0.0)
+    state = rollout.request_sent(state, ["app-1"], at=0.0)
+    state = rollout.request_acknowledged(state, ["app-1"], [Replica(id="new-1", name="app-1")], at=0.1,
+                                         timeouts=[10.0])
+    scaled = rollout.replica_down(state, "new-1", "removed by a scale-down", 2.0, gone=True, slot_removed=True)
+    removed = rollout.replica_down(state, "new-1", "removed", 2.0, gone=True)
+    assert (scaled.progress[0].phase, removed.progress[0].phase) == ("skipped", "failed")

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import docker.errors
@@ -46,6 +46,7 @@ from rollover.backends.swarm_tasks import (
     REQUEST_LABEL,
     Json,
     SwarmTask,
+    TargetRoles,
     TaskContext,
     definition_of,
     dirty_slots,
@@ -59,7 +60,10 @@ from rollover.backends.swarm_tasks import (
     replacements_made,
     replica_from_task,
     request_spec,
+    slots,
+    stalled_swaps,
     start_first_in_flight,
+    unrequested_replacements,
     users_spec,
 )
 from rollover.backends.swarm_watch import SwarmWatch
@@ -68,6 +72,7 @@ from rollover.errors import (
     ImageNotFound,
     PlatformError,
     ServiceNotFound,
+    TargetRemoved,
     Unsupported,
 )
 from rollover.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot, StaleLock
@@ -76,6 +81,9 @@ from rollover.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp,
 _ACK_LIMIT_S = 30.0
 # Swarm's agent waits 2 s for gossip before it stops a task's container; then the stop itself.
 _RETIRE_SLACK_S = 30.0
+# Swarm's updater stops the old task of a start-first slot milliseconds after its replacement runs
+# (the manager's list shows both for a moment): a pair up this long is a swap left half done.
+_STALL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,9 @@ class SwarmBackend:
         self._requests = 0
         self._run = uuid.uuid4().hex[:8]  # tells this rollout's requests from a killed one's
         self._request_lock = asyncio.Lock()
-        self._displaced: dict[str, str] = {}  # target id -> id of the task Swarm replaced for it
+        self._roles = TargetRoles()  # which task Swarm replaced for each target, and who stands for whom
+        self._preexisting: frozenset[str] = frozenset()  # task ids listed when the snapshot was taken
+        self._up_since: dict[str, float] = {}  # replacement task id -> when a look first showed it up
         self._pending: dict[str, _Request] = {}  # restore key -> its request, until its tasks are seen
         self._restored: dict[str, Replica] = {}  # replaced id -> what its restore made
         self._healthchecks: dict[str, Mapping[str, Any] | None] = {}  # image ref -> its check
@@ -178,7 +188,14 @@ class SwarmBackend:
                                  down=down)
 
     def events(self) -> AsyncIterator[ReplicaEvent]:
-        return self._connected_watch().events()
+        return self._as_targets(self._connected_watch().events())
+
+    async def _as_targets(self, events: AsyncIterator[ReplicaEvent]) -> AsyncIterator[ReplicaEvent]:
+        """A task gone with its slot (a scale-down) is told as the target it stands for (``TargetRoles``)."""
+        async for event in events:
+            if isinstance(event, ReplicaDown) and event.gone:
+                event = replace(event, replica_id=self._roles.target_of(event.replica_id))
+            yield event
 
     async def refresh(self, replica: Replica) -> Replica:
         """A task's host-mode port is only in its status once it runs, and the manager's list lags
@@ -227,6 +244,7 @@ class SwarmBackend:
         self._held = held_template(document["Spec"], self._image)
         self._global = "Global" in (self._original.get("Mode") or {})
         tasks = await self._connected_watch().look()
+        self._preexisting = frozenset(task.id for task in tasks)
         targets = [task for task in tasks if task.is_target]
         if not targets:
             raise ServiceNotFound(f"Swarm service {self.service} has no running or starting task")
@@ -307,26 +325,39 @@ class SwarmBackend:
             tasks = self._connected_watch().latest
             for target, task in zip(targets, made, strict=True):
                 displaced = displaced_by(task, tasks)
-                self._displaced[target.id] = displaced.id if displaced else target.id
+                self._roles.replaced(target.id, displaced.id if displaced else target.id)
             return list(await asyncio.gather(*(self._replica(task, template) for task in made)))
 
     async def _wait_until_slots_settle(self, forward: bool) -> None:
-        """Wait while a healthy start-first replacement is in flight (see the module docstring)."""
+        """Wait while a healthy start-first replacement is in flight (see the module docstring);
+        not for a swap left half done (``stalled_swaps``): a request may land there and finish it."""
         def settled(tasks: list[SwarmTask]) -> bool | None:
             failing = failing_slots(tasks)
             if forward and failing:
                 slot, error = next(iter(failing.items()))
                 raise PlatformError(f"the replacement in slot {slot} failed ({error}); Swarm would put it in"
                                     " place of the task it was to replace, so no further task is replaced")
-            busy = [slot for slot in start_first_in_flight(tasks) if slot not in failing]
+            stalled = self._stalled(tasks)
+            busy = [slot for slot in start_first_in_flight(tasks) if slot not in failing and slot not in stalled]
             return True if not busy else None
 
         limit = self._replacement_timeout_s or (self._forward_budget() + 10.0)
         await self._connected_watch().wait_until(settled, "the start-first replacement in flight", limit)
 
+    def _stalled(self, tasks: list[SwarmTask]) -> set[str]:
+        """Slots of ``stalled_swaps`` whose replacement has been up for ``_STALL_S`` or more."""
+        now, grouped, stalled = self._clock(), slots(tasks), set()
+        for slot in stalled_swaps(tasks):
+            replacement = [task for task in grouped[slot] if task.live][-1]
+            if now - self._up_since.setdefault(replacement.id, now) >= _STALL_S:
+                stalled.add(slot)
+        return stalled
+
     async def _request(self, count: int, template: Json, order: Order, key: str | None = None) -> list[SwarmTask]:
         """One spec change: Swarm replaces up to ``count`` dirty slots, then holds. Returns the new
         tasks; fewer when a worker of Swarm's merely cleaned a slot with a failed replacement.
+        Replacements Swarm made by itself (``unrequested_replacements``) are taken first: for those,
+        no spec change goes out.
 
         With a ``key``, the request is recorded before it goes out, and a call again with that key
         (after an outage cut the first short) sends it only if the manager's spec does not carry
@@ -338,7 +369,14 @@ class SwarmBackend:
         if request is None:
             before = await watch.look()
             definition = definition_of(template)
+            found = unrequested_replacements(before, definition, self._preexisting | watch.replacements)[:count]
+            if found:
+                watch.replacements.update(task.id for task in found)
+                return found
             dirty = frozenset(dirty_slots(before, definition))
+            if not dirty and watch.slots_removed:
+                raise TargetRemoved(f"no task of Swarm service {self.service} is left to replace: a scale-down"
+                                    f" removed {len(watch.slots_removed)} of its tasks meanwhile")
             if not dirty:
                 raise PlatformError(f"no task of Swarm service {self.service} is left to replace")
             self._requests += 1
@@ -367,16 +405,48 @@ class SwarmBackend:
         return bool(labels.get(REQUEST_LABEL) == label)
 
     async def retire(self, replica: Replica) -> None:
-        """Swarm stops the displaced task itself once its replacement runs: wait for that."""
-        task_id = self._displaced.get(replica.id, replica.id)
+        """Swarm stops the displaced task itself once its replacement runs: wait for that. A swap
+        left half done (a spec change by someone else cancelled the updater) is finished here."""
+        task_id = self._roles.displaced.get(replica.id, replica.id)
 
-        def stopped(tasks: list[SwarmTask]) -> bool | None:
+        def stopped_or_stalled(tasks: list[SwarmTask]) -> str | None:
             task = next((task for task in tasks if task.id == task_id), None)
-            return True if task is None or (not task.live and task.ended) else None
+            if task is None or (not task.live and task.ended):
+                return "stopped"
+            return "stalled" if task.live and task.slot in self._stalled(tasks) else None
 
         grace = (self._original["TaskTemplate"].get("ContainerSpec") or {}).get("StopGracePeriod") or 10 * NS
-        await self._connected_watch().wait_until(stopped, f"task {task_id[:12]} to stop",
-                                                 grace / NS + _RETIRE_SLACK_S)
+        deadline = self._clock() + grace / NS + _RETIRE_SLACK_S
+        while True:
+            left = max(deadline - self._clock(), 0.0)
+            outcome = await self._connected_watch().wait_until(stopped_or_stalled, f"task {task_id[:12]} to stop",
+                                                               left)
+            if outcome == "stopped":
+                return
+            await self._finish_swap(task_id)
+
+    async def _finish_swap(self, task_id: str) -> None:
+        """Start Swarm's updater again on the current spec, one slot: in the stalled slot it only
+        shuts the old task down. Swarm picks the slot, though: it may replace another dirty slot
+        first (that replacement is taken by the next request, see ``unrequested_replacements``),
+        and the caller tries again once it is up."""
+        async with self._request_lock:
+            await self._wait_until_slots_settle(forward=False)
+            tasks = await self._connected_watch().look()
+            task = next((task for task in tasks if task.id == task_id), None)
+            if task is None or not task.live or task.slot not in self._stalled(tasks):
+                return
+            template = (await self._inspect_service())["Spec"]["TaskTemplate"]
+            self._requests += 1
+            label = self._request_label()
+            await self._update_spec(lambda spec: request_spec(spec, template, 1, Order.START_FIRST, label))
+            known = {task.id for task in tasks}
+
+            def acted(now: list[SwarmTask]) -> bool | None:
+                finished = not any(task.id == task_id and task.live for task in now)
+                return True if finished or any(task.id not in known for task in now) else None
+
+            await self._connected_watch().wait_until(acted, "Swarm to act on the spec change", _ACK_LIMIT_S)
 
     async def discard(self, replica: Replica) -> None:
         """A failed start-first replacement: Swarm restarts it until the spec changes. If nothing

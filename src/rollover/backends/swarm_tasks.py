@@ -152,6 +152,40 @@ def start_first_in_flight(tasks: Iterable[SwarmTask]) -> list[str]:
             if sum(task.live for task in group) > 1 and len({task.definition for task in group if task.live}) > 1]
 
 
+def stalled_swaps(tasks: Iterable[SwarmTask]) -> list[str]:
+    """Start-first slots whose replacement is up while the old task still runs.
+
+    Swarm's updater shuts the old task down within milliseconds of its replacement running, so a
+    pair that stays is a swap nobody will finish: the updater that made it was cancelled by a
+    spec change from someone else (``docker service scale`` mid-rollout restarts the updater, which
+    then works on other slots). Such a slot is no longer worth waiting for, and the next updater
+    run that reaches it only shuts the old task down (swarmkit's ``useExistingTask``).
+    """
+    grouped = slots(tasks)
+    return [slot for slot in start_first_in_flight(tasks) if [task for task in grouped[slot] if task.live][-1].up]
+
+
+def unrequested_replacements(tasks: Iterable[SwarmTask], definition: tuple[str, int],
+                             known: AbstractSet[str]) -> list[SwarmTask]:
+    """Live tasks of ``definition`` that Swarm made by itself in place of a task of another
+    definition, oldest first: ``known`` holds the tasks that were there when the rollout began and
+    those its requests made. Swarm makes them when its updater runs outside rollover's pacing (a
+    spec change by someone else restarts it on random dirty slots) or when it refills the slot of
+    a task someone removed. Each stands for one target replaced. A task in a slot of its own (a
+    scale-up) is an extra, and Swarm's restart of a failed replacement replaces a task of its own
+    definition: neither counts.
+    """
+    found = []
+    for group in slots(tasks).values():
+        for task in group:
+            if task.id in known or not task.live or task.definition != definition:
+                continue
+            displaced = displaced_by(task, group)
+            if displaced is not None and displaced.definition != definition:
+                found.append(task)
+    return sorted(found, key=lambda task: task.created)
+
+
 def failing_slots(tasks: Iterable[SwarmTask]) -> dict[str, str]:
     """Slots in flight whose replacement failed, with the failure; Swarm restarts it forever."""
     failing: dict[str, str] = {}
@@ -182,6 +216,33 @@ def displaced_by(replacement: SwarmTask, tasks: Iterable[SwarmTask]) -> SwarmTas
     """The task a replacement took the slot of: the newest one of its slot created before it."""
     before = [task for task in slots(tasks).get(replacement.slot, []) if task.created < replacement.created]
     return before[-1] if before else None
+
+
+class TargetRoles:
+    """Which target the controller knows a Swarm task stands for, when Swarm picks the slots.
+
+    A request for target A may replace target B's task (Swarm's choice): from then on B's task is
+    A's displaced one, and A's own task, still running, holds B's place. The controller only
+    learns of a task gone with its slot (a scale-down) as the target it stands for: A for B's
+    task and for A's replacement (A's turn is over), B for A's own task (B still waits).
+    """
+
+    def __init__(self) -> None:
+        self.displaced: dict[str, str] = {}  # target id -> the task its request replaced
+        self._played_by: dict[str, str] = {}  # target id -> the task holding its place, where not its own
+
+    def replaced(self, target_id: str, displaced_id: str) -> None:
+        roles = {task: role for role, task in self._played_by.items()}
+        role = roles.get(displaced_id, displaced_id)
+        own = self._played_by.pop(target_id, target_id)
+        self.displaced[target_id] = displaced_id
+        if role != target_id:
+            self._played_by[role] = own
+
+    def target_of(self, task_id: str) -> str:
+        replaced_for = {task: target for target, task in self.displaced.items()}
+        roles = {task: role for role, task in self._played_by.items()}
+        return replaced_for.get(task_id, roles.get(task_id, task_id))
 
 
 def dirty_slots(tasks: Iterable[SwarmTask], definition: tuple[str, int]) -> list[str]:

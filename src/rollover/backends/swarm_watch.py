@@ -65,7 +65,8 @@ class _Stream:
 class _Reports:
     """What was last said about each task, so that every task is reported up once and down once."""
 
-    said: dict[str, str] = field(default_factory=dict)  # task id -> "up" | "down"
+    said: dict[str, str] = field(default_factory=dict)  # task id -> "up" | "down" | "gone"
+    slots_removed: set[str] = field(default_factory=set)  # tasks gone with their slot (a scale-down)
     queue: asyncio.Queue[ReplicaEvent | RolloverError] | None = None  # set once someone listens
 
     def up(self, task_id: str, at: float) -> None:
@@ -73,12 +74,17 @@ class _Reports:
             self.said[task_id] = "up"
             self._emit(ReplicaUp(task_id, at))
 
-    def down(self, task_id: str, at: float, reason: str) -> None:
-        # Never ``gone``, though a Swarm task that ended never runs again: a target is not skipped,
-        # since Swarm, not rollover, picks the slot each request replaces (a target is a count).
-        if self.said.get(task_id) != "down":
-            self.said[task_id] = "down"
-            self._emit(ReplicaDown(task_id, at, reason))
+    def down(self, task_id: str, at: float, reason: str, *, gone: bool = False) -> None:
+        """``gone`` only for a task whose slot Swarm removed (a scale-down): the service has one
+        replica less for good. A task that merely ended is not gone, though it never runs again:
+        Swarm refills its slot, and which slot a request replaces is Swarm's choice (a target is a
+        count). Said down before, a task said gone later is reported again."""
+        said = self.said.get(task_id)
+        if said != "gone" and (gone or said != "down"):
+            self.said[task_id] = "gone" if gone else "down"
+            if gone:
+                self.slots_removed.add(task_id)
+            self._emit(ReplicaDown(task_id, at, reason, gone=gone, slot_removed=gone))
 
     def broken(self, error: RolloverError) -> None:
         """The watch cannot go on: whoever iterates the events gets the error."""
@@ -112,6 +118,12 @@ class SwarmWatch:
         self._service_id: str | None = None
         self.replacements: set[str] = set()  # tasks our requests created: failed if Swarm stops
         self.latest: list[SwarmTask] = []
+        self._last_reported: list[SwarmTask] = []
+
+    @property
+    def slots_removed(self) -> set[str]:
+        """The tasks reported gone with their slot (a scale-down) so far."""
+        return self._reports.slots_removed
 
     def events(self) -> AsyncIterator[ReplicaEvent]:
         """A fresh iterator; subscribes (again, after a broken stream) before it returns."""
@@ -194,19 +206,28 @@ class SwarmWatch:
         tasks = [self._as_seen(parse_task(item)) for item in raw if item.get("ServiceID") == self._service_id]
         if report:
             self._report_changes(tasks)
+            self._last_reported = tasks
         self.latest = tasks
         return tasks
 
     def _as_seen(self, task: SwarmTask) -> SwarmTask:
         return lost_with_node(task, self._hostname(task.node_id)) if task.node_id in self.down else task
 
-    def _report_changes(self, tasks: Iterable[SwarmTask]) -> None:
+    def _report_changes(self, tasks: list[SwarmTask]) -> None:
         now = self._clock()
+        # Swarm deletes a live task only with its slot (a scale-down; its desired state is 'remove'
+        # meanwhile, which a look may never catch): one that vanished from the list is gone.
+        listed = {task.id for task in tasks}
+        for task in self._last_reported:
+            if task.id not in listed and (task.live or task.desired == "remove"):
+                self._reports.down(task.id, now, "removed by a scale-down", gone=True)
         for task in tasks:
             if not self._baseline_taken:
                 # What was up or over before anyone listened is not news.
                 if task.up or task.ended:
                     self._reports.said[task.id] = "up" if task.up else "down"
+            elif task.desired == "remove":  # its slot is no more: a scale-down
+                self._reports.down(task.id, now, "removed by a scale-down", gone=True)
             elif task.up:
                 self._reports.up(task.id, now)
             elif task.ended:  # a task that ended before the baseline was marked down there
