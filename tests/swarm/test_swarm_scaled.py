@@ -36,9 +36,14 @@ class TestScaledMidRollout:  # one single-node swarm for the class (see conftest
         cluster, name = single_node_swarm, make_service(replicas=REPLICAS)
 
         def scale(_: subprocess.Popen[str]) -> None:
-            # As a user would: the CLI reads the spec and changes only the replica count.
-            subprocess.run(["docker", "-H", cluster.manager, "service", "scale", "--detach", f"{name}={replicas}"],
-                           check=True, capture_output=True, timeout=30)
+            # As a user would: the CLI reads the spec and changes only the replica count, and is
+            # tried again when rollover's own spec change came in between ("out of sequence").
+            command = ["docker", "-H", cluster.manager, "service", "scale", "--detach", f"{name}={replicas}"]
+            for _attempt in range(5):
+                done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+                if done.returncode == 0 or "out of sequence" not in done.stderr:
+                    break
+            assert done.returncode == 0, done.stderr
 
         outcome, at = rollover_acting_at(cluster, name, "--image", APP_V2, "--order", order,
                                          at=first("settled"), act=scale)

@@ -119,6 +119,8 @@ class SwarmWatch:
         self.replacements: set[str] = set()  # tasks our requests created: failed if Swarm stops
         self.latest: list[SwarmTask] = []
         self._last_reported: list[SwarmTask] = []
+        self._looks_begun = 0
+        self._newest_reported = 0
 
     @property
     def slots_removed(self) -> set[str]:
@@ -201,24 +203,31 @@ class SwarmWatch:
         if self._service_id is None:
             found = await self._manager.call("inspect service", self._manager.api.inspect_service, self._service)
             self._service_id = str(found["ID"])
+        self._looks_begun += 1
+        ticket = self._looks_begun
         raw = await self._manager.call("list the service's tasks", self._manager.api.tasks,
                                        filters={"service": self._service_id})
         tasks = [self._as_seen(parse_task(item)) for item in raw if item.get("ServiceID") == self._service_id]
         if report:
-            self._report_changes(tasks)
-            self._last_reported = tasks
+            # Looks run in threads and may come back out of order: only a list newer than the last
+            # one reported can tell that a task vanished (an older one lacks tasks made since).
+            newest = ticket > self._newest_reported
+            self._report_changes(tasks, vanished=self._last_reported if newest else [])
+            if newest:
+                self._last_reported, self._newest_reported = tasks, ticket
         self.latest = tasks
         return tasks
 
     def _as_seen(self, task: SwarmTask) -> SwarmTask:
         return lost_with_node(task, self._hostname(task.node_id)) if task.node_id in self.down else task
 
-    def _report_changes(self, tasks: list[SwarmTask]) -> None:
+    def _report_changes(self, tasks: list[SwarmTask], vanished: list[SwarmTask]) -> None:
+        """``vanished``: an earlier list, whose live tasks missing from ``tasks`` are gone."""
         now = self._clock()
         # Swarm deletes a live task only with its slot (a scale-down; its desired state is 'remove'
         # meanwhile, which a look may never catch): one that vanished from the list is gone.
         listed = {task.id for task in tasks}
-        for task in self._last_reported:
+        for task in vanished:
             if task.id not in listed and (task.live or task.desired == "remove"):
                 self._reports.down(task.id, now, "removed by a scale-down", gone=True)
         for task in tasks:
