@@ -6,6 +6,7 @@
 #   scripts/swarm-cluster.sh load [--from HOST] IMAGE...  copy images from a daemon into every node
 #   scripts/swarm-cluster.sh load --file TAR      load a `docker save` tarball into every node
 #   scripts/swarm-cluster.sh hosts                one "hostname docker-host" line per node
+#   scripts/swarm-cluster.sh restart [N]          stop node N's dockerd (TERM) and start it again
 #
 # Each node is its own dockerd (Debian docker.io 20.10) in its own network + UTS namespace, so the
 # main daemon at /var/run/docker.sock is never touched and never put into swarm mode.
@@ -46,6 +47,11 @@ start_node_daemon() {
   # present. With no resolver it would hang on DNS timeouts; 127.0.0.1 refuses at once, so the pull
   # fails fast and the local image is used. `ip netns exec` bind-mounts this file over /etc/resolv.conf.
   echo "nameserver 127.0.0.1" >"/etc/netns/$ns/resolv.conf"
+  exec_node_daemon "$i"
+}
+
+exec_node_daemon() {
+  local i=$1 ns; ns=$(node_ns "$i")
   # cgroup gotcha: `ip netns exec` remounts /sys for the namespace, which hides the host's cgroup v1
   # mounts (and a bind from /proc/1/root fails). dockerd then cannot create containers, so we mount the
   # same v1 hierarchies again (this machine: cgroup v1, cgroupfs driver) before exec'ing dockerd.
@@ -138,6 +144,19 @@ remove_node() {
   rm -rf "/var/lib/$ns" "/run/$ns" "/etc/netns/$ns"
 }
 
+# The node's dockerd stopped (TERM, as a service manager restarts it) and started again in its
+# namespace, swarm state and all: what a daemon restart mid-rollout looks like.
+cmd_restart() {
+  local i=${1:-1} pid t
+  [ -f "/run/$(node_ns "$i")/docker.pid" ] || { echo "restart: node $i is not running" >&2; return 1; }
+  pid=$(cat "/run/$(node_ns "$i")/docker.pid")
+  kill "$pid"
+  for t in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  ! kill -0 "$pid" 2>/dev/null || { echo "restart: dockerd of node $i did not stop in 30 s" >&2; return 1; }
+  exec_node_daemon "$i"
+  wait_for_daemon "$i"
+}
+
 cmd_down() {
   local i
   for i in $(existing_nodes); do stop_daemon "$i"; done
@@ -175,5 +194,7 @@ case "${1:-}" in
   down) cmd_down ;;
   load) shift; cmd_load "$@" ;;
   hosts) cmd_hosts ;;
-  *) echo "usage: $0 up [N] | down | load [--from HOST] IMAGE... | load --file TAR | hosts" >&2; exit 2 ;;
+  restart) shift; cmd_restart "$@" ;;
+  *) echo "usage: $0 up [N] | down | restart [N] | load [--from HOST] IMAGE... | load --file TAR | hosts" >&2
+     exit 2 ;;
 esac

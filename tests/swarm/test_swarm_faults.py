@@ -16,7 +16,7 @@ from typing import Any
 import docker.errors
 import pytest
 from swarm_cli_support import Outcome, assert_handed_back, images_running, rollover, rollover_acting_at, service_spec
-from swarm_support import APP_V1, APP_V2, ServiceFactory, SwarmCluster, running_tasks, wait_for
+from swarm_support import APP_V1, APP_V2, CLUSTER_SCRIPT, ServiceFactory, SwarmCluster, running_tasks, wait_for
 
 from rollover.backends.swarm_tasks import lock_name
 
@@ -117,3 +117,28 @@ class TestSwarmFaults:
             assert outcome.summary["result"] == "rolled-back" and outcome.summary["reason"], outcome
             assert_serving(cluster, name, REPLICAS, APP_V1, outcome)
             assert_handed_back(cluster, name, APP_V1)
+
+
+class TestSwarmManagerRestart:  # a class of its own: the restart may leave the swarm unsettled for a while
+    def test_a_manager_daemon_restart_mid_rollout_ends_consistent(
+        self, single_node_swarm: SwarmCluster, make_service: ServiceFactory
+    ) -> None:
+        cluster, name = single_node_swarm, make_service(replicas=REPLICAS)
+
+        def restart_the_manager(_: subprocess.Popen[str]) -> None:
+            # TERM and start again, as systemd restarts docker: without live-restore (Swarm mode
+            # forbids it) every task's container stops with the daemon.
+            subprocess.run([str(CLUSTER_SCRIPT), "restart", "1"], check=True, capture_output=True, timeout=90)
+
+        outcome, at = rollover_acting_at(cluster, name, "--image", APP_V2, at=first("settled"),
+                                         act=restart_the_manager)
+
+        assert at, f"no replica settled: never restarted\n{outcome}"
+        assert outcome.of_kind("stream_lost"), outcome  # it did see the daemon go
+        # It finishes or fails cleanly, and the summary is what the swarm shows.
+        assert outcome.code in (0, 1), outcome
+        image = APP_V2 if outcome.summary["result"] == "completed" else APP_V1
+        assert outcome.summary["result"] in ("completed", "rolled-back"), outcome
+        assert_serving(cluster, name, REPLICAS, image, outcome)
+        assert_handed_back(cluster, name, image)
+        assert not lock_held(cluster, name)

@@ -43,6 +43,11 @@ def engine_error(exc: Exception, what: str, address: str) -> RolloverError:
     """Translate an SDK/transport exception raised while doing ``what`` into our hierarchy."""
     if isinstance(exc, docker.errors.ImageNotFound):
         return ImageNotFound(f"{what}: {exc.explanation}")
+    if isinstance(exc, docker.errors.APIError) and exc.status_code == 503:
+        # A Swarm manager that is stopping or starting (a daemon restart) answers, but "is not a
+        # swarm manager" for a while: out of reach like a daemon that does not answer at all.
+        return EngineUnavailable(f"the Docker daemon at {address} cannot serve Swarm now ({what}):"
+                                 f" {exc.explanation or exc}")
     if isinstance(exc, docker.errors.APIError):
         return PlatformError(f"{what}: {exc.explanation or exc}")
     if _is_unreachable(exc):
