@@ -160,7 +160,7 @@ class TestThreeNodeRollouts:
                 summary = outcome.summary
                 assert (summary["result"], summary["replaced"]) == ("completed", 6), outcome
                 probe = summary["probe"]
-                assert probe["failed"] == 0, (probe, haproxy.backend_counters())
+                assert probe["failed"] == 0, (probe, haproxy.backend_counters(), outcome)
                 assert probe["sent"] >= 200, probe  # at least a second's worth at 200/s
                 assert set(probe["answers"]) <= {"v1", "v2"}, probe
                 statuses = haproxy.request_log().statuses
@@ -211,10 +211,11 @@ class TestNodeLostMidRollout:
     """A cluster of its own (the class-scoped fixture): node 3's daemon stays dead, and the whole
     cluster goes down after the class, so no other test sees the broken node.
 
-    What happens depends on where Swarm placed the tasks; the usual course (measured): the request
-    in flight when node 3 dies times out while its events are unreachable, the rollback waits
-    until the manager marks node 3 down (about 16 s), then goes on without it, and the tasks
-    Swarm made on the surviving nodes from the rollout's spec are put back too."""
+    What happens depends on where Swarm placed the tasks. Either the request in flight when node 3
+    dies times out while its events are unreachable, the rollback waits until the manager marks
+    node 3 down (about 16 s), then goes on without it, and the tasks Swarm made on the surviving
+    nodes from the rollout's spec are put back too; or nothing in flight was on node 3, and the
+    tasks Swarm moved to the surviving nodes (from the rollout's spec) count as replacements."""
 
     def test_the_rollout_ends_within_the_bound_with_the_reason(
         self, three_node_swarm: SwarmCluster, node_loss: NodeLoss
@@ -223,8 +224,12 @@ class TestNodeLostMidRollout:
         assert node_loss.killed_after, f"no up event: node 3 was never killed\n{outcome}"
         # It ended by itself (no hang): within rollover's own bounds (reconnect 60 s, retire 35 s).
         assert outcome.wall_s < 120, outcome
-        assert outcome.code == 1, outcome  # not completed: a node of the service is gone
-        assert "rsw-n3" in outcome.stdout + outcome.stderr, outcome  # the reason names the lost daemon
+        # Completed when Swarm moved node 3's tasks to the others from the rollout's spec and the
+        # rollout took them as replacements (the summary test checks the images); failed or rolled
+        # back, with the lost daemon named, when a replacement in flight went down with the node.
+        assert outcome.code in (0, 1), outcome
+        if outcome.code == 1:
+            assert "rsw-n3" in outcome.stdout + outcome.stderr, outcome
         spec = service_spec(cluster, node_loss.service)["Spec"]
         assert spec["Mode"]["Replicated"]["Replicas"] == 6  # rollover never scales
         nodes = {node["Description"]["Hostname"]: node["Status"]["State"] for node in cluster.client.api.nodes()}
