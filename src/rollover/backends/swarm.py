@@ -20,6 +20,11 @@ Consequences, all checked against swarmkit's updater (manager/orchestrator/updat
 - A failed start-first replacement is restarted by Swarm beside its old task until the spec
   changes; a further forward request would let Swarm swap it in for the old task, so it fails
   instead (PlatformError). ``restore`` and ``discard`` clean such slots up.
+- A spec change someone else makes (``docker service scale``) restarts the updater on random
+  dirty slots: it may leave a start-first swap half done (finished by ``retire``, see
+  ``stalled_swaps``), replace slots by itself (taken by the next request instead of a new spec
+  change, see ``unrequested_replacements``), or remove slots (their targets are skipped, see
+  ``TargetRoles``).
 - When the rollout is over and every task runs the current spec, the user's update config and
   labels are put back (the service shows no update in progress). A rollout that stopped half
   way (or a rollover that was killed) leaves the service on hold, like a paused Swarm update:
