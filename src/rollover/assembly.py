@@ -61,7 +61,7 @@ async def make_backend(choice: BackendChoice, clock: Clock) -> Backend:
 
 async def _is_swarm_service(service: str) -> bool:
     from rollover.backends.docker_engine import Engine
-    from rollover.backends.swarm import is_swarm_service
+    from rollover.backends.swarm_service import is_swarm_service
 
     engine = await Engine.connect(None)
     try:

@@ -29,7 +29,8 @@ from swarm_support import (
 
 from rollover.backends.docker_inspect import LOCK_HOLDER_LABEL
 from rollover.backends.docker_lock import LOCK_HOST_LABEL, LOCK_PROCESS_LABEL, LOCK_REPLICAS_LABEL, LOCK_SINCE_LABEL
-from rollover.backends.swarm import SwarmBackend, is_swarm_service
+from rollover.backends.swarm import SwarmBackend
+from rollover.backends.swarm_service import is_swarm_service
 from rollover.backends.swarm_tasks import lock_name
 from rollover.controller import Controller
 from rollover.errors import EngineUnavailable, Locked, ServiceNotFound, Unsupported

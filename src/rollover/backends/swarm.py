@@ -40,15 +40,12 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-import docker.errors
-import requests
-
 from rollover.backends.base import DEFAULT_LEASE_S
-from rollover.backends.docker_engine import Engine, engine_address, engine_error
+from rollover.backends.docker_engine import Engine, engine_address
 from rollover.backends.swarm_lock import SwarmLock
+from rollover.backends.swarm_service import SwarmService
 from rollover.backends.swarm_tasks import (
     NS,
-    REQUEST_LABEL,
     Json,
     SwarmTask,
     TargetRoles,
@@ -115,21 +112,6 @@ class _Node:
 def _publishes_host_ports(spec_document: Mapping[str, Any]) -> bool:
     ports = ((spec_document.get("EndpointSpec") or {}).get("Ports")) or []
     return any(port.get("PublishMode") == "host" for port in ports)
-
-
-def is_swarm_service(client: Any, name: str) -> bool:
-    """Whether the daemon behind ``client`` (a docker SDK client) manages a Swarm service ``name``."""
-    try:
-        found = client.api.inspect_service(name)
-    except docker.errors.NotFound:
-        return False
-    except docker.errors.APIError as exc:
-        if exc.status_code == 503:  # not a swarm manager (or no swarm at all)
-            return False
-        raise engine_error(exc, f"look for Swarm service {name}", str(client.api.base_url)) from exc
-    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        raise engine_error(exc, f"look for Swarm service {name}", str(client.api.base_url)) from exc
-    return bool(found.get("Spec", {}).get("Name") == name or found.get("ID") == name)
 
 
 class SwarmBackend:
@@ -243,7 +225,7 @@ class SwarmBackend:
     # -- looking -----------------------------------------------------------------------------------
 
     async def snapshot(self) -> ServiceSnapshot:
-        document = await self._inspect_service()
+        document = await self._on_manager().inspect()
         # Taken over from a killed rollout, the spec is its held one: the user's is in its labels.
         self._original = users_spec(document["Spec"])
         self._held = held_template(document["Spec"], self._image)
@@ -390,8 +372,9 @@ class SwarmBackend:
                                known=frozenset(task.id for task in before))
             if key is not None:
                 self._pending[key] = request
-        if not (retried and await self._carries(request.label)):  # a fresh request has not gone out
-            await self._update_spec(lambda spec: request_spec(spec, template, request.count, order, request.label))
+        if not (retried and await self._on_manager().carries(request.label)):  # a fresh request has not gone out
+            await self._on_manager().update(
+                lambda spec: request_spec(spec, template, request.count, order, request.label))
 
         def replaced(tasks: list[SwarmTask]) -> list[SwarmTask] | None:
             fresh = replacements_made(tasks, request.known, request.definition, request.dirty)
@@ -403,11 +386,6 @@ class SwarmBackend:
             del self._pending[key]
         watch.replacements.update(task.id for task in made)
         return made
-
-    async def _carries(self, label: str) -> bool:
-        """Whether the service's spec already carries this request's label (it reached the manager)."""
-        labels = (await self._inspect_service())["Spec"].get("Labels") or {}
-        return bool(labels.get(REQUEST_LABEL) == label)
 
     async def retire(self, replica: Replica) -> None:
         """Swarm stops the displaced task itself once its replacement runs: wait for that. A swap
@@ -441,10 +419,11 @@ class SwarmBackend:
             task = next((task for task in tasks if task.id == task_id), None)
             if task is None or not task.live or task.slot not in self._stalled(tasks):
                 return
-            template = (await self._inspect_service())["Spec"]["TaskTemplate"]
+            template = (await self._on_manager().inspect())["Spec"]["TaskTemplate"]
             self._requests += 1
             label = self._request_label()
-            await self._update_spec(lambda spec: request_spec(spec, template, 1, Order.START_FIRST, label))
+            await self._on_manager().update(
+                lambda spec: request_spec(spec, template, 1, Order.START_FIRST, label))
             known = {task.id for task in tasks}
 
             def acted(now: list[SwarmTask]) -> bool | None:
@@ -459,7 +438,7 @@ class SwarmBackend:
         are dirty then. Otherwise the failed slot stays (a later restore cleans it up)."""
         watch = self._connected_watch()
         tasks = await watch.look()
-        document = await self._inspect_service()
+        document = await self._on_manager().inspect()
         current, original = document["Spec"]["TaskTemplate"], self._original["TaskTemplate"]
         if definition_of(current) == definition_of(original):
             return
@@ -475,7 +454,7 @@ class SwarmBackend:
         if not dirty:
             return
         self._requests += 1
-        await self._update_spec(
+        await self._on_manager().update(
             lambda spec: request_spec(spec, original, len(dirty), Order.START_FIRST, self._request_label()))
         await self._connected_watch().wait_until(
             lambda now: True if not dirty_slots(now, definition_of(original)) else None,
@@ -486,7 +465,7 @@ class SwarmBackend:
         if self._requests == 0 or self._handed_back:
             return
         tasks = await self._connected_watch().look()
-        document = await self._inspect_service()
+        document = await self._on_manager().inspect()
         current = definition_of(document["Spec"]["TaskTemplate"])
         dirty = dirty_slots(tasks, current)
         if dirty and current == definition_of(self._original["TaskTemplate"]):
@@ -497,7 +476,7 @@ class SwarmBackend:
         elif dirty:
             return  # stopped half way: stay on hold, as a paused Swarm update would
         self._handed_back = True
-        await self._update_spec(lambda spec: handed_back_spec(spec, self._original))
+        await self._on_manager().update(lambda spec: handed_back_spec(spec, self._original))
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -539,27 +518,9 @@ class SwarmBackend:
         budget = health_budget(check)
         return 50.0 if budget is None else budget
 
-    async def _inspect_service(self) -> Json:
-        manager = self._connected_manager()
-        found = await manager.call(f"inspect Swarm service {self.service}", _inspect_service_or_none,
-                                   manager.api, self.service)
-        if found is None:
-            raise ServiceNotFound(f"no Swarm service named {self.service} (at {manager.address})")
-        return found
-
-    async def _update_spec(self, change: Callable[[Json], Json]) -> None:
-        """Apply ``change`` to the current spec; retried when someone else updated it meanwhile."""
-        manager = self._connected_manager()
-        for attempt in range(3):
-            document = await self._inspect_service()
-            spec = change(document["Spec"])
-            try:
-                await manager.call(f"update Swarm service {self.service}", _update_service, manager.api,
-                                   document["ID"], document["Version"]["Index"], spec)
-                return
-            except PlatformError as exc:
-                if "out of sequence" not in str(exc) or attempt == 2:
-                    raise
+    def _on_manager(self) -> SwarmService:
+        """The service's document on the manager (inspect, update, carries)."""
+        return SwarmService(self._connected_manager(), self.service)
 
     def _connected_manager(self) -> Engine:
         if self._manager is None:
@@ -572,24 +533,3 @@ class SwarmBackend:
         return self._watch
 
 
-# -- blocking SDK calls (run in threads by Engine.call) --------------------------------------------
-
-
-def _inspect_service_or_none(api: Any, name: str) -> Json | None:
-    try:
-        found = cast(Json, api.inspect_service(name))
-    except docker.errors.NotFound:
-        return None
-    # The API also answers for an id prefix: only the exact name (or id) is this service.
-    return found if name in (found.get("Spec", {}).get("Name"), found.get("ID")) else None
-
-
-def _update_service(api: Any, service_id: str, version: int, spec: Json) -> None:
-    template = dict(spec["TaskTemplate"])
-    if spec.get("Networks") and not template.get("Networks"):
-        template["Networks"] = spec["Networks"]  # the old top-level place; the SDK would drop it
-    api.update_service(
-        service_id, version, task_template=template, name=spec["Name"], labels=spec.get("Labels") or {},
-        mode=spec["Mode"], update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
-        endpoint_spec=spec.get("EndpointSpec"),
-    )
