@@ -386,8 +386,10 @@ class Controller:
             self._report("request_sent", name, after.requested_at, restore=after.restore_from is not None,
                          refill=after.refill)
         if after.acked_at is not None and before.acked_at is None and after.replacement:
+            # The platform may have replaced another waiting target than the one asked (Swarm).
+            instead = {"instead_of": before.target.name} if before.target.id != after.target.id else {}
             self._report("acknowledged", name, after.acked_at, replacement=after.replacement.name,
-                         replacement_id=after.replacement.short_id)
+                         replacement_id=after.replacement.short_id, **instead)
         if after.up_at is not None and before.up_at is None:
             self._report("up", name, after.up_at, grace_s=self.policy.grace_s)
         if after.phase is not before.phase and after.phase in (Phase.UP, Phase.FAILED, Phase.SKIPPED):

@@ -34,6 +34,9 @@ class Replica:
     # (start_period + interval x retries); None when there is no healthcheck.
     health_budget_s: float | None = None
     created_at: float | None = None  # seconds since the epoch, when the platform made it
+    # A replacement's predecessor, when the platform picked it rather than the target it was asked
+    # to replace (Swarm picks the slot): the replica that goes, to be drained and retired.
+    replaces: str | None = None
     # Platform-specific extras a backend wants to keep with the replica (never interpreted above).
     details: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 

@@ -128,11 +128,23 @@ def request_acknowledged(
     state: RolloutState, target_ids: Sequence[str], replacements: Sequence[Replica], at: float,
     timeouts: Sequence[float],
 ) -> RolloutState:
-    """The platform made the replacements (same order as the targets); their clocks start now."""
+    """The platform made the replacements (same order as the targets); their clocks start now.
+
+    A replacement that took the place of another target still waiting (``Replica.replaces``: Swarm
+    picks the slot) makes the two trade places: the one replaced is in flight now, to be drained
+    and retired, and the one asked for waits for its turn. Asked to replace web-1, Swarm replaced
+    web-3: web-3 is redeploying, web-1 waiting.
+    """
     progress = list(state.progress)
     by_id = {item.target.id: index for index, item in enumerate(progress)}
-    for target_id, new, timeout in zip(target_ids, replacements, timeouts, strict=True):
-        index = by_id[target_id]
+    positions = [by_id[target_id] for target_id in target_ids]
+    for index, new, timeout in zip(positions, replacements, timeouts, strict=True):
+        other = by_id.get(new.replaces or "")
+        if other is not None and other != index and progress[other].phase is Phase.WAITING:
+            mine, theirs = progress[index], progress[other]
+            progress[index] = replace(mine, target=theirs.target, restore_from=theirs.restore_from)
+            progress[other] = replace(theirs, target=mine.target, restore_from=mine.restore_from)
+            by_id[mine.target.id], by_id[theirs.target.id] = other, index
         progress[index] = replace(
             progress[index], phase=Phase.REDEPLOYING, replacement=new, acked_at=at, deadline=at + timeout
         )

@@ -86,6 +86,10 @@ class TestThreeNodeRollouts:
         running = running_tasks(cluster, name)
         assert {task["ID"][:12] for task in running} == replacement_ids(outcome)  # exactly what it reported
         assert not {task["ID"] for task in running} & {task["ID"] for task in before}
+        # Swarm picks the slot; the replica each replacement is reported (and retired) for is the
+        # task it displaced, the one in its slot (replicated tasks are named SERVICE.SLOT).
+        acknowledged = outcome.of_kind("acknowledged")
+        assert [event["replica"] for event in acknowledged] == [event["replacement"] for event in acknowledged]
         assert answers(list(task_endpoints(cluster, name).values())) == ["v2"] * 6
         assert service_spec(cluster, name)["Spec"]["Mode"]["Replicated"]["Replicas"] == 6
         assert_handed_back(cluster, name, APP_V2)

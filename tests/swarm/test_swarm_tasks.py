@@ -10,7 +10,6 @@ from rollover.backends.swarm_tasks import (
     HOLD_NS,
     REQUEST_LABEL,
     SwarmTask,
-    TargetRoles,
     TaskContext,
     definition_of,
     dirty_slots,
@@ -135,16 +134,6 @@ def test_replacements_swarm_made_by_itself_are_told_from_extras_and_restarts() -
     ]
     assert [found.id for found in unrequested_replacements(tasks, V2, known | {"f", "n1"})] == ["unpaced"]
     assert unrequested_replacements(tasks, V1, known | {"f", "n1"}) == []
-
-
-def test_a_task_gone_with_its_slot_is_told_as_the_target_it_stands_for() -> None:
-    roles = TargetRoles()
-    roles.replaced("A", "A")  # A's request replaced A's own task
-    roles.replaced("B", "C")  # B's request replaced C's task: B's own task holds C's place now
-    assert [roles.target_of(task) for task in ("A", "C", "B", "D")] == ["A", "B", "C", "D"]
-    roles.replaced("C", "B")  # C's turn replaced B's task, which held C's place: nobody swapped
-    assert [roles.target_of(task) for task in ("B", "C")] == ["C", "B"]
-    assert roles.displaced == {"A": "A", "B": "C", "C": "B"}
 
 
 def test_dirty_slots_are_those_not_all_made_from_the_definition() -> None:

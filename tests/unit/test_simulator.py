@@ -12,7 +12,8 @@ from rollover.backends.sim import SimBackend
 from rollover.clock import run_virtual
 from rollover.controller import Controller
 from rollover.errors import PlatformError
-from rollover.model import ProgressEvent, Replica, StaleLock
+from rollover.model import Order, ProgressEvent, Replica, StaleLock
+from rollover.plan import decide
 from rollover.policy import FailurePolicy, OrderChoice, Policy, parse_step
 from rollover.report.output import render_timeline
 from rollover.result import RolloutResult
@@ -285,3 +286,19 @@ def test_a_replacement_removed_with_its_slot_leaves_its_target_skipped_not_faile
     scaled = rollout.replica_down(state, "new-1", "removed by a scale-down", 2.0, gone=True, slot_removed=True)
     removed = rollout.replica_down(state, "new-1", "removed", 2.0, gone=True)
     assert (scaled.progress[0].phase, removed.progress[0].phase) == ("skipped", "failed")
+
+
+def test_a_replacement_that_took_another_waiting_targets_place_trades_the_two() -> None:
+    # Swarm picks the slot: asked to replace app-1, it replaced app-3. app-3 is the one that goes
+    # (drained, retired) and app-1 still waits for its turn.
+    targets = [Replica(id=f"app-{n}", name=f"app-{n}") for n in (1, 2, 3)]
+    state = rollout.start(targets, batch=1, grace_s=0.0)
+    state = rollout.request_sent(state, ["app-1"], at=0.0)
+    new = Replica(id="new-1", name="app-4", replaces="app-3")
+    state = rollout.request_acknowledged(state, ["app-1"], [new], at=0.5, timeouts=[10.0])
+    assert [(item.target.id, item.phase) for item in state.progress] == [
+        ("app-3", "redeploying"), ("app-2", "waiting"), ("app-1", "waiting")]
+    state = rollout.advance(rollout.replica_up(state, "new-1", at=1.0), now=1.0)
+    decision = decide(state, Policy(step=parse_step("1")), Order.START_FIRST, now=1.0)
+    assert [item.target.id for item in decision.retire] == ["app-3"]
+    assert [item.target.id for item in decision.request] == ["app-2"]

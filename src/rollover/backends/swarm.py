@@ -11,8 +11,10 @@ report); Swarm keeps what only it can do (making tasks). Up/down comes from ever
 events and the manager's task list (``swarm_watch``), so every node must be reachable.
 
 Consequences, all checked against swarmkit's updater (manager/orchestrator/update/updater.go):
-- Replacements are returned one per target, but Swarm picks the slot; ``retire(target)`` waits
-  for the task the replacement actually displaced (Swarm stops it itself once the new one runs).
+- Replacements are returned one per target, but Swarm picks the slot: each says which task it
+  displaced (``Replica.replaces``), and the controller trades that target for the one it asked
+  for, so the task Swarm stops is the one drained and retired (``retire`` waits for Swarm to stop
+  it once the new one runs).
 - A start-first slot in flight (old and new task both live) would be cut short by the next
   updater run (``useExistingTask`` shuts the old task down at once), so a request waits until no
   healthy start-first replacement is in flight: start-first rolls one request at a time on Swarm.
@@ -23,8 +25,7 @@ Consequences, all checked against swarmkit's updater (manager/orchestrator/updat
 - A spec change someone else makes (``docker service scale``) restarts the updater on random
   dirty slots: it may leave a start-first swap half done (finished by ``retire``, see
   ``stalled_swaps``), replace slots by itself (taken by the next request instead of a new spec
-  change, see ``unrequested_replacements``), or remove slots (their targets are skipped, see
-  ``TargetRoles``).
+  change, see ``unrequested_replacements``), or remove slots (their targets are skipped).
 - When the rollout is over and every task runs the current spec, the user's update config and
   labels are put back (the service shows no update in progress). A rollout that stopped half
   way (or a rollover that was killed) leaves the service on hold, like a paused Swarm update:
@@ -48,7 +49,6 @@ from rollover.backends.swarm_tasks import (
     NS,
     Json,
     SwarmTask,
-    TargetRoles,
     TaskContext,
     definition_of,
     dirty_slots,
@@ -142,7 +142,7 @@ class SwarmBackend:
         self._requests = 0
         self._run = uuid.uuid4().hex[:8]  # tells this rollout's requests from a killed one's
         self._request_lock = asyncio.Lock()
-        self._roles = TargetRoles()  # which task Swarm replaced for each target, and who stands for whom
+        self._displaced: dict[str, str] = {}  # target id -> id of the task Swarm replaced for it
         self._preexisting: frozenset[str] = frozenset()  # task ids listed when the snapshot was taken
         self._up_since: dict[str, float] = {}  # replacement task id -> when a look first showed it up
         self._pending: dict[str, _Request] = {}  # restore key -> its request, until its tasks are seen
@@ -175,14 +175,7 @@ class SwarmBackend:
                                  down=down)
 
     def events(self) -> AsyncIterator[ReplicaEvent]:
-        return self._as_targets(self._connected_watch().events())
-
-    async def _as_targets(self, events: AsyncIterator[ReplicaEvent]) -> AsyncIterator[ReplicaEvent]:
-        """A task gone with its slot (a scale-down) is told as the target it stands for (``TargetRoles``)."""
-        async for event in events:
-            if isinstance(event, ReplicaDown) and event.gone:
-                event = replace(event, replica_id=self._roles.target_of(event.replica_id))
-            yield event
+        return self._connected_watch().events()
 
     async def refresh(self, replica: Replica) -> Replica:
         """A task's host-mode port is only in its status once it runs, and the manager's list lags
@@ -310,10 +303,15 @@ class SwarmBackend:
             while len(made) < len(targets):
                 made += await self._request(len(targets) - len(made), template, order, key)
             tasks = self._connected_watch().latest
-            for target, task in zip(targets, made, strict=True):
+            replicas = await asyncio.gather(*(self._replica(task, template) for task in made))
+            replaced: list[Replica] = []
+            for target, task, replica in zip(targets, made, replicas, strict=True):
+                # Swarm picked the slot: the task that goes may be another target's (the
+                # controller then trades the two, see rollout.request_acknowledged).
                 displaced = displaced_by(task, tasks)
-                self._roles.replaced(target.id, displaced.id if displaced else target.id)
-            return list(await asyncio.gather(*(self._replica(task, template) for task in made)))
+                self._displaced[target.id] = displaced.id if displaced else target.id
+                replaced.append(replace(replica, replaces=self._displaced[target.id]))
+            return replaced
 
     async def _wait_until_slots_settle(self, forward: bool) -> None:
         """Wait while a healthy start-first replacement is in flight (see the module docstring);
@@ -390,7 +388,7 @@ class SwarmBackend:
     async def retire(self, replica: Replica) -> None:
         """Swarm stops the displaced task itself once its replacement runs: wait for that. A swap
         left half done (a spec change by someone else cancelled the updater) is finished here."""
-        task_id = self._roles.displaced.get(replica.id, replica.id)
+        task_id = self._displaced.get(replica.id, replica.id)
 
         def stopped_or_stalled(tasks: list[SwarmTask]) -> str | None:
             task = next((task for task in tasks if task.id == task_id), None)

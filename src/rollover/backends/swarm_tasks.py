@@ -218,33 +218,6 @@ def displaced_by(replacement: SwarmTask, tasks: Iterable[SwarmTask]) -> SwarmTas
     return before[-1] if before else None
 
 
-class TargetRoles:
-    """Which target the controller knows a Swarm task stands for, when Swarm picks the slots.
-
-    A request for target A may replace target B's task (Swarm's choice): from then on B's task is
-    A's displaced one, and A's own task, still running, holds B's place. The controller only
-    learns of a task gone with its slot (a scale-down) as the target it stands for: A for B's
-    task and for A's replacement (A's turn is over), B for A's own task (B still waits).
-    """
-
-    def __init__(self) -> None:
-        self.displaced: dict[str, str] = {}  # target id -> the task its request replaced
-        self._played_by: dict[str, str] = {}  # target id -> the task holding its place, where not its own
-
-    def replaced(self, target_id: str, displaced_id: str) -> None:
-        roles = {task: role for role, task in self._played_by.items()}
-        role = roles.get(displaced_id, displaced_id)
-        own = self._played_by.pop(target_id, target_id)
-        self.displaced[target_id] = displaced_id
-        if role != target_id:
-            self._played_by[role] = own
-
-    def target_of(self, task_id: str) -> str:
-        replaced_for = {task: target for target, task in self.displaced.items()}
-        roles = {task: role for role, task in self._played_by.items()}
-        return replaced_for.get(task_id, roles.get(task_id, task_id))
-
-
 def dirty_slots(tasks: Iterable[SwarmTask], definition: tuple[str, int]) -> list[str]:
     """Slots whose live tasks are not all made from ``definition``: work left for the updater."""
     return [slot for slot, group in slots(tasks).items()
