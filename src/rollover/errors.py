@@ -8,12 +8,14 @@ exception. The CLI maps each class to an exit code and prints ``error: Class: me
     ├── BadInput                      exit 2: the request cannot be carried out; nothing was touched
     │   ├── InvalidOption             a flag or variable has a malformed value
     │   ├── ServiceNotFound           no such project/service/selector, or no running replica
-    │   ├── EngineUnavailable         the Docker daemon cannot be reached (socket, TLS, permission)
+    │   ├── EngineUnavailable         the Docker daemon cannot be reached (socket, TLS, permission,
+    │   │                             a Swarm manager answering 503 while it restarts)
     │   ├── ImageNotFound             the image to roll to does not exist and cannot be pulled
     │   ├── BalancerUnavailable       the load balancer cannot be reached or does not front the service
     │   └── Unsupported               the service's shape rules the rollout out (e.g. container_name)
     ├── Locked                        exit 3: another rollout of the service holds the lock
     └── PlatformError                 exit 1: the engine refused an operation mid-rollout
+        └── TargetRemoved             nothing left to replace after a scale-down: the target is skipped
 """
 
 from __future__ import annotations

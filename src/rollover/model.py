@@ -80,7 +80,7 @@ class ReplicaDown:
     replica_id: str
     at: float
     reason: str
-    gone: bool = False  # it will never run again: removed (a Swarm task that ended never restarts)
+    gone: bool = False  # it will never run again: a container removed, a Swarm task gone with its slot
     # The platform removed its place in the service (a Swarm scale-down): the service is meant to
     # have one replica less, so a replacement lost this way is no failure.
     slot_removed: bool = False
