@@ -9,6 +9,7 @@ import pytest
 from rollover.backends.swarm_tasks import (
     HOLD_NS,
     REQUEST_LABEL,
+    Displacements,
     SwarmTask,
     TaskContext,
     definition_of,
@@ -113,6 +114,17 @@ def test_the_replacements_a_request_made_are_one_per_dirty_slot() -> None:
     made = replacements_made(after, {"a", "b"}, V2, {"1", "2"})
     assert [item.id for item in made] == ["n1"]
     assert displaced_by(made[0], after) == before[1]
+
+
+def test_retire_waits_for_the_task_that_went_not_a_stale_one_from_an_earlier_trade() -> None:
+    went = Displacements()
+    went.record("A", "B")  # asked for A, Swarm replaced B
+    assert (went.task_to_stop("A"), went.task_to_stop("B")) == ("B", "B")
+    went.record("C", "A")  # later: asked for C, Swarm replaced A
+    assert went.task_to_stop("A") == "A"  # not B, which stopped with the first request
+    assert went.task_to_stop("C") == "A"
+    went.record("A", "A")  # A asked for again and replaced itself
+    assert went.task_to_stop("A") == "A"
 
 
 def test_a_swap_whose_replacement_is_up_beside_its_old_task_is_stalled() -> None:

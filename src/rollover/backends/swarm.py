@@ -47,6 +47,7 @@ from rollover.backends.swarm_lock import SwarmLock
 from rollover.backends.swarm_service import SwarmService
 from rollover.backends.swarm_tasks import (
     NS,
+    Displacements,
     Json,
     SwarmTask,
     TaskContext,
@@ -142,7 +143,7 @@ class SwarmBackend:
         self._requests = 0
         self._run = uuid.uuid4().hex[:8]  # tells this rollout's requests from a killed one's
         self._request_lock = asyncio.Lock()
-        self._displaced: dict[str, str] = {}  # target id -> id of the task Swarm replaced for it
+        self._displaced = Displacements()
         self._preexisting: frozenset[str] = frozenset()  # task ids listed when the snapshot was taken
         self._up_since: dict[str, float] = {}  # replacement task id -> when a look first showed it up
         self._pending: dict[str, _Request] = {}  # restore key -> its request, until its tasks are seen
@@ -309,8 +310,9 @@ class SwarmBackend:
                 # Swarm picked the slot: the task that goes may be another target's (the
                 # controller then trades the two, see rollout.request_acknowledged).
                 displaced = displaced_by(task, tasks)
-                self._displaced[target.id] = displaced.id if displaced else target.id
-                replaced.append(replace(replica, replaces=self._displaced[target.id]))
+                went = displaced.id if displaced else target.id
+                self._displaced.record(target.id, went)
+                replaced.append(replace(replica, replaces=went))
             return replaced
 
     async def _wait_until_slots_settle(self, forward: bool) -> None:
@@ -388,7 +390,7 @@ class SwarmBackend:
     async def retire(self, replica: Replica) -> None:
         """Swarm stops the displaced task itself once its replacement runs: wait for that. A swap
         left half done (a spec change by someone else cancelled the updater) is finished here."""
-        task_id = self._displaced.get(replica.id, replica.id)
+        task_id = self._displaced.task_to_stop(replica.id)
 
         def stopped_or_stalled(tasks: list[SwarmTask]) -> str | None:
             task = next((task for task in tasks if task.id == task_id), None)

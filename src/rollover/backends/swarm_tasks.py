@@ -218,6 +218,27 @@ def displaced_by(replacement: SwarmTask, tasks: Iterable[SwarmTask]) -> SwarmTas
     return before[-1] if before else None
 
 
+class Displacements:
+    """Which task went for each target asked for: Swarm picks the slot, so a request for target A
+    may replace task B (A keeps waiting; the controller trades the two). Retire waits for the task
+    that actually went.
+
+    Example: a request for A displaces B (A -> B, and B's own retire waits for B). A later request
+    for C displaces A: A's old entry (A -> B) is dropped, since A is now the one going and its
+    retire must wait for A, not for B, which stopped long ago.
+    """
+
+    def __init__(self) -> None:
+        self._went: dict[str, str] = {}  # target id -> id of the task Swarm replaced for it
+
+    def record(self, target_id: str, displaced_id: str) -> None:
+        self._went.pop(displaced_id, None)
+        self._went[target_id] = displaced_id
+
+    def task_to_stop(self, replica_id: str) -> str:
+        return self._went.get(replica_id, replica_id)
+
+
 def dirty_slots(tasks: Iterable[SwarmTask], definition: tuple[str, int]) -> list[str]:
     """Slots whose live tasks are not all made from ``definition``: work left for the updater."""
     return [slot for slot, group in slots(tasks).items()
