@@ -208,6 +208,24 @@ def test_a_drain_that_times_out_returns_the_requests_left(
     assert proxy.upstreams() == [f"127.0.0.1:{other.port}"]
 
 
+def test_an_idle_upstreams_drain_still_waits_out_the_settle_window(
+    loop: asyncio.AbstractEventLoop, stubs: StubFarm, caddy: CaddyLauncher
+) -> None:
+    """No request in flight at the park, yet a request Caddy accepted under the config before it
+    may still pick the upstream: the drain ends no sooner than ``settle_s`` after the park."""
+    old, other = stubs.start("old1"), stubs.start("other")
+    proxy = caddy.launch([old, other])
+    balancer = CaddyBalancer(proxy.admin_url, ROUTE, settle_s=0.4)
+
+    async def scenario() -> float:
+        await balancer.attach([old.replica, other.replica])
+        return (await balancer.drain(old.replica, timeout=5)).waited_s
+
+    waited = loop.run_until_complete(scenario())
+    assert 0.4 <= waited < 2.0
+    assert proxy.upstreams() == [f"127.0.0.1:{other.port}"]
+
+
 def test_forget_removes_an_upstream_that_was_never_drained_and_a_drained_one_can_come_back(
     loop: asyncio.AbstractEventLoop, stubs: StubFarm, caddy: CaddyLauncher
 ) -> None:
