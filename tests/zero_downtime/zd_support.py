@@ -31,8 +31,11 @@ ROLLOVER = str(_VENV_ROLLOVER) if _VENV_ROLLOVER.exists() else shutil.which("rol
 REPLICAS = 6
 RANDOM_LOOPBACK_PORT = "127.0.0.1::8080"  # each replica gets its own random host port on loopback
 PROBE_RATE = 200.0  # requests per second through the balancer: the issue's "at least 200"
-CLIENT_RATE = 100.0  # the independent client's own requests/s, on top of the probe's 200
-AFTER_EXIT = 100  # requests the independent client must have answered that were sent after the exit (~1 s)
+# The independent client is a witness, not the load (the probe's 200/s is): at 100/s on top, the
+# 2-core machine ran short of CPU while 3 replacements started at once (Traefik, start-first, step
+# half: the probe fell behind its schedule, "overload", while no request failed).
+CLIENT_RATE = 40.0  # the independent client's own requests/s, on top of the probe's 200
+AFTER_EXIT = 40  # requests the independent client must have answered that were sent after the exit (~1 s)
 
 # The issue's matrix: start-first and stop-first, step 1, 2 and half, for every balancer.
 MATRIX = [
