@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
-import uuid
-from pathlib import Path
 
 import pytest
 
 from http_stubs import StubFarm, closed_port
 from rollover.probe import Probe, ProbeReport
-from rollover.probe_process import ProbeProcess
 
 
 def _url(port: int, path: str = "/") -> str:
@@ -121,74 +112,3 @@ def test_a_probe_cannot_stop_before_it_starts() -> None:
         Probe("http://127.0.0.1:1/", rate=0)
     with pytest.raises(ValueError):
         Probe("ftp://127.0.0.1:1/")
-
-
-# -- the probe in a process of its own (what `rollover redeploy --probe` runs) -------------------
-
-
-def _processes_with(marker: str) -> list[int]:
-    """Pids whose command line holds ``marker`` (a URL only this test uses)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-    return found
-
-
-def test_the_probe_process_reports_what_its_probe_saw(loop: asyncio.AbstractEventLoop, stubs: StubFarm) -> None:
-    server = stubs.start("v1")
-
-    async def scenario() -> tuple[ProbeReport, float]:
-        probe = ProbeProcess(_url(server.port, "/process-report"), rate=100)
-        await probe.start()
-        started = loop.time()
-        await asyncio.sleep(1.0)  # the probe runs for a second: about 100 requests
-        report = await probe.stop()
-        return report, loop.time() - started
-
-    report, elapsed = loop.run_until_complete(scenario())
-    assert report.failed == 0 and report.failures_by_kind == {}
-    assert 60 <= report.sent == report.ok <= 100 * elapsed + 2
-    assert report.answers == {"v1": report.ok}
-    assert not _processes_with("/process-report")  # the worker is gone
-
-
-def test_the_probe_process_reports_failures_by_kind(loop: asyncio.AbstractEventLoop) -> None:
-    async def scenario() -> ProbeReport:
-        probe = ProbeProcess(_url(closed_port()), rate=50)
-        await probe.start()
-        await asyncio.sleep(0.5)
-        return await probe.stop()
-
-    report = loop.run_until_complete(scenario())
-    assert report.sent == report.failed >= 10
-    assert report.failures_by_kind == {"connect": report.failed} and report.ok == 0
-
-
-def test_the_probe_process_ends_when_rollover_is_killed(tmp_path: Path) -> None:
-    marker = f"/{uuid.uuid4().hex}"  # in the worker's command line, so it can be found
-    parent = subprocess.Popen([sys.executable, "-c", (
-        "import asyncio, sys\n"
-        "from rollover.probe_process import ProbeProcess\n"
-        "async def main():\n"
-        f"    await ProbeProcess('http://127.0.0.1:{closed_port()}{marker}', rate=20).start()\n"
-        "    print('started', flush=True)\n"
-        "    await asyncio.sleep(60)\n"
-        "asyncio.run(main())\n"
-    )], stdout=subprocess.PIPE)
-    try:
-        assert parent.stdout is not None and parent.stdout.readline() == b"started\n"
-        assert len(_processes_with(marker)) == 2  # the parent's -c text names it too
-        parent.kill()  # SIGKILL: rollover cannot stop its probe
-        parent.wait()
-        deadline = time.monotonic() + 10
-        while _processes_with(marker) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _processes_with(marker), "the probe's worker outlived rollover"
-    finally:
-        parent.kill()
-        for pid in _processes_with(marker):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)

@@ -17,7 +17,7 @@ from rollover.backends.base import Backend
 from rollover.balancers.base import Balancer
 from rollover.clock import Clock
 from rollover.errors import InvalidOption
-from rollover.probe_process import ProbeProcess
+from rollover.probe import Probe
 
 BALANCER_KINDS = ("haproxy", "traefik", "caddy")
 
@@ -152,10 +152,10 @@ def check_probe_url(url: str | None) -> str | None:
     return url
 
 
-def make_probe(options: TrafficOptions) -> ProbeProcess | None:
+def make_probe(options: TrafficOptions, clock: Clock) -> Probe | None:
     if options.probe_url is None:
         return None
-    return ProbeProcess(options.probe_url, rate=options.probe_rate)
+    return Probe(options.probe_url, rate=options.probe_rate, clock=clock)
 
 
 def parse_hook(text: str | None, what: str) -> tuple[str, ...] | None:

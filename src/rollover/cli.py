@@ -269,7 +269,7 @@ async def _redeploy(target: BackendChoice, policy: Policy, traffic: TrafficOptio
     clock = asyncio.get_running_loop().time
     controller = Controller(
         await make_backend(target, clock), policy, report=report, balancer=make_balancer(traffic, clock),
-        drain_timeout_s=traffic.drain_timeout_s, probe=make_probe(traffic),
+        drain_timeout_s=traffic.drain_timeout_s, probe=make_probe(traffic, clock),
         max_probe_failures=traffic.max_probe_failures,
     )
     loop = asyncio.get_running_loop()

@@ -90,7 +90,7 @@ def _watched_ids(state: RolloutState) -> list[str]:
 
 
 class TrafficProbe(Protocol):
-    """What the controller needs of a probe (``rollover.probe_process.ProbeProcess``)."""
+    """What the controller needs of ``rollover.probe.Probe``."""
 
     async def start(self) -> None: ...
 
