@@ -1,8 +1,8 @@
 """Benchmark: what rollover's traffic probe costs in CPU, per request and as a share of one core.
 
-rollover runs the probe in a worker process of its own (``rollover/probe_process.py``); what it
-costs there is CPU the balancer, the engine and the replicas do not get: at 200 requests/s,
-every millisecond per request is a fifth of a core. This sends
+The probe runs in rollover's own event loop, beside the controller: at 200 requests/s, every
+millisecond of CPU a request costs is a fifth of a core the controller, the balancer, the engine
+and the replicas do not get. This sends
 the probe's traffic to busybox httpd on 127.0.0.1 (a process of its own, so its CPU is not
 counted) and reads the probe process's CPU time (user + system) around the run.
 

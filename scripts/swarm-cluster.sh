@@ -141,7 +141,21 @@ remove_node() {
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   fi
+  # A node whose dockerd was SIGKILLed leaves its containers running, each in network namespaces of
+  # its own (so not among the node's pids above) but in the node's cgroup (--cgroup-parent).
+  kill_cgroup_processes "$ns"
   rm -rf "/var/lib/$ns" "/run/$ns" "/etc/netns/$ns"
+}
+
+kill_cgroup_processes() {
+  local root="/sys/fs/cgroup/pids/$1" pid t
+  [ -d "$root" ] || return 0
+  for pid in $(find "$root" -name cgroup.procs -exec cat {} + 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+  for t in $(seq 1 50); do
+    [ -z "$(find "$root" -name cgroup.procs -exec cat {} + 2>/dev/null)" ] && break
+    sleep 0.1
+  done
+  find "$root" -depth -type d -exec rmdir {} + 2>/dev/null || true
 }
 
 # The node's dockerd stopped (TERM, as a service manager restarts it) and started again in its
