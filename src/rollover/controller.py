@@ -9,84 +9,34 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from typing import Protocol
 
 from rollover import rollout
 from rollover.backends.base import Backend, Refilling
 from rollover.balancers.base import Balancer, NoBalancer
+from rollover.controller_messages import (
+    Acknowledged,
+    Admitted,
+    Interrupted,
+    Message,
+    RequestFailed,
+    Resynced,
+    watched_ids,
+)
 from rollover.errors import PlatformError, RolloverError, TargetRemoved
 from rollover.liveness import Broken, Liveness, StreamLost, StreamRestored
-from rollover.model import (
-    Order,
-    ProgressEvent,
-    Replica,
-    ReplicaDown,
-    ReplicaUp,
-    ServiceSnapshot,
-    StaleLock,
-)
+from rollover.model import Order, ProgressEvent, Replica, ReplicaDown, ReplicaUp, ServiceSnapshot, StaleLock
 from rollover.plan import Decision, decide, needs_repair
-from rollover.policy import FailurePolicy, Policy, batch_size, choose_order, replacement_timeout
+from rollover.policy import FailurePolicy, Policy, batch_size, choose_order, lock_lease_s, replacement_timeout
 from rollover.probe import ProbeReport
 from rollover.recovery import Recovery, made_by, plan_recovery
-from rollover.result import RolloutResult, default_holder, probe_figures
-from rollover.rollout import IN_FLIGHT, Phase, RolloutState, TargetProgress
+from rollover.report.steps import replica_steps
+from rollover.result import RolloutResult, conclude, default_holder, first_failure, summary_figures
+from rollover.rollout import Phase, RolloutState, TargetProgress
 
 Reporter = Callable[[ProgressEvent], None]
-
-
-@dataclass(frozen=True)
-class _Acknowledged:
-    target_ids: tuple[str, ...]
-    replacements: tuple[Replica, ...]
-    at: float
-
-
-@dataclass(frozen=True)
-class _RequestFailed:
-    target_ids: tuple[str, ...]
-    reason: str
-    at: float
-    removed: bool = False  # nothing left to replace (TargetRemoved): skipped, not failed
-
-
-@dataclass(frozen=True)
-class _Admitted:
-    target_id: str
-    at: float
-    failure: str | None = None
-
-
-@dataclass(frozen=True)
-class _Interrupted:
-    signal: str
-
-
-@dataclass(frozen=True)
-class _Resynced:
-    """What the stream missed has been looked up and posted (before this) for outage ``outage``."""
-
-    outage: int
-
-
-_Message = (
-    ReplicaUp | ReplicaDown | _Acknowledged | _RequestFailed | _Admitted | _Interrupted
-    | StreamLost | StreamRestored | _Resynced | Broken
-)
-
-
-def _first_failure(state: RolloutState) -> str | None:
-    return next((item.failure for item in state.progress if item.phase is Phase.FAILED), None)
-
-
-def _watched_ids(state: RolloutState) -> list[str]:
-    """Replicas whose fate the rollout waits on: replacements in flight, waiting targets, extras."""
-    ids = [item.replacement.id for item in state.progress if item.replacement and item.phase in IN_FLIGHT]
-    # A refill's stand-in is no replica: looking it up would find it gone.
-    ids += [item.target.id for item in state.progress if item.phase is Phase.WAITING and not item.refill]
-    return ids + sorted(state.extras_up)
 
 
 class TrafficProbe(Protocol):
@@ -110,7 +60,7 @@ class Controller:
         self._drain_timeout_s = drain_timeout_s
         self._report_to = report or (lambda event: None)
         self._holder = holder or default_holder()
-        self._messages: asyncio.Queue[_Message] = asyncio.Queue()
+        self._messages: asyncio.Queue[Message] = asyncio.Queue()
         # Event-stream outages so far, and whether the last one's resync is still to be applied:
         # until it is, deadlines wait (rollout.blinded).
         self._outages = 0
@@ -140,7 +90,7 @@ class Controller:
         is still released on the way out."""
         if self._interrupted_by is None:
             self._interrupted_by = signal_name
-            self._messages.put_nowait(_Interrupted(signal_name))
+            self._messages.put_nowait(Interrupted(signal_name))
         elif self._main is not None:
             self._report("interrupted_again", signal=signal_name)
             self._main.cancel()
@@ -160,7 +110,7 @@ class Controller:
             self._t0 = self._now()  # times count from the plan: connecting and looking came before
             self._report_plan(snapshot, batch, why)
             await self.balancer.attach(snapshot.replicas)
-            lease_s = self._lease_s(snapshot, batch)
+            lease_s = lock_lease_s(self.policy, snapshot.replicas, batch, self._drain_timeout_s)
             stale = await self.backend.acquire_lock(self._holder, lease_s, len(snapshot.replicas))
             try:
                 recovery = await self._recover(snapshot, stale) if stale is not None else None
@@ -172,15 +122,6 @@ class Controller:
                 pump.cancel()
             await self.balancer.close()
             await self.backend.close()
-
-    def _lease_s(self, snapshot: ServiceSnapshot, batch: int) -> float:
-        """How long this rollout's lock may be presumed alive when its holder cannot be checked:
-        twice the longest it could take. 6 replicas, step 1, 13 s timeout, 30 s drain ->
-        6 waves x (13 + 30 + 60 s slack) x 2 = 1236 s; never under 10 minutes."""
-        waves = -(-len(snapshot.replicas) // max(1, batch))
-        longest = max((replacement_timeout(self.policy, replica) for replica in snapshot.replicas), default=60.0)
-        per_wave = longest + self._drain_timeout_s + self.policy.grace_s + 60.0
-        return max(600.0, 2 * waves * per_wave)
 
     async def _recover(self, snapshot: ServiceSnapshot, stale: StaleLock) -> Recovery:
         """Take over from a dead rollout: adopt its finished replacements, discard its half-made ones,
@@ -228,49 +169,20 @@ class Controller:
             targets, batch, self.policy.grace_s, admission=self._admission, adopted=adopted, now=self._t0,
             refills=refills,
         ))
-        failure = next((item.failure for item in forward.progress if item.phase is Phase.FAILED), None)
+        # A failure or a signal puts back what needs repair (under 'rollback', every replaced
+        # replica); under 'pause' everything stays as it is.
         back: RolloutState | None = None
         rolling_back = self.policy.on_failure is FailurePolicy.ROLLBACK
-        pausing = self.policy.on_failure is FailurePolicy.PAUSE
-        if self._interrupted_by is not None:
-            failure = f"interrupted by {self._interrupted_by}"
-            back = None if pausing else await self._roll_back(forward, batch, everything=rolling_back)
-            outcome = "interrupted"
-        elif failure is None:
-            outcome = "completed"
-        elif rolling_back:
-            back = await self._roll_back(forward, batch)
-            outcome = "rolled-back" if back.count(Phase.FAILED) == 0 else "failed"
-            if outcome == "failed":
-                failure = f"{failure}; the rollback failed too: {_first_failure(back)}"
-        else:
-            back = None if pausing else await self._roll_back(forward, batch, everything=False)
-            outcome = "paused" if pausing else "failed"
-        if self._problems and outcome == "completed":
-            outcome, failure = "failed", self._problems[0]
-        short = sum(1 for item in forward.progress if item.refill and item.phase is not Phase.UP)
-        if short and failure is not None:
-            failure = f"{failure}; the service is {short} replica(s) short: the dead rollout's gap was not refilled"
+        if self.policy.on_failure is not FailurePolicy.PAUSE and (
+                self._interrupted_by is not None or first_failure(forward) is not None):
+            back = await self._roll_back(forward, batch, everything=rolling_back)
         probe = await self.probe.stop() if self.probe is not None else None
-        if probe is not None and outcome == "completed" and self._too_many_probe_failures(probe):
-            outcome = "failed"
-            failure = f"the probe saw {probe.failed} failed requests (limit {self.max_probe_failures})"
+        outcome, failure = conclude(forward, back, self.policy.on_failure, interrupted_by=self._interrupted_by,
+                                    problems=self._problems, probe=probe, max_probe_failures=self.max_probe_failures)
         result = RolloutResult(outcome, snapshot, self._order, forward, back, self._t0,
                                round(self._now() - self._t0, 6), failure, probe)
-        figures: dict[str, object] = {
-            "replaced": result.replaced, "failed": result.failed, "rolled_back": result.rolled_back,
-            "skipped": forward.count(Phase.SKIPPED), "duration_s": result.duration_s, "result": outcome,
-            "refilled": sum(1 for item in forward.progress if item.refill and item.phase is Phase.UP),
-            "reason": failure,
-            "not_redeployed": [item.target.name for item in forward.progress if item.phase is Phase.WAITING],
-        }
-        if probe is not None:
-            figures["probe"] = probe_figures(probe)
-        self._emit("summary", "", None, figures)
+        self._emit("summary", "", None, summary_figures(result))
         return result
-
-    def _too_many_probe_failures(self, probe: ProbeReport) -> bool:
-        return self.max_probe_failures is not None and probe.failed > self.max_probe_failures
 
     async def _roll_back(self, forward: RolloutState, batch: int, everything: bool = True) -> RolloutState:
         """Put replicas back on their previous definition, as a rollout of its own (same step,
@@ -325,7 +237,7 @@ class Controller:
             self._spawn(self._request(decision.request))
         return state
 
-    async def _next_message(self, wake_at: float | None) -> _Message | None:
+    async def _next_message(self, wake_at: float | None) -> Message | None:
         timeout = None if wake_at is None else max(0.0, wake_at - self._now())
         try:
             message = await asyncio.wait_for(self._messages.get(), timeout)
@@ -339,34 +251,34 @@ class Controller:
         self._report("interrupted", signal=signal_name, in_flight=state.in_flight())
         return rollout.stop_issuing(state)
 
-    def _receive(self, state: RolloutState, *, message: _Message) -> RolloutState:
+    def _receive(self, state: RolloutState, *, message: Message) -> RolloutState:
         if isinstance(message, ReplicaUp):
             return rollout.replica_up(state, message.replica_id, message.at)
         if isinstance(message, ReplicaDown):
             return rollout.replica_down(state, message.replica_id, message.reason, message.at, gone=message.gone,
                                         slot_removed=message.slot_removed)
-        if isinstance(message, _Acknowledged):
+        if isinstance(message, Acknowledged):
             timeouts = [replacement_timeout(self.policy, new) for new in message.replacements]
             return rollout.request_acknowledged(state, message.target_ids, message.replacements, message.at,
                                                 timeouts)
-        if isinstance(message, _RequestFailed):
+        if isinstance(message, RequestFailed):
             return rollout.request_failed(state, message.target_ids, message.reason, message.at,
                                           removed=message.removed)
-        if isinstance(message, _Interrupted):
+        if isinstance(message, Interrupted):
             return self._stop_on_interrupt(state, message.signal)
         if isinstance(message, StreamLost):
             self._outages += 1
             self._outages_unseen = True
             return rollout.blinded(state)
         if isinstance(message, StreamRestored):
-            self._spawn(self._resync(_watched_ids(state), outage=self._outages))
+            self._spawn(self._resync(watched_ids(state), outage=self._outages))
             return state
-        if isinstance(message, _Resynced):
+        if isinstance(message, Resynced):
             if message.outage != self._outages:
                 return state  # lost again since: the next resync decides
             self._outages_unseen = False
             return rollout.sighted(state, self._now())
-        if isinstance(message, _Admitted):
+        if isinstance(message, Admitted):
             if message.failure is not None:
                 return rollout.admission_failed(state, message.target_id, message.failure, message.at)
             return rollout.admitted(state, message.target_id, message.at)
@@ -377,31 +289,16 @@ class Controller:
         new = change(state)
         for before, after in zip(state.progress, new.progress, strict=True):
             if before != after:
-                self._report_steps(before, after)
+                for kind, name, at, detail in replica_steps(before, after, self.policy.grace_s):
+                    self._emit(kind, name, at, detail)
         return new
-
-    def _report_steps(self, before: TargetProgress, after: TargetProgress) -> None:
-        name = after.target.name
-        if after.requested_at is not None and before.requested_at is None:
-            self._report("request_sent", name, after.requested_at, restore=after.restore_from is not None,
-                         refill=after.refill)
-        if after.acked_at is not None and before.acked_at is None and after.replacement:
-            # The platform may have replaced another waiting target than the one asked (Swarm).
-            instead = {"instead_of": before.target.name} if before.target.id != after.target.id else {}
-            self._report("acknowledged", name, after.acked_at, replacement=after.replacement.name,
-                         replacement_id=after.replacement.short_id, **instead)
-        if after.up_at is not None and before.up_at is None:
-            self._report("up", name, after.up_at, grace_s=self.policy.grace_s)
-        if after.phase is not before.phase and after.phase in (Phase.UP, Phase.FAILED, Phase.SKIPPED):
-            kind = "settled" if after.phase is Phase.UP else after.phase.value
-            self._report(kind, name, after.finished_at, reason=after.failure)
 
     async def _resync(self, ids: Sequence[str], outage: int | None = None) -> None:
         """Look up the state of ``ids`` and post it; after an outage, then say the rollout sees again."""
         for event in await self._link.retrying(lambda: self.backend.observe(ids)):
             self._messages.put_nowait(event)
         if outage is not None:
-            self._messages.put_nowait(_Resynced(outage))
+            self._messages.put_nowait(Resynced(outage))
 
     def _spawn(self, work: asyncio.Future[None] | object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)  # type: ignore[arg-type]
@@ -431,11 +328,11 @@ class Controller:
                     await self._drain(replica)
             new = await self._make_replacements(items)
         except RolloverError as exc:
-            self._messages.put_nowait(_RequestFailed(ids, str(exc), self._now(), isinstance(exc, TargetRemoved)))
+            self._messages.put_nowait(RequestFailed(ids, str(exc), self._now(), isinstance(exc, TargetRemoved)))
             return
         if len(new) != len(items):
             raise PlatformError(f"asked for {len(items)} replacements, the platform made {len(new)}")
-        self._messages.put_nowait(_Acknowledged(ids, tuple(new), self._now()))
+        self._messages.put_nowait(Acknowledged(ids, tuple(new), self._now()))
         if self._link.reopened != reopened:
             # The stream was opened again meanwhile: the replacements' first events may have gone
             # to neither stream (a retried restore may even return one made before the outage).
@@ -463,10 +360,10 @@ class Controller:
         try:
             await self.balancer.admit(await self._link.retrying(partial(self.backend.refresh, item.replacement)))
         except RolloverError as exc:
-            self._messages.put_nowait(_Admitted(item.target.id, self._now(), f"admission failed: {exc}"))
+            self._messages.put_nowait(Admitted(item.target.id, self._now(), f"admission failed: {exc}"))
             return
         self._report("admitted", item.target.name, replacement=item.replacement.name)
-        self._messages.put_nowait(_Admitted(item.target.id, self._now()))
+        self._messages.put_nowait(Admitted(item.target.id, self._now()))
 
     async def _drain(self, replica: Replica) -> None:
         drained = await self.balancer.drain(replica, self._drain_timeout_s)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
@@ -156,3 +157,13 @@ def replacement_timeout(policy: Policy, replica: Replica) -> float:
     if replica.health_budget_s is not None:
         return replica.health_budget_s + _START_SLACK_S
     return _DEFAULT_TIMEOUT_S
+
+
+def lock_lease_s(policy: Policy, replicas: Sequence[Replica], batch: int, drain_timeout_s: float) -> float:
+    """How long this rollout's lock may be presumed alive when its holder cannot be checked:
+    twice the longest it could take. 6 replicas, step 1, 13 s timeout, 30 s drain ->
+    6 waves x (13 + 30 + 60 s slack) x 2 = 1236 s; never under 10 minutes."""
+    waves = -(-len(replicas) // max(1, batch))
+    longest = max((replacement_timeout(policy, replica) for replica in replicas), default=60.0)
+    per_wave = longest + drain_timeout_s + policy.grace_s + 60.0
+    return max(600.0, 2 * waves * per_wave)
