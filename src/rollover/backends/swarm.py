@@ -30,89 +30,50 @@ Consequences, all checked against swarmkit's updater (manager/orchestrator/updat
   labels are put back (the service shows no update in progress). A rollout that stopped half
   way (or a rollover that was killed) leaves the service on hold, like a paused Swarm update:
   ``docker service update --update-delay 0s SERVICE`` lets Swarm finish it.
+
+The requests are sent, and what they make waited for, in ``swarm_requests``; ``swarm_nodes``
+connects to every node's daemon, ``swarm_replicas`` describes tasks as replicas, and
+``swarm_tasks`` reads task lists and computes the specs (no daemon).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, cast
+from dataclasses import replace
+from typing import Any
 
 from rollover.backends.base import DEFAULT_LEASE_S
 from rollover.backends.docker_engine import Engine, engine_address
 from rollover.backends.swarm_lock import SwarmLock
+from rollover.backends.swarm_nodes import SwarmNodes
+from rollover.backends.swarm_replicas import SwarmReplicas, publishes_host_ports
+from rollover.backends.swarm_requests import ACK_LIMIT_S, SwarmRequests
 from rollover.backends.swarm_service import SwarmService
 from rollover.backends.swarm_tasks import (
     NS,
     Displacements,
     Json,
     SwarmTask,
-    TaskContext,
     definition_of,
     dirty_slots,
     displaced_by,
-    failing_slots,
-    fixed_host_ports,
     forward_template,
     handed_back_spec,
-    health_budget,
     held_template,
-    replacements_made,
-    replica_from_task,
-    request_spec,
-    slots,
-    stalled_swaps,
-    start_first_in_flight,
-    unrequested_replacements,
     users_spec,
 )
 from rollover.backends.swarm_watch import SwarmWatch
 from rollover.errors import (
     EngineUnavailable,
-    ImageNotFound,
     PlatformError,
     ServiceNotFound,
-    TargetRemoved,
     Unsupported,
 )
 from rollover.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot, StaleLock
 
-# Swarm creates a requested task within milliseconds; this much is a broken manager.
-_ACK_LIMIT_S = 30.0
 # Swarm's agent waits 2 s for gossip before it stops a task's container; then the stop itself.
 _RETIRE_SLACK_S = 30.0
-# Swarm's updater stops the old task of a start-first slot milliseconds after its replacement runs
-# (the manager's list shows both for a moment): a pair up this long is a swap left half done.
-_STALL_S = 1.0
-
-
-@dataclass(frozen=True)
-class _Request:
-    """One spec change and what tells the tasks it makes: new since ``known``, of ``definition``,
-    in one of the ``dirty`` slots."""
-
-    label: str
-    count: int
-    definition: tuple[str, int]
-    dirty: frozenset[str]
-    crowded: frozenset[str]  # dirty slots with a start-first replacement in flight
-    known: frozenset[str]
-
-
-@dataclass(frozen=True)
-class _Node:
-    id: str
-    hostname: str
-    address: str
-    schedulable: bool  # ready and active: new tasks may land there
-
-
-def _publishes_host_ports(spec_document: Mapping[str, Any]) -> bool:
-    ports = ((spec_document.get("EndpointSpec") or {}).get("Ports")) or []
-    return any(port.get("PublishMode") == "host" for port in ports)
 
 
 class SwarmBackend:
@@ -130,25 +91,18 @@ class SwarmBackend:
         self._pull = pull
         self._docker_host = docker_host
         self._clock = clock
-        self._node_hosts = dict(node_hosts or {})
         self._replacement_timeout_s = replacement_timeout_s
         self._manager: Engine | None = None
-        self._engines: dict[str, Engine] = {}  # node id -> its daemon
-        self._nodes: dict[str, _Node] = {}
+        self._nodes = SwarmNodes(node_hosts)
+        self._replicas = SwarmReplicas(service, self._nodes)
         self._watch: SwarmWatch | None = None
         self._original: Json = {}  # the user's service spec when the snapshot was taken
         self._held: Json | None = None  # the template a killed rollout held the service on, to go on with
         self._forward: Json | None = None  # the task template to roll to
         self._global = False
-        self._requests = 0
-        self._run = uuid.uuid4().hex[:8]  # tells this rollout's requests from a killed one's
-        self._request_lock = asyncio.Lock()
+        self._requests: SwarmRequests | None = None  # the spec changes, once connected
         self._displaced = Displacements()
-        self._preexisting: frozenset[str] = frozenset()  # task ids listed when the snapshot was taken
-        self._up_since: dict[str, float] = {}  # replacement task id -> when a look first showed it up
-        self._pending: dict[str, _Request] = {}  # restore key -> its request, until its tasks are seen
         self._restored: dict[str, Replica] = {}  # replaced id -> what its restore made
-        self._healthchecks: dict[str, Mapping[str, Any] | None] = {}  # image ref -> its check
         self._lock: SwarmLock | None = None
         self._handed_back = False
 
@@ -159,21 +113,12 @@ class SwarmBackend:
         swarm = (await manager.call("read the Swarm state", manager.api.info)).get("Swarm") or {}
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
             raise Unsupported(f"the Docker daemon at {manager.address} is not a Swarm manager")
-        down: list[str] = []
-        for raw in await manager.call("list Swarm nodes", manager.api.nodes):
-            if raw["Status"]["State"] == "down":
-                down.append(str(raw["ID"]))
-            node = _Node(str(raw["ID"]), str(raw["Description"]["Hostname"]), str(raw["Status"].get("Addr", "")),
-                         raw["Status"]["State"] == "ready" and raw["Spec"]["Availability"] == "active")
-            self._nodes[node.id] = node
-            host = self._node_hosts.get(node.hostname) or self._node_hosts.get(node.id)
-            if node.id == swarm.get("NodeID"):
-                self._engines[node.id] = manager
-            elif host is not None and raw["Status"]["State"] == "ready":  # a down node runs nothing new
-                self._engines[node.id] = await Engine.connect(host)
-        self._watch = SwarmWatch(manager, self._engines, self.service, self._clock,
-                                 hostnames={node.id: node.hostname for node in self._nodes.values()},
-                                 down=down)
+        await self._nodes.connect(manager, swarm.get("NodeID"))
+        self._watch = SwarmWatch(manager, self._nodes.engines, self.service, self._clock,
+                                 hostnames=self._nodes.hostnames, down=self._nodes.down)
+        self._requests = SwarmRequests(self._watch, self._on_manager(), self._clock,
+                                       replacement_timeout_s=self._replacement_timeout_s,
+                                       forward_budget=self._forward_budget)
 
     def events(self) -> AsyncIterator[ReplicaEvent]:
         return self._connected_watch().events()
@@ -181,14 +126,14 @@ class SwarmBackend:
     async def refresh(self, replica: Replica) -> Replica:
         """A task's host-mode port is only in its status once it runs, and the manager's list lags
         the node's healthy event: wait (bounded) until the port is there, when the spec has one."""
-        wants_port = _publishes_host_ports(self._original)
+        wants_port = publishes_host_ports(self._original)
 
         def described(tasks: list[SwarmTask]) -> SwarmTask | None:
             task = next((task for task in tasks if task.id == replica.id), None)
             return task if task is not None and (task.published or not wants_port or not task.live) else None
 
         try:
-            task = await self._connected_watch().wait_until(described, f"task {replica.name}'s port", _ACK_LIMIT_S)
+            task = await self._connected_watch().wait_until(described, f"task {replica.name}'s port", ACK_LIMIT_S)
         except PlatformError:
             return replica  # not described in time: the balancer says what it misses
         template = self._forward if self._forward is not None else self._original["TaskTemplate"]
@@ -211,9 +156,8 @@ class SwarmBackend:
     async def close(self) -> None:
         if self._watch is not None:
             await self._watch.close()
-        for engine in {id(engine): engine for engine in self._engines.values()}.values():
-            await engine.close()
-        if self._manager is not None and self._manager not in self._engines.values():
+        await self._nodes.close()
+        if self._manager is not None and self._manager not in self._nodes.engines.values():
             await self._manager.close()
 
     # -- looking -----------------------------------------------------------------------------------
@@ -225,42 +169,21 @@ class SwarmBackend:
         self._held = held_template(document["Spec"], self._image)
         self._global = "Global" in (self._original.get("Mode") or {})
         tasks = await self._connected_watch().look()
-        self._preexisting = frozenset(task.id for task in tasks)
+        self._connected_requests().preexisting = frozenset(task.id for task in tasks)
         targets = [task for task in tasks if task.is_target]
         if not targets:
             raise ServiceNotFound(f"Swarm service {self.service} has no running or starting task")
         replicas = await asyncio.gather(*(self._replica(task, self._original["TaskTemplate"]) for task in targets))
         mode = "global" if self._global else "replicated"
-        where = f"Swarm service {self.service} ({mode}, {len(replicas)} tasks on {len(self._nodes)} nodes)"
+        where = f"Swarm service {self.service} ({mode}, {len(replicas)} tasks on {len(self._nodes.nodes)} nodes)"
         return ServiceSnapshot(self.service, self.platform, tuple(replicas), description=where)
 
     async def prepare(self, snapshot: ServiceSnapshot) -> None:
-        unwatched = sorted(node.hostname for node in self._nodes.values()
-                           if node.schedulable and node.id not in self._engines)
-        if unwatched:
-            raise Unsupported(
-                f"Swarm nodes {', '.join(unwatched)} cannot be watched: their container events are only"
-                " visible on their own daemons; give each node's Docker host (node_hosts)"
-            )
+        self._nodes.ensure_watched()
         forward = self._held or forward_template(self._original["TaskTemplate"], self._image)
         ref = str(forward.get("ContainerSpec", {}).get("Image", ""))
-        for node in self._nodes.values():
-            if node.schedulable:
-                await self._ensure_image(node, ref)
+        await self._replicas.ensure_image(ref, self._pull)
         self._forward = forward
-
-    async def _ensure_image(self, node: _Node, ref: str) -> None:
-        """Swarm nodes use local images (and pull only from a registry): check every node."""
-        engine = self._engines[node.id]
-        found = await engine.inspect_image(ref)
-        if found is None and self._pull:
-            with contextlib.suppress(PlatformError):
-                await engine.pull(ref)
-            found = await engine.inspect_image(ref)
-        if found is None:
-            raise ImageNotFound(f"image {ref} is not on Swarm node {node.hostname}" +
-                                ("" if self._pull else " (pull was not asked for)"))
-        self._healthchecks.setdefault(ref, (found.get("Config") or {}).get("Healthcheck"))
 
     # -- lock --------------------------------------------------------------------------------------
 
@@ -298,11 +221,12 @@ class SwarmBackend:
 
     async def _replace(self, targets: Sequence[Replica], template: Json, order: Order,
                        forward: bool, key: str | None = None) -> list[Replica]:
-        async with self._request_lock:
-            await self._wait_until_slots_settle(forward)
+        requests = self._connected_requests()
+        async with requests.lock:
+            await requests.wait_until_slots_settle(forward)
             made: list[SwarmTask] = []
             while len(made) < len(targets):
-                made += await self._request(len(targets) - len(made), template, order, key)
+                made += await requests.send(len(targets) - len(made), template, order, key)
             tasks = self._connected_watch().latest
             replicas = await asyncio.gather(*(self._replica(task, template) for task in made))
             replaced: list[Replica] = []
@@ -315,78 +239,6 @@ class SwarmBackend:
                 replaced.append(replace(replica, replaces=went))
             return replaced
 
-    async def _wait_until_slots_settle(self, forward: bool) -> None:
-        """Wait while a healthy start-first replacement is in flight (see the module docstring);
-        not for a swap left half done (``stalled_swaps``): a request may land there and finish it."""
-        def settled(tasks: list[SwarmTask]) -> bool | None:
-            failing = failing_slots(tasks)
-            if forward and failing:
-                slot, error = next(iter(failing.items()))
-                raise PlatformError(f"the replacement in slot {slot} failed ({error}); Swarm would put it in"
-                                    " place of the task it was to replace, so no further task is replaced")
-            stalled = self._stalled(tasks)
-            busy = [slot for slot in start_first_in_flight(tasks) if slot not in failing and slot not in stalled]
-            return True if not busy else None
-
-        limit = self._replacement_timeout_s or (self._forward_budget() + 10.0)
-        await self._connected_watch().wait_until(settled, "the start-first replacement in flight", limit)
-
-    def _stalled(self, tasks: list[SwarmTask]) -> set[str]:
-        """Slots of ``stalled_swaps`` whose replacement has been up for ``_STALL_S`` or more."""
-        now, grouped, stalled = self._clock(), slots(tasks), set()
-        for slot in stalled_swaps(tasks):
-            replacement = [task for task in grouped[slot] if task.live][-1]
-            if now - self._up_since.setdefault(replacement.id, now) >= _STALL_S:
-                stalled.add(slot)
-        return stalled
-
-    async def _request(self, count: int, template: Json, order: Order, key: str | None = None) -> list[SwarmTask]:
-        """One spec change: Swarm replaces up to ``count`` dirty slots, then holds. Returns the new
-        tasks; fewer when a worker of Swarm's merely cleaned a slot with a failed replacement.
-        Replacements Swarm made by itself (``unrequested_replacements``) are taken first: for those,
-        no spec change goes out.
-
-        With a ``key``, the request is recorded before it goes out, and a call again with that key
-        (after an outage cut the first short) sends it only if the manager's spec does not carry
-        its label yet; either way it then waits for what the request makes.
-        """
-        watch = self._connected_watch()
-        request = self._pending.get(key) if key is not None else None
-        retried = request is not None
-        if request is None:
-            before = await watch.look()
-            definition = definition_of(template)
-            found = unrequested_replacements(before, definition, self._preexisting | watch.replacements)[:count]
-            if found:
-                watch.replacements.update(task.id for task in found)
-                return found
-            dirty = frozenset(dirty_slots(before, definition))
-            if not dirty and watch.slots_removed:
-                raise TargetRemoved(f"no task of Swarm service {self.service} is left to replace: a scale-down"
-                                    f" removed {len(watch.slots_removed)} of its tasks meanwhile")
-            if not dirty:
-                raise PlatformError(f"no task of Swarm service {self.service} is left to replace")
-            self._requests += 1
-            request = _Request(label=self._request_label(), count=min(count, len(dirty)), definition=definition,
-                               dirty=dirty, crowded=frozenset(start_first_in_flight(before)) & dirty,
-                               known=frozenset(task.id for task in before))
-            if key is not None:
-                self._pending[key] = request
-        if not (retried and await self._on_manager().carries(request.label)):  # a fresh request has not gone out
-            await self._on_manager().update(
-                lambda spec: request_spec(spec, template, request.count, order, request.label))
-
-        def replaced(tasks: list[SwarmTask]) -> list[SwarmTask] | None:
-            fresh = replacements_made(tasks, request.known, request.definition, request.dirty)
-            cleaned = request.crowded - set(start_first_in_flight(tasks)) - {task.slot for task in fresh}
-            return fresh[:request.count] if len(fresh) + len(cleaned) >= request.count else None
-
-        made = await watch.wait_until(replaced, f"Swarm to start {request.count} replacement(s)", _ACK_LIMIT_S)
-        if key is not None:
-            del self._pending[key]
-        watch.replacements.update(task.id for task in made)
-        return made
-
     async def retire(self, replica: Replica) -> None:
         """Swarm stops the displaced task itself once its replacement runs: wait for that. A swap
         left half done (a spec change by someone else cancelled the updater) is finished here."""
@@ -396,7 +248,7 @@ class SwarmBackend:
             task = next((task for task in tasks if task.id == task_id), None)
             if task is None or (not task.live and task.ended):
                 return "stopped"
-            return "stalled" if task.live and task.slot in self._stalled(tasks) else None
+            return "stalled" if task.live and task.slot in self._connected_requests().stalled(tasks) else None
 
         grace = (self._original["TaskTemplate"].get("ContainerSpec") or {}).get("StopGracePeriod") or 10 * NS
         deadline = self._clock() + grace / NS + _RETIRE_SLACK_S
@@ -406,31 +258,7 @@ class SwarmBackend:
                                                                left)
             if outcome == "stopped":
                 return
-            await self._finish_swap(task_id)
-
-    async def _finish_swap(self, task_id: str) -> None:
-        """Start Swarm's updater again on the current spec, one slot: in the stalled slot it only
-        shuts the old task down. Swarm picks the slot, though: it may replace another dirty slot
-        first (that replacement is taken by the next request, see ``unrequested_replacements``),
-        and the caller tries again once it is up."""
-        async with self._request_lock:
-            await self._wait_until_slots_settle(forward=False)
-            tasks = await self._connected_watch().look()
-            task = next((task for task in tasks if task.id == task_id), None)
-            if task is None or not task.live or task.slot not in self._stalled(tasks):
-                return
-            template = (await self._on_manager().inspect())["Spec"]["TaskTemplate"]
-            self._requests += 1
-            label = self._request_label()
-            await self._on_manager().update(
-                lambda spec: request_spec(spec, template, 1, Order.START_FIRST, label))
-            known = {task.id for task in tasks}
-
-            def acted(now: list[SwarmTask]) -> bool | None:
-                finished = not any(task.id == task_id and task.live for task in now)
-                return True if finished or any(task.id not in known for task in now) else None
-
-            await self._connected_watch().wait_until(acted, "Swarm to act on the spec change", _ACK_LIMIT_S)
+            await self._connected_requests().finish_swap(task_id)
 
     async def discard(self, replica: Replica) -> None:
         """A failed start-first replacement: Swarm restarts it until the spec changes. If nothing
@@ -446,23 +274,11 @@ class SwarmBackend:
         # it does not count as a replacement that came up.
         if any(task.up and task.definition == definition_of(current) and task.id != replica.id for task in tasks):
             return
-        await self._revert_all(tasks)
-
-    async def _revert_all(self, tasks: list[SwarmTask]) -> None:
-        original = self._original["TaskTemplate"]
-        dirty = dirty_slots(tasks, definition_of(original))
-        if not dirty:
-            return
-        self._requests += 1
-        await self._on_manager().update(
-            lambda spec: request_spec(spec, original, len(dirty), Order.START_FIRST, self._request_label()))
-        await self._connected_watch().wait_until(
-            lambda now: True if not dirty_slots(now, definition_of(original)) else None,
-            "Swarm to go back to the original spec", _ACK_LIMIT_S + self._forward_budget())
+        await self._connected_requests().revert_all(tasks, original)
 
     async def _hand_back(self) -> None:
         """The user's update config and labels go back once every task runs the current spec."""
-        if self._requests == 0 or self._handed_back:
+        if self._requests is None or self._requests.sent == 0 or self._handed_back:
             return
         tasks = await self._connected_watch().look()
         document = await self._on_manager().inspect()
@@ -472,7 +288,7 @@ class SwarmBackend:
             # Rolled back, but tasks of the rollout's spec are left: failed replacements Swarm keeps
             # restarting, or tasks Swarm made by itself from that spec (refilling the slots of a
             # lost node) while it was current. The way back covers them too.
-            await self._revert_all(tasks)
+            await self._connected_requests().revert_all(tasks, self._original["TaskTemplate"])
         elif dirty:
             return  # stopped half way: stay on hold, as a paused Swarm update would
         self._handed_back = True
@@ -481,42 +297,12 @@ class SwarmBackend:
     # -- helpers -----------------------------------------------------------------------------------
 
     async def _replica(self, task: SwarmTask, template: Mapping[str, Any]) -> Replica:
-        container: Mapping[str, Any] | None = None
-        engine = self._engines.get(task.node_id)
-        if engine is not None and task.container_id and task.node_id not in self._connected_watch().down:
-            with contextlib.suppress(EngineUnavailable):  # a node being lost: the spec tells the check
-                container = await engine.inspect_container(task.container_id)
-        if container is not None:
-            healthcheck = (container.get("Config") or {}).get("Healthcheck")
-        else:
-            healthcheck = await self._template_healthcheck(template)
-        context = TaskContext(
-            service=self.service, global_mode=self._global, fixed_ports=fixed_host_ports(self._original),
-            node_addresses={node.id: node.address for node in self._nodes.values()},
-            image_id=str((container or {}).get("Image", "")), healthcheck=healthcheck,
-        )
-        return replica_from_task(task, context)
-
-    async def _template_healthcheck(self, template: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        container_spec = template.get("ContainerSpec") or {}
-        if container_spec.get("Healthcheck"):
-            return cast(Mapping[str, Any], container_spec["Healthcheck"])
-        ref = str(container_spec.get("Image", ""))
-        if ref not in self._healthchecks:
-            found = await self._connected_manager().inspect_image(ref)
-            self._healthchecks[ref] = ((found or {}).get("Config") or {}).get("Healthcheck")
-        return self._healthchecks[ref]
-
-    def _request_label(self) -> str:
-        return f"{self._run}-{self._requests}"
+        return await self._replicas.replica(task, template, spec=self._original, global_mode=self._global,
+                                            down=self._connected_watch().down, manager=self._connected_manager())
 
     def _forward_budget(self) -> float:
-        """The replacement's health budget, or 50 s without a check (+ 10 s: the controller's default)."""
-        template = self._forward or self._original.get("TaskTemplate") or {}
-        ref = str((template.get("ContainerSpec") or {}).get("Image", ""))
-        check = (template.get("ContainerSpec") or {}).get("Healthcheck") or self._healthchecks.get(ref)
-        budget = health_budget(check)
-        return 50.0 if budget is None else budget
+        """The health budget of the replacements the rollout makes (``SwarmReplicas.replacement_budget``)."""
+        return self._replicas.replacement_budget(self._forward or self._original.get("TaskTemplate") or {})
 
     def _on_manager(self) -> SwarmService:
         """The service's document on the manager (inspect, update, carries)."""
@@ -531,5 +317,10 @@ class SwarmBackend:
         if self._watch is None:
             raise EngineUnavailable(f"not connected to {engine_address(self._docker_host)}")
         return self._watch
+
+    def _connected_requests(self) -> SwarmRequests:
+        if self._requests is None:
+            raise EngineUnavailable(f"not connected to {engine_address(self._docker_host)}")
+        return self._requests
 
 
