@@ -96,10 +96,15 @@ def start(
 ) -> RolloutState:
     """A rollout of ``targets``; ``adopted`` pairs (old, successor) start out UP, their old replica
     still to be retired. ``refills`` (stand-ins for missing replicas) go out before the targets:
-    the service is short until they are up."""
+    the service is short until they are up.
+
+    With ``admission``, an adopted successor is admitted first (ADMITTING): the dead rollout may
+    have died before it put it into rotation, and retiring the old replica then would leave the
+    balancer one replica short. Admitting one that is in rotation already changes nothing."""
     originals = list(restore_from) if restore_from is not None else [None] * len(targets)
     done = tuple(
-        TargetProgress(target=old, phase=Phase.UP, replacement=new, up_at=now, finished_at=now, adopted=True)
+        TargetProgress(target=old, phase=Phase.ADMITTING, replacement=new, up_at=now, adopted=True) if admission
+        else TargetProgress(target=old, phase=Phase.UP, replacement=new, up_at=now, finished_at=now, adopted=True)
         for old, new in adopted
     )
     missing = tuple(TargetProgress(target=stand_in, refill=True) for stand_in in refills)

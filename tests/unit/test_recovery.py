@@ -81,3 +81,27 @@ def test_a_refill_that_came_up_retires_nothing() -> None:
     state = _refill_with("up")
     assert state.progress[0].phase is rollout.Phase.UP
     assert decide(state, Policy(step=parse_step("1")), Order.START_FIRST, now=2.0).retire == ()
+
+
+def test_behind_a_balancer_an_adopted_replacement_is_admitted_before_its_old_replica_retires() -> None:
+    """The dead rollout may have died between its replacement's 'up' and its admission: retiring
+    the old replica then would leave the balancer a replica short (seen on the engine: 3 of 4
+    servers in rotation after a takeover)."""
+    old, new = replica("web-1", 900), replica("web-5", 1100)
+    policy = Policy(step=parse_step("1"))
+    state = rollout.start([], batch=1, grace_s=0.0, admission=True, adopted=[(old, new)], now=5.0)
+
+    first = decide(state, policy, Order.START_FIRST, now=5.0)
+    assert [item.replacement.name for item in first.admit if item.replacement] == ["web-5"]
+    assert first.retire == () and not first.finished
+    state = rollout.admitted(rollout.admission_issued(state, "web-1"), "web-1", at=5.1)
+    state = rollout.advance(state, now=5.1)
+    assert state.progress[0].phase is rollout.Phase.UP
+    assert [item.target.name for item in decide(state, policy, Order.START_FIRST, now=5.1).retire] == ["web-1"]
+
+
+def test_without_a_balancer_an_adopted_replacement_is_up_at_once() -> None:
+    old, new = replica("web-1", 900), replica("web-5", 1100)
+    state = rollout.start([], batch=1, grace_s=0.0, adopted=[(old, new)], now=5.0)
+    decision = decide(state, Policy(step=parse_step("1")), Order.START_FIRST, now=5.0)
+    assert decision.admit == () and [item.target.name for item in decision.retire] == ["web-1"]
