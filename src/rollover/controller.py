@@ -291,6 +291,8 @@ class Controller:
             if before != after:
                 for kind, name, at, detail in replica_steps(before, after, self.policy.grace_s):
                     self._emit(kind, name, at, detail)
+                if after.phase is Phase.SKIPPED and before.phase is not Phase.SKIPPED:
+                    self._spawn(self._forget_removed(after))
         return new
 
     async def _resync(self, ids: Sequence[str], outage: int | None = None) -> None:
@@ -380,6 +382,14 @@ class Controller:
             self._cleanup_failed(item, f"could not retire {item.target.name}: {exc}")
             return
         self._report("retired", item.target.name)
+
+    async def _forget_removed(self, item: TargetProgress) -> None:
+        """A target someone else removed (skipped) leaves the balancer too: nothing drains or retires
+        it, and its server would go on pointing at a container that is gone."""
+        try:
+            await self.balancer.forget(item.target)
+        except RolloverError as exc:
+            self._cleanup_failed(item, f"could not take {item.target.name} out of the balancer: {exc}")
 
     def _cleanup_failed(self, item: TargetProgress, problem: str) -> None:
         """A platform call after a replica's outcome failed: the rollout fails with the reason,
