@@ -7,14 +7,17 @@ have engine-chosen names: the fixtures record those names and remove them explic
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import pytest
 from engine_support import APP_BROKEN, APP_V1, APP_V2, BUSYBOX, IMAGES_DIR, ComposeProject, run, unique_name
+from fault_support import APP_EXITS, Faults, known_images
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +70,39 @@ def compose_project(
     yield start
     for project in made:
         project.tear_down()
+
+
+# -- the fault tests' service and images (test_faults, test_interrupts) --------------------------------
+
+
+@pytest.fixture(scope="session")
+def exits_image(docker_client: Any, app_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[str]:
+    """rtest-fault/app:exits: the test app (FROM scratch + the host's busybox, same healthcheck) whose
+    entrypoint exits 1 at once. Removed afterwards: no other suite uses it."""
+    context = tmp_path_factory.mktemp("rtest-fault-exits-image")
+    for source in IMAGES_DIR.iterdir():
+        shutil.copy(source, context / source.name)
+    shutil.copy(BUSYBOX, context / "busybox")
+    (context / "entrypoint.sh").write_text('#!/bin/sh\necho "rtest-fault: exiting at once" >&2\nexit 1\n')
+    env = {"DOCKER_BUILDKIT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    run("docker", "build", "-q", "--build-arg", "VERSION=exits", "-t", APP_EXITS, str(context), env=env)
+    yield APP_EXITS
+    with contextlib.suppress(docker.errors.APIError):
+        docker_client.images.remove(APP_EXITS, force=True)
+
+
+@pytest.fixture
+def images(docker_client: Any, app_images: dict[str, str], exits_image: str) -> dict[str, str]:
+    """image id -> tag of every image the fault tests run."""
+    return known_images(docker_client, APP_V1, APP_V2, APP_BROKEN, exits_image)
+
+
+@pytest.fixture
+def faults(docker_client: Any, images: dict[str, str], tmp_path: Path) -> Iterator[Faults]:
+    """Compose projects behind HAProxy and rollovers on the shared engine, removed afterwards."""
+    made = Faults(docker_client, tmp_path)
+    try:
+        yield made
+    finally:
+        made.tear_down()

@@ -111,6 +111,30 @@ class ComposeProject:
             remove_volumes(self.client, self.volumes)
 
 
+def service_containers(client: Any, project: str) -> list[Any]:
+    """Every container of the project's service ``web``, running or not."""
+    filters = {"label": [f"com.docker.compose.project={project}", "com.docker.compose.service=web"]}
+    return list(client.containers.list(all=True, filters=filters))
+
+
+def published_ports(client: Any, project: str) -> dict[str, int]:
+    """Running replica name -> its host port on 127.0.0.1 for container port 8080."""
+    ports = {}
+    for container in service_containers(client, project):
+        container.reload()
+        if container.status != "running":
+            continue
+        [binding] = [b for b in container.attrs["NetworkSettings"]["Ports"]["8080/tcp"] if b["HostIp"] == "127.0.0.1"]
+        ports[container.name] = int(binding["HostPort"])
+    return ports
+
+
+def haproxy_servers(client: Any, project: str) -> list[tuple[str, str, int]]:
+    """One HAProxy server line per running replica: (``webN``, 127.0.0.1, its published port)."""
+    return [(f"web{name.rsplit('-', 1)[-1]}", "127.0.0.1", port)
+            for name, port in sorted(published_ports(client, project).items())]
+
+
 def remove_containers(client: Any, names_or_ids: list[str]) -> None:
     for name in names_or_ids:
         with contextlib.suppress(docker.errors.NotFound):

@@ -20,7 +20,7 @@ from typing import Any
 import docker
 import pytest
 from engine_support import APP_V1, APP_V2
-from test_faults import (
+from fault_support import (
     HANG_S,
     Faults,
     Outcome,
@@ -81,7 +81,7 @@ def live_restore_daemon(app_images: dict[str, str]) -> Iterator[Daemon]:
 
 
 def faults_on(daemon: Daemon, tmp_path: Path) -> Iterator[Faults]:
-    made = Faults(daemon.client, tmp_path, env={**os.environ, "DOCKER_HOST": daemon.host})
+    made = Faults(daemon.client, tmp_path, env={**os.environ, "DOCKER_HOST": daemon.host}, fronted=False)
     try:
         yield made
     finally:

@@ -1,5 +1,6 @@
 """Interrupts mid-rollout, against the real engine: the service ends serving, at full count, on a
-known image, and the user is told where it stopped."""
+known image, and the user is told where it stopped. The Compose services run behind HAProxy with
+rollover's probe through it (fault_support.Faults): an interrupt loses no request either."""
 
 from __future__ import annotations
 
@@ -12,131 +13,74 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import docker.errors
 import pytest
-from engine_support import APP_V1, APP_V2, ComposeProject, remove_containers, run, unique_name
+from engine_support import APP_V1, APP_V2, remove_containers, run, unique_name
+from fault_support import ROLLOVER, Faults, lock_exists, service_state, serving_addresses, write_service
 
-ROLLOVER = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "rollover")
 pytestmark = pytest.mark.engine
 
 
-def start_rollover(project: ComposeProject, *args: str, env: Mapping[str, str] | None = None
-                   ) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [ROLLOVER, "redeploy", "web", "--project", project.name, "--output", "json", *args],
-        cwd=project.directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**(env or os.environ), "PYTHONUNBUFFERED": "1"},
-    )
-
-
-def read_until(process: subprocess.Popen[str], wanted: Callable[[dict[str, Any]], bool],
-               deadline_s: float = 60) -> list[dict[str, Any]]:
-    """JSON events from the process until one satisfies ``wanted`` (or the deadline passes)."""
-    assert process.stdout is not None
-    seen: list[dict[str, Any]] = []
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(json.loads(line))
-        if wanted(seen[-1]):
-            return seen
-    raise AssertionError(f"never saw the event; got {[event['event'] for event in seen]}")
-
-
-def service_state(project: ComposeProject, images: dict[str, str]) -> list[tuple[str, str, str]]:
-    """(status, health, image tag) of every container of the service, sorted."""
-    by_id = {image_id: tag for tag, image_id in images.items()}
-    state = []
-    for container in project.containers():
-        container.reload()
-        health = container.attrs["State"].get("Health", {}).get("Status", "")
-        state.append((container.status, health, by_id.get(container.attrs["Image"], "?")))
-    return sorted(state)
-
-
-def wait_all_healthy(project: ComposeProject, count: int, deadline_s: float = 30) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        states = [c.attrs["State"] for c in project.containers() if c.reload() is None]
-        if len(states) == count and all(s.get("Health", {}).get("Status") == "healthy" for s in states):
-            return
-        time.sleep(0.2)  # polling the engine for the test's own end condition, bounded
-    raise AssertionError("the service did not settle")
-
-
-def lock_exists(project: ComposeProject) -> bool:
-    return any(c.name == f"rollover-lock-{project.name}-web" for c in project.client.containers.list(all=True))
-
-
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_an_interrupt_rolls_back_and_exits_130(
-    compose_project: Callable[..., ComposeProject], app_images: dict[str, str], signal_number: int
-) -> None:
-    project = compose_project(APP_V1, replicas=4)
-    project.write(APP_V2, replicas=4)
-    process = start_rollover(project, "--step", "1")
-    read_until(process, lambda event: event["event"] == "settled")  # one replaced, the next in flight
-    process.send_signal(signal_number)
-    out, err = process.communicate(timeout=90)
-    events = [json.loads(line) for line in out.splitlines()]
-    summary = events[-1]
-    assert process.returncode == 130, err
+def test_an_interrupt_rolls_back_and_exits_130(faults: Faults, images: dict[str, str], signal_number: int) -> None:
+    project = faults.project(APP_V1, replicas=4)
+    write_service(project, APP_V2, replicas=4)
+    rollover = faults.rollover(project, "--step", "1")
+    rollover.wait_for("settled")  # one replaced, the next in flight
+    rollover.interrupt(signal_number)
+    outcome = rollover.finish()
+    summary = outcome.summary
+    assert outcome.returncode == 130, outcome.text()
     assert summary["result"] == "interrupted" and summary["reason"].startswith("interrupted by SIG")
     assert summary["not_redeployed"], "the summary says where it stopped"
-    assert "interrupted" in [event["event"] for event in events]
+    assert "interrupted" in outcome.kinds()
     # Under the default --on-failure rollback everything replaced went back: 4 healthy, all v1.
-    assert service_state(project, app_images) == [("running", "healthy", APP_V1)] * 4
+    assert service_state(project, images) == [("running", "healthy", APP_V1)] * 4
     assert not lock_exists(project)
+    assert faults.fronts[project.name].routed() == serving_addresses(project)
+    faults.assert_no_request_lost(outcome)
 
 
-def test_an_interrupt_under_pause_leaves_a_consistent_service(
-    compose_project: Callable[..., ComposeProject], app_images: dict[str, str]
-) -> None:
-    project = compose_project(APP_V1, replicas=4)
-    project.write(APP_V2, replicas=4)
-    process = start_rollover(project, "--step", "1", "--on-failure", "pause")
-    read_until(process, lambda event: event["event"] == "settled")
-    process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=90)
-    summary = json.loads(out.splitlines()[-1])
-    assert process.returncode == 130
-    state = service_state(project, app_images)
+def test_an_interrupt_under_pause_leaves_a_consistent_service(faults: Faults, images: dict[str, str]) -> None:
+    project = faults.project(APP_V1, replicas=4)
+    write_service(project, APP_V2, replicas=4)
+    rollover = faults.rollover(project, "--step", "1", "--on-failure", "pause")
+    rollover.wait_for("settled")
+    rollover.interrupt()
+    outcome = rollover.finish()
+    assert outcome.returncode == 130, outcome.text()
+    state = service_state(project, images)
     assert len(state) == 4 and all(entry[:2] == ("running", "healthy") for entry in state)
-    assert sum(1 for *_, tag in state if tag == APP_V2) == summary["replaced"] >= 1
+    assert sum(1 for *_, tag in state if tag == APP_V2) == outcome.summary["replaced"] >= 1
     assert not lock_exists(project)
+    assert faults.fronts[project.name].routed() == serving_addresses(project)
+    faults.assert_no_request_lost(outcome)
 
 
-def test_after_sigkill_the_next_rollout_takes_over_and_converges(
-    compose_project: Callable[..., ComposeProject], app_images: dict[str, str]
-) -> None:
-    project = compose_project(APP_V1, replicas=4)
-    project.write(APP_V2, replicas=4)
-    process = start_rollover(project, "--step", "2")
+def test_after_sigkill_the_next_rollout_takes_over_and_converges(faults: Faults, images: dict[str, str]) -> None:
+    project = faults.project(APP_V1, replicas=4)
+    write_service(project, APP_V2, replicas=4)
+    rollover = faults.rollover(project, "--step", "2")
     # Kill it hard while replacements are in flight: nothing can clean up.
-    read_until(process, lambda event: event["event"] == "up")
-    process.kill()
-    process.communicate(timeout=30)
+    rollover.wait_for("up")
+    rollover.kill()
     assert lock_exists(project), "the dead rollout's lock stays behind as its record"
 
-    again = subprocess.run(
-        [ROLLOVER, "redeploy", "web", "--project", project.name, "--step", "2", "--output", "json"],
-        cwd=project.directory, capture_output=True, text=True, timeout=120,
-    )
-    events = [json.loads(line) for line in again.stdout.splitlines()]
-    kinds = [event["event"] for event in events]
-    assert again.returncode == 0, again.stderr
-    assert "took_over_lock" in kinds
-    took_over = events[kinds.index("took_over_lock")]
+    outcome = faults.rollover(project, "--step", "2").finish()
+    assert outcome.returncode == 0, outcome.text()
+    took_over = next(event for event in outcome.events if event["event"] == "took_over_lock")
     assert "is gone" in took_over["reason"]
     # Every replica up on the target image, the count as it was before, no lock left.
-    assert service_state(project, app_images) == [("running", "healthy", APP_V2)] * 4
+    assert service_state(project, images) == [("running", "healthy", APP_V2)] * 4
     assert not lock_exists(project)
+    # HAProxy routes to exactly the new replicas: the dead rollout's admissions were taken over, and
+    # nothing was lost in either run (the second run's probe; HAProxy's log covers both).
+    assert faults.fronts[project.name].routed() == serving_addresses(project)
+    faults.assert_no_request_lost(outcome)
 
 
 # -- SIGKILL between removing an old replica and making its replacement (stop-first) ----------------
@@ -185,10 +129,10 @@ def takeover(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[st
     return again, [json.loads(line) for line in again.stdout.splitlines()]
 
 
-def assert_refilled(again: subprocess.CompletedProcess[str], events: list[dict[str, Any]], replicas: int) -> None:
+def assert_refilled(returncode: int, events: list[dict[str, Any]], replicas: int) -> None:
     """The next rollout took the lock over, refilled the one replica the dead one removed, and completed."""
     kinds = [event["event"] for event in events]
-    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert returncode == 0, events
     assert "is gone" in events[kinds.index("took_over_lock")]["reason"]
     assert events[kinds.index("refilling")]["missing"] == 1, kinds
     refill = [event for event in events if event["event"] == "request_sent" and event["refill"]]
@@ -198,12 +142,12 @@ def assert_refilled(again: subprocess.CompletedProcess[str], events: list[dict[s
 
 
 def test_after_sigkill_between_removal_and_replacement_the_next_rollout_refills(
-    compose_project: Callable[..., ComposeProject], app_images: dict[str, str], tmp_path: Path
+    faults: Faults, images: dict[str, str], tmp_path: Path
 ) -> None:
-    """rollover (stop-first) stopped and removed web-1 and asks Compose for its replacement: a docker
-    CLI of the test's own holds that `compose up` at the gate, and rollover is killed there."""
-    project = compose_project(APP_V1, replicas=4)
-    project.write(APP_V2, replicas=4)
+    """rollover (stop-first) drained, stopped and removed web-1 and asks Compose for its replacement:
+    a docker CLI of the test's own holds that `compose up` at the gate, and rollover is killed there."""
+    project = faults.project(APP_V1, replicas=4)
+    write_service(project, APP_V2, replicas=4)
     gate = Gate(tmp_path)
     wrapper = tmp_path / "bin" / "docker"
     wrapper.parent.mkdir()
@@ -215,20 +159,22 @@ exec {shlex.quote(real_docker)} "$@"
 """)
     wrapper.chmod(0o755)
     env = {**os.environ, "PATH": f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}"}
-    process = start_rollover(project, "--step", "1", "--order", "stop-first", env=env)
-    kill_at(process, gate)
+    rollover = faults.rollover(project, "--step", "1", "--order", "stop-first", env=env)
+    kill_at(rollover.process, gate)
     assert lock_exists(project), "the dead rollout's lock stays behind as its record"
     assert len(project.containers()) == 3, "web-1 was removed, its replacement never made"
 
-    again, events = takeover(["web", "--project", project.name, "--step", "1", "--order", "stop-first"],
-                             project.directory)
-    assert_refilled(again, events, replicas=4)
+    outcome = faults.rollover(project, "--step", "1", "--order", "stop-first").finish()
+    assert_refilled(outcome.returncode, outcome.events, replicas=4)
     # Every replica up on the target image, the count as it was before, made as Compose makes them.
-    assert service_state(project, app_images) == [("running", "healthy", APP_V2)] * 4
+    assert service_state(project, images) == [("running", "healthy", APP_V2)] * 4
     assert len(project.compose("ps", "-q").split()) == 4
     said = project.compose("up", "-d")
     assert "Recreate" not in said and "Creat" not in said, said
     assert not lock_exists(project)
+    # The refill is admitted like any replacement: HAProxy routes to exactly the 4 that run.
+    assert faults.fronts[project.name].routed() == serving_addresses(project)
+    faults.assert_no_request_lost(outcome)
 
 
 @pytest.fixture
@@ -285,7 +231,7 @@ def test_after_sigkill_a_selector_service_is_refilled_with_a_clone(
     docker_client.containers.get(f"{name}-1").remove(force=True)  # its /data volume stays, as with rollover
 
     again, events = takeover(args, tmp_path)
-    assert_refilled(again, events, replicas=3)
+    assert_refilled(again.returncode, events, replicas=3)
     running = wait_healthy(docker_client, name, 3)
     assert [(c.attrs["State"].get("Health", {}).get("Status"), c.attrs["Image"]) for c in running] == [
         ("healthy", app_images[APP_V2])] * 3, again.stdout

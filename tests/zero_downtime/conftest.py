@@ -13,7 +13,7 @@ import contextlib
 import importlib.util
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ if str(ENGINE_DIR) not in sys.path:
     sys.path.insert(0, str(ENGINE_DIR))
 
 import docker.errors  # noqa: E402
-from engine_support import APP_V1, ComposeProject, remove_containers  # noqa: E402
+from engine_support import APP_V1, ComposeProject, haproxy_servers, remove_containers, service_containers  # noqa: E402
 from zd_fronts import (  # noqa: E402
     CADDY,
     TRAEFIK,
@@ -38,8 +38,6 @@ from zd_support import (  # noqa: E402
     RANDOM_LOOPBACK_PORT,
     REPLICAS,
     ZdProject,
-    published_ports,
-    service_containers,
     zd_name,
 )
 
@@ -150,11 +148,8 @@ def haproxy_for(docker_client: Any) -> Iterator[Callable[..., HAProxy]]:
     with tempfile.TemporaryDirectory(prefix="rtest-zd-haproxy-") as workdir:
 
         def launch(project: ComposeProject, *, check: bool = False) -> HAProxy:
-            ports = published_ports(docker_client, project.name)
-            assert len(ports) == REPLICAS, ports
-            servers: Sequence[tuple[str, str, int]] = [
-                (f"web{name.rsplit('-', 1)[-1]}", "127.0.0.1", port) for name, port in sorted(ports.items())
-            ]
+            servers = haproxy_servers(docker_client, project.name)
+            assert len(servers) == REPLICAS, servers
             directory = Path(workdir) / str(len(started))
             directory.mkdir()
             proxy = HAProxy(directory, servers, check=check)

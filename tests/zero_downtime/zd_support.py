@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
-from engine_support import APP_V2, ComposeProject
+from engine_support import APP_V2, ComposeProject, published_ports, service_containers
 from zd_fronts import network_addresses
 
 _VENV_ROLLOVER = Path(sys.executable).with_name("rollover")  # the venv's console script
@@ -46,28 +46,6 @@ MATRIX = [
 def zd_name(kind: str) -> str:
     """Everything this suite makes is named ``rtest-zd-...`` (other suites share the engine)."""
     return f"rtest-zd-{kind}-{uuid.uuid4().hex[:8]}"
-
-
-
-# --- the service's replicas, as the engine has them -------------------------------------------
-
-
-def service_containers(client: Any, project: str) -> list[Any]:
-    filters = {"label": [f"com.docker.compose.project={project}", "com.docker.compose.service=web"]}
-    return list(client.containers.list(all=True, filters=filters))
-
-
-def published_ports(client: Any, project: str) -> dict[str, int]:
-    """Running replica name -> its host port on 127.0.0.1 for container port 8080."""
-    ports = {}
-    for container in service_containers(client, project):
-        container.reload()
-        if container.status != "running":
-            continue
-        [binding] = [b for b in container.attrs["NetworkSettings"]["Ports"]["8080/tcp"] if b["HostIp"] == "127.0.0.1"]
-        ports[container.name] = int(binding["HostPort"])
-    return ports
-
 
 
 # --- an independent load client -------------------------------------------------------------
