@@ -102,7 +102,7 @@ class SwarmBackend:
         self._global = False
         self._requests: SwarmRequests | None = None  # the spec changes, once connected
         self._displaced = Displacements()
-        self._restored: dict[str, Replica] = {}  # replaced id -> what its restore made
+        self._restored: dict[str, Replica] = {}  # id of the task that went -> the restore that took its slot
         self._lock: SwarmLock | None = None
         self._handed_back = False
 
@@ -214,9 +214,14 @@ class SwarmBackend:
         returns what the first made, and never sends a second spec change once the first reached
         the manager (its request label tells); it waits for what that one makes instead.
         """
+        # Keyed by the task that went, not the one asked for: Swarm picks the slot, so a restore of
+        # X may replace Y; the controller then trades, and the target traded to X asks for X in
+        # turn, which must get a task of its own (keyed by X, it got Y's and never came up).
         if replaced.id not in self._restored:
-            [self._restored[replaced.id]] = await self._replace(
+            [made] = await self._replace(
                 [replaced], self._original["TaskTemplate"], order, forward=False, key=replaced.id)
+            self._restored[made.replaces or replaced.id] = made
+            return made
         return self._restored[replaced.id]
 
     async def _replace(self, targets: Sequence[Replica], template: Json, order: Order,
