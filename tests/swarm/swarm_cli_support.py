@@ -3,19 +3,23 @@ against the suite's swarms, and reading back what the swarm shows."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swarm_support import SwarmCluster, running_tasks
+from swarm_support import SwarmCluster, running_tasks, task_endpoints
+
+from haproxy_front import HAProxy
 
 ROLLOVER = Path(sys.executable).with_name("rollover")  # the console script of the venv running pytest
 RUN_TIMEOUT_S = 180  # generous: 2 cores, other suites running; a rollout here takes 10-40 s
@@ -145,3 +149,54 @@ def rollover_acting_at(cluster: SwarmCluster, service: str, *extra: str,
     wall = time.monotonic() - started
     assert wall < RUN_TIMEOUT_S, f"rollover hung: killed after {RUN_TIMEOUT_S}s\n{''.join(lines)}{''.join(errors)}"
     return Outcome(code, "".join(lines), "".join(errors), wall), acted_at
+
+
+# -- HAProxy in front of a service -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Front:
+    """An HAProxy with one server per task (its node address and host-mode port), and the flags
+    that have rollover drive it and probe through it."""
+
+    haproxy: HAProxy
+    probe_rate: int
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        return ("--balancer", self.haproxy.spec, "--balancer-address", "published",
+                "--probe", self.haproxy.url, "--probe-rate", str(self.probe_rate))
+
+    def assert_no_request_lost(self, outcome: Outcome, *, strays: bool = False) -> None:
+        """rollover's probe lost no request, and HAProxy's own log agrees: no 5xx, and (unless
+        ``strays``: servers in rotation that point at a task that is gone) no retry either."""
+        probe = outcome.summary["probe"]
+        print(f"FAULT {os.environ.get('PYTEST_CURRENT_TEST', '?')}: probe {probe}")  # the README's figures (-s)
+        assert probe["sent"] > 0 and probe["failed"] == 0, (probe, self.haproxy.describe(), outcome)
+        if not strays:
+            self.haproxy.assert_clean()
+        assert self.haproxy.request_log().server_side_clean, self.haproxy.describe()
+        assert self.haproxy.backend_counters()["hrsp_5xx"] == 0, self.haproxy.describe()
+
+    def assert_routes_to_the_running_tasks(self, cluster: SwarmCluster, service: str, outcome: Outcome,
+                                           *, strays: bool = False) -> list[str]:
+        """HAProxy routes to every running task and, unless ``strays``, to nothing else; the names
+        of the servers in rotation that point at no running task."""
+        routed, running = self.haproxy.in_rotation(), sorted(task_endpoints(cluster, service).values())
+        if not strays:
+            assert routed == running, (f"routed {routed}, running {running}", self.haproxy.servers(), outcome)
+        assert set(running) <= set(routed), (f"routed {routed}, running {running}", self.haproxy.servers(), outcome)
+        return [row.name for row in self.haproxy.servers() if row.in_rotation and (row.addr, row.port) not in running]
+
+
+@contextlib.contextmanager
+def front_of(cluster: SwarmCluster, service: str, probe_rate: int = 50) -> Iterator[Front]:
+    """HAProxy in front of the service's running tasks (host-mode ports), stopped afterwards."""
+    endpoints = sorted(task_endpoints(cluster, service).values())
+    with tempfile.TemporaryDirectory(prefix="rsw-haproxy-") as workdir:
+        haproxy = HAProxy(Path(workdir), [(f"s{number}", host, port) for number, (host, port) in
+                                          enumerate(endpoints, 1)])
+        try:
+            yield Front(haproxy, probe_rate)
+        finally:
+            haproxy.stop()

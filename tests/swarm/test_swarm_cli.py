@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from swarm_cli_support import (
     Outcome,
     answers,
     assert_handed_back,
+    front_of,
     images_running,
     rollover,
     rollover_acting_at,
@@ -41,8 +41,6 @@ from swarm_support import (
     task_endpoints,
     wait_for,
 )
-
-from haproxy_front import HAProxy
 
 pytestmark = pytest.mark.swarm
 
@@ -150,33 +148,24 @@ class TestThreeNodeRollouts:
         cluster, name = three_node_swarm, make_service(replicas=6, host_port=True)
         old = task_endpoints(cluster, name)
         assert len(old) == 6
-        with tempfile.TemporaryDirectory(prefix="rsw-haproxy-") as workdir:
-            servers = [(f"s{number}", host, port) for number, (host, port) in enumerate(sorted(old.values()), 1)]
-            haproxy = HAProxy(Path(workdir), servers)
-            try:
-                assert haproxy.in_rotation() == sorted(old.values())
-                outcome = rollover(
-                    cluster, name, "--image", APP_V2, "--step", "1", "--order", "start-first",
-                    "--balancer", f"haproxy:{haproxy.socket}:web", "--balancer-address", "published",
-                    "--probe", haproxy.url, "--probe-rate", "200",
-                )
-                assert outcome.code == 0, outcome
-                summary = outcome.summary
-                assert (summary["result"], summary["replaced"]) == ("completed", 6), outcome
-                probe = summary["probe"]
-                assert probe["failed"] == 0, (probe, haproxy.backend_counters(), outcome)
-                assert probe["sent"] >= 200, probe  # at least a second's worth at 200/s
-                assert set(probe["answers"]) <= {"v1", "v2"}, probe
-                statuses = haproxy.request_log().statuses
-                assert all(status == 200 for status in statuses), statuses
-                # After the end: HAProxy sends only to the v2 tasks, and they all answer v2.
-                wait_for(lambda: images_running(cluster, name) == [APP_V2] * 6, 20, "six running v2 tasks")
-                new = task_endpoints(cluster, name)
-                assert haproxy.in_rotation() == sorted(new.values())
-                after = [urllib.request.urlopen(haproxy.url, timeout=10).read().decode().strip() for _ in range(30)]
-                assert after == ["v2"] * 30
-            finally:
-                haproxy.stop()
+        with front_of(cluster, name, probe_rate=200) as front:
+            haproxy = front.haproxy
+            assert haproxy.in_rotation() == sorted(old.values())
+            outcome = rollover(cluster, name, "--image", APP_V2, "--step", "1", "--order", "start-first", *front.args)
+            assert outcome.code == 0, outcome
+            summary = outcome.summary
+            assert (summary["result"], summary["replaced"]) == ("completed", 6), outcome
+            probe = summary["probe"]
+            assert probe["failed"] == 0, (probe, haproxy.backend_counters(), outcome)
+            assert probe["sent"] >= 200, probe  # at least a second's worth at 200/s
+            assert set(probe["answers"]) <= {"v1", "v2"}, probe
+            statuses = haproxy.request_log().statuses
+            assert all(status == 200 for status in statuses), statuses
+            # After the end: HAProxy sends only to the v2 tasks, and they all answer v2.
+            wait_for(lambda: images_running(cluster, name) == [APP_V2] * 6, 20, "six running v2 tasks")
+            front.assert_routes_to_the_running_tasks(cluster, name, outcome)
+            after = [urllib.request.urlopen(haproxy.url, timeout=10).read().decode().strip() for _ in range(30)]
+            assert after == ["v2"] * 30
 
 
 # -- a node lost in the middle of a rollout --------------------------------------------------------

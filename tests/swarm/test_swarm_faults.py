@@ -15,7 +15,15 @@ from typing import Any
 
 import docker.errors
 import pytest
-from swarm_cli_support import Outcome, assert_handed_back, images_running, rollover, rollover_acting_at, service_spec
+from swarm_cli_support import (
+    Outcome,
+    assert_handed_back,
+    front_of,
+    images_running,
+    rollover,
+    rollover_acting_at,
+    service_spec,
+)
 from swarm_support import APP_V1, APP_V2, CLUSTER_SCRIPT, ServiceFactory, SwarmCluster, running_tasks, wait_for
 
 from rollover.backends.swarm_tasks import lock_name
@@ -52,48 +60,61 @@ class TestSwarmFaults:
     def test_an_interrupt_rolls_back_hands_the_service_back_and_exits_130(
         self, single_node_swarm: SwarmCluster, make_service: ServiceFactory
     ) -> None:
-        cluster, name = single_node_swarm, make_service(replicas=REPLICAS)
+        cluster, name = single_node_swarm, make_service(replicas=REPLICAS, host_port=True)
 
-        outcome, at = rollover_acting_at(cluster, name, "--image", APP_V2, at=first("settled"),
-                                         act=send(signal.SIGINT))
+        with front_of(cluster, name) as front:
+            outcome, at = rollover_acting_at(cluster, name, "--image", APP_V2, *front.args, at=first("settled"),
+                                             act=send(signal.SIGINT))
 
-        assert at, f"no replica settled: never interrupted\n{outcome}"
-        assert outcome.code == 130, outcome
-        summary = outcome.summary
-        assert summary["result"] == "interrupted" and summary["not_redeployed"], outcome
-        # Under the default --on-failure rollback, what was replaced went back.
-        assert_serving(cluster, name, REPLICAS, APP_V1, outcome)
-        assert_handed_back(cluster, name, APP_V1)
-        assert not lock_held(cluster, name)
+            assert at, f"no replica settled: never interrupted\n{outcome}"
+            assert outcome.code == 130, outcome
+            summary = outcome.summary
+            assert summary["result"] == "interrupted" and summary["not_redeployed"], outcome
+            # Under the default --on-failure rollback, what was replaced went back.
+            assert_serving(cluster, name, REPLICAS, APP_V1, outcome)
+            assert_handed_back(cluster, name, APP_V1)
+            assert not lock_held(cluster, name)
+            front.assert_routes_to_the_running_tasks(cluster, name, outcome)
+            front.assert_no_request_lost(outcome)
 
     def test_after_sigkill_the_next_rollout_takes_over_and_converges(
         self, single_node_swarm: SwarmCluster, make_service: ServiceFactory
     ) -> None:
-        cluster, name = single_node_swarm, make_service(replicas=REPLICAS)
+        cluster, name = single_node_swarm, make_service(replicas=REPLICAS, host_port=True)
         user_update = service_spec(cluster, name)["Spec"].get("UpdateConfig")
 
-        killed, at = rollover_acting_at(cluster, name, "--image", APP_V2, at=first("settled"),
-                                        act=send(signal.SIGKILL))
+        with front_of(cluster, name) as front:
+            killed, at = rollover_acting_at(cluster, name, "--image", APP_V2, *front.args, at=first("settled"),
+                                            act=send(signal.SIGKILL))
 
-        assert at and killed.code == -signal.SIGKILL, killed
-        assert lock_held(cluster, name)  # nothing could clean up: the lock and the hold stay
-        assert len(running_tasks(cluster, name)) == REPLICAS  # Swarm keeps the count meanwhile
+            assert at and killed.code == -signal.SIGKILL, killed
+            assert lock_held(cluster, name)  # nothing could clean up: the lock and the hold stay
+            assert len(running_tasks(cluster, name)) == REPLICAS  # Swarm keeps the count meanwhile
 
-        again = rollover(cluster, name, "--image", APP_V2)
+            again = rollover(cluster, name, "--image", APP_V2, *front.args)
 
-        assert again.code == 0, again
-        assert again.of_kind("took_over_lock"), again
-        assert again.summary["result"] == "completed", again
-        assert_serving(cluster, name, REPLICAS, APP_V2, again)
-        assert_handed_back(cluster, name, APP_V2)
-        # The user's update config, not the hold the killed rollout left in the spec.
-        assert service_spec(cluster, name)["Spec"].get("UpdateConfig") == user_update
-        assert not lock_held(cluster, name)
+            assert again.code == 0, again
+            assert again.of_kind("took_over_lock"), again
+            assert again.summary["result"] == "completed", again
+            assert_serving(cluster, name, REPLICAS, APP_V2, again)
+            assert_handed_back(cluster, name, APP_V2)
+            # The user's update config, not the hold the killed rollout left in the spec.
+            assert service_spec(cluster, name)["Spec"].get("UpdateConfig") == user_update
+            assert not lock_held(cluster, name)
+            # Swarm's updater finished the killed rollout's last swap by itself: it stopped the old
+            # task with nobody to drain it first, and its server stays in rotation, pointing at
+            # nothing. rollover leaves servers that carry none of the service's tasks alone (they
+            # may be someone else's) and says so; HAProxy re-sends what they refuse, so the second
+            # run's probe loses nothing, and HAProxy's log (both runs) shows no failed request.
+            strays = front.assert_routes_to_the_running_tasks(cluster, name, again, strays=True)
+            warned = next((line for line in again.stderr.splitlines() if "carry none of the replicas" in line), "")
+            assert set(strays) <= set(warned.rsplit(": ", 1)[-1].split(", ")), (strays, again)
+            front.assert_no_request_lost(again, strays=True)
 
     def test_a_task_removed_by_someone_else_ends_consistent(
         self, single_node_swarm: SwarmCluster, make_service: ServiceFactory
     ) -> None:
-        cluster, name = single_node_swarm, make_service(replicas=REPLICAS)
+        cluster, name = single_node_swarm, make_service(replicas=REPLICAS, host_port=True)
         victim: dict[str, str] = {}
 
         def remove_a_target(_: subprocess.Popen[str]) -> None:
@@ -103,7 +124,12 @@ class TestSwarmFaults:
             victim["container"] = task["Status"]["ContainerStatus"]["ContainerID"]
             cluster.client.api.remove_container(victim["container"], force=True)
 
-        outcome, at = rollover_acting_at(cluster, name, "--image", APP_V2, at=first("settled"), act=remove_a_target)
+        with front_of(cluster, name) as front:
+            outcome, at = rollover_acting_at(cluster, name, "--image", APP_V2, *front.args, at=first("settled"),
+                                             act=remove_a_target)
+        # The removal is someone else's, without a drain: requests on their way to that task may
+        # be lost. Reported only (the README's fault table).
+        print(f"FAULT swarm task removed by someone else: probe {outcome.summary['probe']}")
 
         assert at and victim, outcome
         # Swarm refills the slot from the spec current then (the rollout's), and Swarm, not
