@@ -135,21 +135,37 @@ def request_acknowledged(
 ) -> RolloutState:
     """The platform made the replacements (same order as the targets); their clocks start now.
 
-    A replacement that took the place of another target still waiting (``Replica.replaces``: Swarm
-    picks the slot) makes the two trade places: the one replaced is in flight now, to be drained
-    and retired, and the one asked for waits for its turn. Asked to replace web-1, Swarm replaced
-    web-3: web-3 is redeploying, web-1 waiting.
+    A replacement may have taken the place of another target than the one asked for
+    (``Replica.replaces``: Swarm picks the slot). The targets that went are the ones in flight now,
+    to be drained and retired; each target asked for that did not go trades places with a waiting
+    one that did. Asked for web-1, web-2 and web-3, Swarm replaced web-2, web-3 and web-5: web-1
+    trades with web-5 (web-5 redeploying, web-1 waiting), and each replacement belongs to the
+    target it displaced, whatever the order of the answer.
     """
     progress = list(state.progress)
     by_id = {item.target.id: index for index, item in enumerate(progress)}
-    positions = [by_id[target_id] for target_id in target_ids]
-    for index, new, timeout in zip(positions, replacements, timeouts, strict=True):
-        other = by_id.get(new.replaces or "")
-        if other is not None and other != index and progress[other].phase is Phase.WAITING:
-            mine, theirs = progress[index], progress[other]
-            progress[index] = replace(mine, target=theirs.target, restore_from=theirs.restore_from)
-            progress[other] = replace(theirs, target=mine.target, restore_from=mine.restore_from)
-            by_id[mine.target.id], by_id[theirs.target.id] = other, index
+    places = [by_id[target_id] for target_id in target_ids]  # the request's places in the progress
+    went = [new.replaces or target_id for target_id, new in zip(target_ids, replacements, strict=True)]
+    not_gone = [target_id for target_id in target_ids if target_id not in went]
+    instead = [gone for gone in went if gone not in target_ids and gone in by_id
+               and progress[by_id[gone]].phase is Phase.WAITING]
+    for asked, gone in zip(not_gone, instead, strict=False):  # one left over on either side stays put
+        mine, theirs = by_id[asked], by_id[gone]
+        progress[mine], progress[theirs] = (
+            replace(progress[mine], target=progress[theirs].target, restore_from=progress[theirs].restore_from),
+            replace(progress[theirs], target=progress[mine].target, restore_from=progress[mine].restore_from),
+        )
+        by_id[asked], by_id[gone] = theirs, mine
+    # Each replacement goes to the place of the target it displaced; one that displaced nothing
+    # known takes the next place left.
+    owners: dict[int, int] = {}
+    for number, gone in enumerate(went):
+        place = by_id.get(gone)
+        if place in places and place not in owners.values():
+            owners[number] = place
+    left = [place for place in places if place not in owners.values()]
+    for number, (new, timeout) in enumerate(zip(replacements, timeouts, strict=True)):
+        index = owners[number] if number in owners else left.pop(0)
         progress[index] = replace(
             progress[index], phase=Phase.REDEPLOYING, replacement=new, acked_at=at, deadline=at + timeout
         )

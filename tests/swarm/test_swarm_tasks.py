@@ -127,6 +127,14 @@ def test_retire_waits_for_the_task_that_went_not_a_stale_one_from_an_earlier_tra
     assert went.task_to_stop("A") == "A"
 
 
+
+def test_in_a_request_of_three_each_task_that_went_is_waited_for_itself() -> None:
+    went = Displacements()
+    for asked, gone in (("A", "B"), ("B", "D"), ("C", "C")):  # one request: Swarm replaced B, D and C
+        went.record(asked, gone)
+    assert [went.task_to_stop(replica) for replica in ("B", "D", "C")] == ["B", "D", "C"]
+
+
 def test_a_swap_whose_replacement_is_up_beside_its_old_task_is_stalled() -> None:
     starting = [task("a", 1, 1), task("b", 1, 2, image="app:v2", force=1, state="starting")]
     stalled = [task("c", 2, 1), task("d", 2, 2, image="app:v2", force=1)]

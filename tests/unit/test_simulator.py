@@ -302,3 +302,22 @@ def test_a_replacement_that_took_another_waiting_targets_place_trades_the_two() 
     decision = decide(state, Policy(step=parse_step("1")), Order.START_FIRST, now=1.0)
     assert [item.target.id for item in decision.retire] == ["app-3"]
     assert [item.target.id for item in decision.request] == ["app-2"]
+
+
+def test_in_a_request_of_three_the_targets_that_went_are_in_flight_whatever_the_order_of_the_answer() -> None:
+    # Asked for app-1..3, Swarm replaced app-2, app-4 and app-3, answered in that order: app-1 did
+    # not go and trades with app-4, which did. Trading one pair at a time in answer order left
+    # app-2's place waiting on a task that was gone: skipped, "removed before its turn" (CI, step half).
+    targets = [Replica(id=f"app-{n}", name=f"app-{n}") for n in range(1, 7)]
+    state = rollout.start(targets, batch=3, grace_s=0.0)
+    state = rollout.request_sent(state, ["app-1", "app-2", "app-3"], at=0.0)
+    made = [Replica(id="new-a", name="app-7", replaces="app-2"), Replica(id="new-b", name="app-8", replaces="app-4"),
+            Replica(id="new-c", name="app-9", replaces="app-3")]
+    state = rollout.request_acknowledged(state, ["app-1", "app-2", "app-3"], made, at=0.5, timeouts=[10.0] * 3)
+    assert [(item.target.id, item.phase, item.replacement.id if item.replacement else None)
+            for item in state.progress] == [
+        ("app-4", "redeploying", "new-b"), ("app-2", "redeploying", "new-a"), ("app-3", "redeploying", "new-c"),
+        ("app-1", "waiting", None), ("app-5", "waiting", None), ("app-6", "waiting", None)]
+    for gone in ("app-2", "app-4", "app-3"):  # Swarm stops the displaced tasks: none is a waiting target
+        state = rollout.replica_down(state, gone, "removed", at=1.0, gone=True)
+    assert state.count(rollout.Phase.SKIPPED) == 0

@@ -226,6 +226,10 @@ class Displacements:
     Example: a request for A displaces B (A -> B, and B's own retire waits for B). A later request
     for C displaces A: A's old entry (A -> B) is dropped, since A is now the one going and its
     retire must wait for A, not for B, which stopped long ago.
+
+    A task that went is its own to wait for, even when it was asked for itself and another went
+    for it: a request for A, B, C that replaced B, D, C records A -> B and B -> D, and the
+    controller retires D, B and C (the targets that went, see rollout.request_acknowledged).
     """
 
     def __init__(self) -> None:
@@ -236,6 +240,8 @@ class Displacements:
         self._went[target_id] = displaced_id
 
     def task_to_stop(self, replica_id: str) -> str:
+        if replica_id in self._went.values():
+            return replica_id
         return self._went.get(replica_id, replica_id)
 
 
