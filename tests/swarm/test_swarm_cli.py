@@ -248,7 +248,13 @@ class TestNodeLostMidRollout:
         wait_for(lambda: len(images_on_surviving_nodes()) == 6, 60, "six tasks on the surviving nodes")
         images = images_on_surviving_nodes()
         if summary["result"] == "completed":
-            assert images.count(APP_V2) == summary["replaced"] == 6, f"{images}\n{outcome}"
+            # A replacement in one of node 3's slots may be deleted by Swarm as one too many there:
+            # the orchestrator refilled the slot from the same (the rollout's) spec meanwhile. Its
+            # target is skipped, and the summary says why.
+            redundant = [event for event in outcome.of_kind("skipped")
+                         if event["reason"] == "replacement removed by Swarm: another task serves its slot"]
+            assert summary["skipped"] == len(redundant), outcome
+            assert images.count(APP_V2) == summary["replaced"] + len(redundant) == 6, f"{images}\n{outcome}"
         elif summary["result"] == "rolled-back":
             assert set(images) == {APP_V1} and summary["reason"], f"{images}\n{outcome}"
             assert_handed_back(cluster, name, APP_V1)

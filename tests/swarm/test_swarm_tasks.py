@@ -25,6 +25,7 @@ from rollover.backends.swarm_tasks import (
     lost_with_node,
     parse_node_hosts,
     parse_task,
+    removal_reason,
     replacements_made,
     replica_from_task,
     request_spec,
@@ -251,3 +252,9 @@ def test_node_hosts_come_as_node_equals_docker_host() -> None:
     with pytest.raises(InvalidOption, match="n4"):
         parse_node_hosts("n4")
 
+
+def test_a_task_deleted_beside_another_live_one_in_its_slot_was_one_too_many_not_a_scale_down() -> None:
+    deleted = task("t1", 6, 1, image="app:v2", force=1, desired="remove")
+    refilled = task("t2", 6, 2, image="app:v2", force=1)  # the orchestrator's own for a lost node's slot
+    assert removal_reason(deleted, [deleted, refilled]) == "removed by Swarm: another task serves its slot"
+    assert removal_reason(deleted, [deleted, task("t3", 5, 2)]) == "removed by a scale-down"

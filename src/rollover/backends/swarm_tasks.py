@@ -245,6 +245,15 @@ class Displacements:
         return self._went.get(replica_id, replica_id)
 
 
+def removal_reason(task: SwarmTask, tasks: Iterable[SwarmTask]) -> str:
+    """Why Swarm deleted a task: with its slot (a scale-down), or as one too many in a slot that
+    another task serves (a lost node's slot refilled by the orchestrator while the updater
+    replaced it too)."""
+    if any(other.slot == task.slot and other.live and other.id != task.id for other in tasks):
+        return "removed by Swarm: another task serves its slot"
+    return "removed by a scale-down"
+
+
 def dirty_slots(tasks: Iterable[SwarmTask], definition: tuple[str, int]) -> list[str]:
     """Slots whose live tasks are not all made from ``definition``: work left for the updater."""
     return [slot for slot, group in slots(tasks).items()

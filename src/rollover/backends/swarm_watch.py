@@ -38,7 +38,7 @@ import requests
 
 from rollover.backends.docker_engine import Engine, engine_error
 from rollover.backends.docker_events import EventFeed, action_of, labels_of_event
-from rollover.backends.swarm_tasks import SwarmTask, lost_with_node, parse_task
+from rollover.backends.swarm_tasks import SwarmTask, lost_with_node, parse_task, removal_reason
 from rollover.errors import EngineUnavailable, PlatformError, RolloverError
 from rollover.model import ReplicaDown, ReplicaEvent, ReplicaUp
 
@@ -229,14 +229,14 @@ class SwarmWatch:
         listed = {task.id for task in tasks}
         for task in vanished:
             if task.id not in listed and (task.live or task.desired == "remove"):
-                self._reports.down(task.id, now, "removed by a scale-down", gone=True)
+                self._reports.down(task.id, now, removal_reason(task, tasks), gone=True)
         for task in tasks:
             if not self._baseline_taken:
                 # What was up or over before anyone listened is not news.
                 if task.up or task.ended:
                     self._reports.said[task.id] = "up" if task.up else "down"
             elif task.desired == "remove":  # its slot is no more: a scale-down
-                self._reports.down(task.id, now, "removed by a scale-down", gone=True)
+                self._reports.down(task.id, now, removal_reason(task, tasks), gone=True)
             elif task.up:
                 self._reports.up(task.id, now)
             elif task.ended:  # a task that ended before the baseline was marked down there
@@ -366,3 +366,4 @@ class SwarmWatch:
         for task in background:
             task.cancel()
         await asyncio.gather(*readers, *background, return_exceptions=True)
+
