@@ -129,6 +129,11 @@ def published_ports(client: Any, project: str) -> dict[str, int]:
     return ports
 
 
+def loopback_endpoints(client: Any, project: str) -> list[str]:
+    """``127.0.0.1:PORT`` of every running replica (how a balancer in ``published`` mode reaches it), sorted."""
+    return sorted(f"127.0.0.1:{port}" for port in published_ports(client, project).values())
+
+
 def haproxy_servers(client: Any, project: str) -> list[tuple[str, str, int]]:
     """One HAProxy server line per running replica: (``webN``, 127.0.0.1, its published port)."""
     return [(f"web{name.rsplit('-', 1)[-1]}", "127.0.0.1", port)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
-from engine_support import APP_V1, ComposeProject, compose_yaml, haproxy_servers, published_ports, run
+from engine_support import APP_V1, ComposeProject, compose_yaml, haproxy_servers, loopback_endpoints, run
 
 from haproxy_front import HAProxy
 
@@ -190,7 +190,7 @@ def wait_until_serving(project: ComposeProject, images: Mapping[str, str], repli
 
 def serving_addresses(project: ComposeProject) -> list[str]:
     """``127.0.0.1:PORT`` of every running replica, as HAProxy's servers name them, sorted."""
-    return sorted(f"127.0.0.1:{port}" for port in published_ports(project.client, project.name).values())
+    return loopback_endpoints(project.client, project.name)
 
 
 def lock_exists(project: ComposeProject) -> bool:

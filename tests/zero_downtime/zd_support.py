@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
-from engine_support import APP_V2, ComposeProject, published_ports, service_containers
+from engine_support import APP_V2, ComposeProject, loopback_endpoints, service_containers
 from zd_fronts import network_addresses
 
 _VENV_ROLLOVER = Path(sys.executable).with_name("rollover")  # the venv's console script
@@ -252,7 +252,7 @@ class ProbeFellBehind(AssertionError):
 def endpoints(client: Any, project: str, balancer_address: str) -> list[str]:
     """Where a balancer must send to reach the running replicas, in its address mode, sorted."""
     if balancer_address == "published":
-        return sorted(f"127.0.0.1:{port}" for port in published_ports(client, project).values())
+        return loopback_endpoints(client, project)
     return network_addresses(client, project, balancer_address.removeprefix("network:"))
 
 
