@@ -198,7 +198,7 @@ class CaddyFront(NetworkFront):
         bad = [(round(e["ts"] - e["duration"], 3), e["status"], round(e["duration"], 3),
                 upstream.get((e["request"]["remote_ip"], e["request"]["remote_port"])))
                for e in entries if e.get("logger") == "http.log.access" and (e["status"] != 200 or e["duration"] > 1)]
-        return f"{super().describe()}; failed or slow (start, status, s, upstream): {bad[:20]}"
+        return f"{super().describe()}; {len(bad)} failed or slow (start, status, s, upstream): {bad[:20]}"
 
     def stop(self) -> None:
         super().stop()
@@ -301,4 +301,4 @@ class TraefikFront(NetworkFront):
         bad = [(e.get("StartUTC", "")[11:23], e["DownstreamStatus"], round(e.get("Duration", 0) / 1e9, 3),
                 e.get("ServiceAddr")) for e in self._requests()
                if e["DownstreamStatus"] != 200 or e.get("Duration", 0) > 1e9]
-        return f"{super().describe()}; failed or slow (start UTC, status, s, server): {bad[:20]}"
+        return f"{super().describe()}; {len(bad)} failed or slow (start UTC, status, s, server): {bad[:20]}"
