@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import random
 import socket
 from collections import Counter
+from pathlib import Path
 
 from rollover.model import Replica
 
@@ -106,9 +108,27 @@ class StubFarm:
             self._loop.run_until_complete(server.close())
 
 
+_handed_out: set[int] = set()
+
+
 def closed_port() -> int:
-    """A loopback port nothing listens on (it was free a moment ago)."""
-    with contextlib.closing(socket.socket()) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    """A loopback port nothing listens on (it was free a moment ago), for a test to start a
+    listener on or to find refused, and never the same one twice in a run.
+
+    Taken below the kernel's ephemeral range (32768-60999 here): a port from that range (what
+    ``bind(("127.0.0.1", 0))`` hands out) can become any outgoing connection's source port
+    before the test's listener binds it. CI saw it: Traefik's "bind: address already in use" on
+    127.0.0.1:49999, in a suite that opens hundreds of connections a second. Below the range,
+    only a program that asks for the port by number gets it.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    candidates = [port for port in range(max(1024, low - 12_000), low) if port not in _handed_out]
+    for port in random.sample(candidates, k=min(100, len(candidates))):
+        with contextlib.closing(socket.socket()) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))  # no SO_REUSEADDR: a port in TIME_WAIT is refused too
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port below {low}")
