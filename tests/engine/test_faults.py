@@ -116,6 +116,34 @@ def test_a_replacement_that_never_turns_healthy_is_counted_under_continue(
     faults.assert_no_request_lost(outcome)
 
 
+def test_stop_first_a_replacement_that_never_turns_healthy_is_rolled_back_behind_the_balancer(
+    faults: Faults, images: dict[str, str]
+) -> None:
+    """Stop-first gives no second chance: the old replica is drained and removed before its
+    replacement turns out broken, so the rollback must bring a v1 replica back and HAProxy must
+    route to it, with the service one replica short meanwhile and no request lost."""
+    project = faults.project(APP_V1, replicas=3)
+    write_service(project, APP_BROKEN, replicas=3)
+    outcome = faults.rollover(project, "--order", "stop-first", "--step", "1", "--timeout", "6").finish()
+
+    summary = outcome.summary
+    assert outcome.returncode == 1, outcome.text()
+    assert (summary["result"], summary["failed"], summary["replaced"]) == ("rolled-back", 1, 0), outcome.text()
+    assert "unhealthy" in str(summary["reason"]) or "not up within" in str(summary["reason"]), outcome.text()
+    # web-1 drained before its replacement failed; the broken replacement never admitted; one
+    # restore (of that replacement, back to v1), admitted once it was up.
+    kinds = outcome.kinds()
+    assert kinds.index("drained") < kinds.index("failed") < kinds.index("rollback") < kinds.index("admitted"), kinds
+    assert kinds.count("admitted") == 1, kinds
+    assert len([e for e in outcome.events if e["event"] == "request_sent" and e.get("restore")]) == 1, outcome.text()
+    # Three replicas on v1 again (one of them the restored one), and nothing else left behind.
+    assert service_state(project, images) == [("running", "healthy", APP_V1)] * 3
+    assert_consistent(outcome)
+    assert not lock_exists(project)
+    assert faults.fronts[project.name].routed() == serving_addresses(project)
+    faults.assert_no_request_lost(outcome)
+
+
 # -- 4: the image disappears mid-rollout ---------------------------------------------------------------
 
 
