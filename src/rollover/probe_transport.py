@@ -45,10 +45,11 @@ class FreshConnectionTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
         url = request.url
+        host = url.raw_host.decode("ascii")  # IDNA-encoded, IPv6 without brackets: what a resolver takes
         port = url.port or (443 if url.scheme == "https" else 80)
         with _translated(request, httpx.ConnectError, httpx.ConnectTimeout):
             async with asyncio.timeout(timeouts.get("connect")):
-                reader, writer = await asyncio.open_connection(url.host, port, ssl=self._tls(url.scheme))
+                reader, writer = await asyncio.open_connection(host, port, ssl=self._tls(url.scheme))
         try:
             connection = h11.Connection(h11.CLIENT)
             with _translated(request, httpx.WriteError, httpx.WriteTimeout):

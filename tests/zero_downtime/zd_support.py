@@ -246,7 +246,8 @@ class ZdProject(ComposeProject):
 
 
 class ProbeFellBehind(AssertionError):
-    """rollover's probe sent fewer than 90 % of its --probe-rate: the known probe.py bug."""
+    """rollover's probe sent fewer than 90 % of its --probe-rate: it shares rollover's event loop,
+    and on a starved machine it falls behind (README: the probe's own cost)."""
 
 
 def endpoints(client: Any, project: str, balancer_address: str) -> list[str]:
