@@ -115,7 +115,9 @@ def test_a_server_that_never_answers_is_a_read_timeout(loop: asyncio.AbstractEve
                 await get(f"http://127.0.0.1:{port}/")
             return loop.time() - started
 
-    assert TIMEOUTS["read"] <= loop.run_until_complete(scenario()) < TIMEOUTS["read"] + 1
+    # Not before the read timeout; and given up on, not waited out (the server would wait forever):
+    # the upper bound is loose on purpose, a busy machine may be slow to wake the loop.
+    assert TIMEOUTS["read"] <= loop.run_until_complete(scenario()) < TIMEOUTS["read"] + 5
 
 
 def test_a_closed_port_is_a_connect_error(loop: asyncio.AbstractEventLoop) -> None:
