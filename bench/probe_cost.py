@@ -45,13 +45,16 @@ def free_port() -> int:
 
 async def one_run(url: str, rate: float, seconds: float, transport: str) -> tuple[float, int, int]:
     """CPU seconds the probe used, requests sent, requests failed."""
-    pooled = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0))
-    probe = Probe(url, rate=rate, timeout=2.0, transport=pooled if transport == "httpx" else None)
+    pooled = None
+    if transport == "httpx":
+        pooled = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0))
+    probe = Probe(url, rate=rate, timeout=2.0, transport=pooled)
     before = cpu_seconds()
     await probe.start()
     await asyncio.sleep(seconds)
     report = await probe.stop()
-    await pooled.aclose()
+    if pooled is not None:
+        await pooled.aclose()
     return cpu_seconds() - before, report.sent, report.failed
 
 

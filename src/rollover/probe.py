@@ -80,15 +80,13 @@ class Probe:
             max_in_flight = max(256, math.ceil(rate * (timeout + 1)))
         if rate <= 0 or timeout <= 0 or max_in_flight < 1:
             raise ValueError("probe rate, timeout and max_in_flight must be positive")
-        if httpx.URL(url).scheme not in ("http", "https"):
-            raise ValueError(f"probe URL {url!r}: expected http:// or https://")
+        self.url = url  # parsed and checked once, by the property's setter
         self.rate = rate
         self.timeout = timeout
         self._clock = clock
         self._max_in_flight = max_in_flight
         self._transport = transport or FreshConnectionTransport()
         # Built once: every request is the same GET (a fresh connection each, see the module doc).
-        self._target = httpx.URL(url)  # see the url property
         self._headers = httpx.Headers({"Connection": "close", "User-Agent": "rollover-probe"})
         self._timeouts = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
         self._samples: deque[ProbeSample] = deque(maxlen=max_samples)
@@ -109,7 +107,10 @@ class Probe:
     @url.setter
     def url(self, url: str) -> None:
         """Point the requests sent from now on elsewhere (those in flight keep their target)."""
-        self._target = httpx.URL(url)
+        target = httpx.URL(url)
+        if target.scheme not in ("http", "https"):
+            raise ValueError(f"probe URL {url!r}: expected http:// or https://")
+        self._target = target
 
     def _now(self) -> float:
         if self._clock is None:
