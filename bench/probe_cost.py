@@ -10,7 +10,7 @@ counted) and reads the probe process's CPU time (user + system) around the run.
 
 Example: 2.6 s of CPU over a 10 s run at 200/s (2000 requests) is 1.3 ms per request, 26 % of
 a core. ``--transport httpx`` measures the same probe over httpx's own transport (httpcore on
-anyio), the one it used before ``rollover.probe_transport``: the comparison behind that module.
+anyio), the one it used before ``rollover.probe.transport``: the comparison behind that module.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from rollover.probe import Probe
+from rollover.probe.open_loop import Probe
 
 
 def cpu_seconds() -> float:

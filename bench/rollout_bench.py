@@ -25,10 +25,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from rollover.backends.docker import DockerBackend
-from rollover.controller import Controller
-from rollover.model import ProgressEvent
-from rollover.policy import OrderChoice, Policy, batch_size, parse_step
+from rollover.backends.docker.backend import DockerBackend
+from rollover.controller.loop import Controller
+from rollover.core.model import ProgressEvent
+from rollover.core.policy import OrderChoice, Policy, batch_size, parse_step
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "rollover-bench"

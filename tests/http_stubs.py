@@ -14,7 +14,7 @@ import socket
 from collections import Counter
 from pathlib import Path
 
-from rollover.model import Replica
+from rollover.core.model import Replica
 
 
 class StubServer:

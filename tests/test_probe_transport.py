@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from http_stubs import closed_port
-from rollover.probe_transport import FreshConnectionTransport
+from rollover.probe.transport import FreshConnectionTransport
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 TIMEOUTS = {"connect": 1.0, "read": 0.5, "write": 1.0, "pool": 1.0}

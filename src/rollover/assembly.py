@@ -17,7 +17,7 @@ from rollover.backends.base import Backend
 from rollover.balancers.base import Balancer
 from rollover.clock import Clock
 from rollover.errors import InvalidOption
-from rollover.probe import Probe
+from rollover.probe.open_loop import Probe
 
 BALANCER_KINDS = ("haproxy", "traefik", "caddy")
 
@@ -49,19 +49,19 @@ async def make_backend(choice: BackendChoice, clock: Clock) -> Backend:
         choice.platform is Platform.AUTO and not choice.project and not choice.selector
         and await _is_swarm_service(choice.service)
     ):
-        from rollover.backends.swarm import SwarmBackend
+        from rollover.backends.swarm.backend import SwarmBackend
 
         return SwarmBackend(choice.service, image=choice.image, pull=choice.pull, clock=clock,
                             node_hosts=choice.swarm_nodes, replacement_timeout_s=choice.timeout_s)
-    from rollover.backends.docker import DockerBackend
+    from rollover.backends.docker.backend import DockerBackend
 
     return DockerBackend(choice.service, project=choice.project, selector=choice.selector, image=choice.image,
                          pull=choice.pull, clock=clock)
 
 
 async def _is_swarm_service(service: str) -> bool:
-    from rollover.backends.docker_engine import Engine
-    from rollover.backends.swarm_service import is_swarm_service
+    from rollover.backends.swarm.service import is_swarm_service
+    from rollover.engine import Engine
 
     engine = await Engine.connect(None)
     try:
@@ -111,7 +111,7 @@ def make_balancer(options: TrafficOptions, clock: Clock) -> Balancer | None:
     """One balancer, a chain of several, or None: then the controller uses no admission phase."""
     parts: list[Balancer] = [_one_balancer(spec, options, clock) for spec in options.balancers]
     if options.pre_stop or options.post_start:
-        from rollover.hooks import CommandHooks
+        from rollover.balancers.hooks import CommandHooks
 
         parts.append(CommandHooks(options.pre_stop, options.post_start))
     if not parts:
@@ -162,7 +162,7 @@ def parse_hook(text: str | None, what: str) -> tuple[str, ...] | None:
     """An argument list, split like a shell would but never run through one (see hooks.py)."""
     if text is None:
         return None
-    from rollover.hooks import parse_hook as split_hook
+    from rollover.balancers.hooks import parse_hook as split_hook
 
     try:
         return tuple(split_hook(text))

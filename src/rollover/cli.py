@@ -33,11 +33,10 @@ from rollover.assembly import (
 )
 from rollover.backends.base import Backend
 from rollover.backends.sim import SimBackend
-from rollover.backends.swarm_tasks import parse_node_hosts
+from rollover.backends.swarm.tasks import parse_node_hosts
 from rollover.clock import run_virtual
-from rollover.controller import Controller, Reporter
-from rollover.errors import InvalidOption, RolloverError
-from rollover.policy import (
+from rollover.controller.loop import Controller, Reporter
+from rollover.core.policy import (
     FailurePolicy,
     OrderChoice,
     Policy,
@@ -45,9 +44,10 @@ from rollover.policy import (
     parse_enum,
     parse_step,
 )
+from rollover.core.result import RolloutResult
+from rollover.errors import InvalidOption, RolloverError
 from rollover.report.output import JsonReporter, TextReporter, render_timeline
 from rollover.report.redact import Redactor, secret_values
-from rollover.result import RolloutResult
 
 # The seed script's variables, still honoured: (old name, new name).
 TUTUM_ALIASES = (

@@ -22,9 +22,9 @@ import pytest
 
 from http_stubs import StubFarm, StubServer, closed_port
 from rollover.balancers.caddy import PARKED_SUFFIX, CaddyBalancer
+from rollover.core.model import Replica
 from rollover.errors import BalancerUnavailable, InvalidOption
-from rollover.model import Replica
-from rollover.probe import Probe
+from rollover.probe.open_loop import Probe
 
 CADDY = shutil.which("caddy") or "/usr/bin/caddy"
 ROUTE = "app"

@@ -13,7 +13,7 @@ from rollover.balancers.endpoints import (
     published_bindings,
 )
 from rollover.balancers.haproxy_api import RuntimeApi, checked_name, parse_servers_state, parse_sessions
-from rollover.model import Replica
+from rollover.core.model import Replica
 
 
 def _replica(*details: tuple[str, str], id: str = "c0ffee") -> Replica:

@@ -13,9 +13,9 @@ from http_stubs import StubFarm, StubServer
 from local_haproxy import HAProxyLauncher, RunningHAProxy
 from rollover.balancers.base import DrainResult
 from rollover.balancers.haproxy import HAProxyBalancer, dynamic_server_name
+from rollover.core.model import Replica
 from rollover.errors import BalancerUnavailable, InvalidOption, PlatformError
-from rollover.model import Replica
-from rollover.probe import Probe
+from rollover.probe.open_loop import Probe
 
 MAINT, DRAIN = 0x01, 0x08
 

@@ -13,9 +13,9 @@ import pytest
 
 from rollover.balancers.base import DrainResult
 from rollover.balancers.chain import BalancerChain
+from rollover.balancers.hooks import CommandHooks, parse_hook
+from rollover.core.model import Replica
 from rollover.errors import InvalidOption, PlatformError
-from rollover.hooks import CommandHooks, parse_hook
-from rollover.model import Replica
 
 HOSTILE = Replica(
     id="0123456789abcdef" * 4,

@@ -31,7 +31,7 @@ import httpx
 import pytest
 
 from http_stubs import closed_port
-from rollover.backends.docker_inspect import replica_from_inspect
+from rollover.backends.docker.inspect import replica_from_inspect
 from rollover.balancers import traefik
 from rollover.balancers.traefik import (
     DEFAULT_DRAIN_MARKER,
@@ -47,9 +47,9 @@ from rollover.balancers.traefik import (
     replica_container,
 )
 from rollover.clock import VirtualClockLoop, run_virtual
+from rollover.core.model import Replica
 from rollover.errors import BalancerUnavailable, InvalidOption, Unsupported
-from rollover.model import Replica
-from rollover.probe import Probe
+from rollover.probe.open_loop import Probe
 
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images" / "app"
 APP = "rtest-lb/app"

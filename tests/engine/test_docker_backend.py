@@ -30,10 +30,10 @@ from engine_support import (
     unique_name,
 )
 
-from rollover.backends.docker import DockerBackend
-from rollover.backends.docker_engine import Engine
+from rollover.backends.docker.backend import DockerBackend
+from rollover.core.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp
+from rollover.engine import Engine
 from rollover.errors import EngineUnavailable, ImageNotFound, Locked, ServiceNotFound, Unsupported
-from rollover.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp
 
 pytestmark = pytest.mark.engine
 

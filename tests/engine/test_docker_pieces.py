@@ -10,19 +10,19 @@ from typing import Any
 
 import pytest
 
-from rollover.backends.compose import ComposeProject, scale_up_command
-from rollover.backends.docker_clone import (
+from rollover.backends.docker.clone import (
     clone_request,
     inherit_anonymous_volumes,
     with_fresh_anonymous_volumes,
     without_image_defaults,
 )
-from rollover.backends.docker_events import EventFeed, replica_event
-from rollover.backends.docker_inspect import fixed_host_ports, health_budget_s
-from rollover.backends.docker_lock import LockRecord, stale_lock
+from rollover.backends.docker.compose import ComposeProject, scale_up_command
+from rollover.backends.docker.events import EventFeed, replica_event
+from rollover.backends.docker.inspect import fixed_host_ports, health_budget_s
+from rollover.backends.docker.lock import LockRecord, stale_lock
+from rollover.core.model import Replica, ReplicaDown, ReplicaUp
+from rollover.core.recovery import made_by
 from rollover.errors import PlatformError
-from rollover.model import Replica, ReplicaDown, ReplicaUp
-from rollover.recovery import made_by
 
 
 def raw(action: str, **attributes: str) -> dict[str, Any]:

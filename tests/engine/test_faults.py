@@ -28,9 +28,9 @@ from fault_support import (
     write_service,
 )
 
-from rollover import rollout
-from rollover.model import Replica
-from rollover.rollout import Phase
+from rollover.core import rollout
+from rollover.core.model import Replica
+from rollover.core.rollout import Phase
 
 pytestmark = pytest.mark.engine
 

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from engine_support import APP_BROKEN, APP_V1, APP_V2, ComposeProject, run, unique_name
 
-from rollover.backends.docker_lock import lock_name
+from rollover.backends.docker.lock import lock_name
 
 pytestmark = pytest.mark.engine
 

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 
-from rollover.backends.swarm import SwarmBackend
-from rollover.backends.swarm_tasks import lock_name
-from rollover.model import ReplicaEvent
+from rollover.backends.swarm.backend import SwarmBackend
+from rollover.backends.swarm.tasks import lock_name
+from rollover.core.model import ReplicaEvent
 
 T = TypeVar("T")
 

@@ -27,15 +27,15 @@ from swarm_support import (
     wait_for,
 )
 
-from rollover.backends.docker_inspect import LOCK_HOLDER_LABEL
-from rollover.backends.docker_lock import LOCK_HOST_LABEL, LOCK_PROCESS_LABEL, LOCK_REPLICAS_LABEL, LOCK_SINCE_LABEL
-from rollover.backends.swarm import SwarmBackend
-from rollover.backends.swarm_service import is_swarm_service
-from rollover.backends.swarm_tasks import lock_name
-from rollover.controller import Controller
+from rollover.backends.docker.inspect import LOCK_HOLDER_LABEL
+from rollover.backends.docker.lock import LOCK_HOST_LABEL, LOCK_PROCESS_LABEL, LOCK_REPLICAS_LABEL, LOCK_SINCE_LABEL
+from rollover.backends.swarm.backend import SwarmBackend
+from rollover.backends.swarm.service import is_swarm_service
+from rollover.backends.swarm.tasks import lock_name
+from rollover.controller.loop import Controller
+from rollover.core.model import Order, ProgressEvent, ReplicaDown, ReplicaUp, ServiceSnapshot, StaleLock
+from rollover.core.policy import FailurePolicy, OrderChoice, Policy, parse_step
 from rollover.errors import EngineUnavailable, Locked, ServiceNotFound, Unsupported
-from rollover.model import Order, ProgressEvent, ReplicaDown, ReplicaUp, ServiceSnapshot, StaleLock
-from rollover.policy import FailurePolicy, OrderChoice, Policy, parse_step
 
 pytestmark = pytest.mark.swarm
 

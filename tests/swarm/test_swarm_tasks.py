@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from rollover.backends.swarm_tasks import (
+from rollover.backends.swarm.tasks import (
     HOLD_NS,
     REQUEST_LABEL,
     Displacements,
@@ -35,8 +35,8 @@ from rollover.backends.swarm_tasks import (
     unrequested_replacements,
     users_spec,
 )
+from rollover.core.model import Order
 from rollover.errors import InvalidOption
-from rollover.model import Order
 
 V1 = ("app:v1", 0)
 V2 = ("app:v2", 1)

@@ -2,9 +2,8 @@
 
 import pytest
 
-from rollover.errors import InvalidOption
-from rollover.model import Order, Replica
-from rollover.policy import (
+from rollover.core.model import Order, Replica
+from rollover.core.policy import (
     OrderChoice,
     Policy,
     Step,
@@ -15,6 +14,7 @@ from rollover.policy import (
     parse_step,
     replacement_timeout,
 )
+from rollover.errors import InvalidOption
 
 
 @pytest.mark.parametrize(

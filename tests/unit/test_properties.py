@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from rollover.backends.sim import SimBackend
 from rollover.clock import run_virtual
-from rollover.controller import Controller
-from rollover.model import ProgressEvent
-from rollover.policy import FailurePolicy, OrderChoice, Policy, batch_size, parse_step
-from rollover.result import RolloutResult
+from rollover.controller.loop import Controller
+from rollover.core.model import ProgressEvent
+from rollover.core.policy import FailurePolicy, OrderChoice, Policy, batch_size, parse_step
+from rollover.core.result import RolloutResult
 
 steps = st.one_of(
     st.integers(1, 6).map(str),

@@ -1,10 +1,10 @@
 """Sorting a dead rollout's leftovers: targets, adoptions, orphans, shortfall."""
 
-from rollover import rollout
-from rollover.model import Order, Replica, StaleLock
-from rollover.plan import decide, needs_repair
-from rollover.policy import Policy, parse_step
-from rollover.recovery import plan_recovery
+from rollover.core import rollout
+from rollover.core.model import Order, Replica, StaleLock
+from rollover.core.plan import decide, needs_repair
+from rollover.core.policy import Policy, parse_step
+from rollover.core.recovery import plan_recovery
 
 SINCE = 1000.0
 

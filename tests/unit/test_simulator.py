@@ -7,16 +7,16 @@ import time
 
 import pytest
 
-from rollover import rollout
 from rollover.backends.sim import SimBackend
 from rollover.clock import run_virtual
-from rollover.controller import Controller
+from rollover.controller.loop import Controller
+from rollover.core import rollout
+from rollover.core.model import Order, ProgressEvent, Replica, StaleLock
+from rollover.core.plan import decide
+from rollover.core.policy import FailurePolicy, OrderChoice, Policy, parse_step
+from rollover.core.result import RolloutResult
 from rollover.errors import PlatformError
-from rollover.model import Order, ProgressEvent, Replica, StaleLock
-from rollover.plan import decide
-from rollover.policy import FailurePolicy, OrderChoice, Policy, parse_step
 from rollover.report.output import render_timeline
-from rollover.result import RolloutResult
 
 SEED_HALF = """\
 -_________|

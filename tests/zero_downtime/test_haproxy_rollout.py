@@ -37,7 +37,7 @@ from zd_support import (
 )
 
 from haproxy_front import HAProxy
-from rollover.probe import Probe
+from rollover.probe.open_loop import Probe
 
 pytestmark = pytest.mark.engine
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from rollover.model import Order, Replica, ReplicaEvent, ServiceSnapshot, StaleLock
+from rollover.core.model import Order, Replica, ReplicaEvent, ServiceSnapshot, StaleLock
 
 # A lock's lease when the caller does not say: an hour.
 DEFAULT_LEASE_S = 3600.0

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from rollover.backends.base import DEFAULT_LEASE_S
+from rollover.core.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot, StaleLock
 from rollover.errors import EngineUnavailable, Locked, PlatformError, ServiceNotFound
-from rollover.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot, StaleLock
 
 
 @dataclass

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from rollover.model import Replica
+from rollover.core.model import Replica
 
 
 @dataclass(frozen=True)

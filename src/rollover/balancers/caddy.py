@@ -35,8 +35,8 @@ import httpx
 from rollover.balancers.base import DrainResult
 from rollover.balancers.endpoints import AddressMode, UnreachableReplica, endpoint_for, match_servers
 from rollover.clock import Clock, loop_clock
+from rollover.core.model import Replica
 from rollover.errors import BalancerUnavailable, InvalidOption, PlatformError
-from rollover.model import Replica
 
 _ROUTE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 PARKED_SUFFIX = "-rollover-parked"

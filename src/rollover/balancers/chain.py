@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from rollover.balancers.base import Balancer, DrainResult
 from rollover.clock import Clock, loop_clock
-from rollover.model import Replica
+from rollover.core.model import Replica
 
 
 class BalancerChain:

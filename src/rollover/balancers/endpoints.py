@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from rollover.model import Replica
+from rollover.core.model import Replica
 
 _UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::"})
 _LOOPBACK = "127.0.0.1"

@@ -38,8 +38,8 @@ from rollover.balancers.haproxy_api import (
     parse_sessions,
 )
 from rollover.clock import Clock, loop_clock
+from rollover.core.model import Replica
 from rollover.errors import BalancerUnavailable, InvalidOption, PlatformError
-from rollover.model import Replica
 
 log = logging.getLogger(__name__)
 

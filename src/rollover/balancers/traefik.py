@@ -72,12 +72,12 @@ from pathlib import Path
 
 import httpx
 
-from rollover.backends.docker_engine import Engine, Inspect
 from rollover.balancers.base import DrainResult
 from rollover.balancers.endpoints import network_addresses, published_bindings
 from rollover.clock import Clock, loop_clock
+from rollover.core.model import Replica
+from rollover.engine import Engine, Inspect
 from rollover.errors import BalancerUnavailable, InvalidOption, PlatformError, Unsupported
-from rollover.model import Replica
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from rollover.model import ProgressEvent
+from rollover.core.model import ProgressEvent
+from rollover.core.result import RolloutResult
+from rollover.core.rollout import Phase, TargetProgress
+from rollover.core.timeline import Row, Segment, render
 from rollover.report.redact import Redactor
-from rollover.report.timeline import Row, Segment, render
-from rollover.result import RolloutResult
-from rollover.rollout import Phase, TargetProgress
 
 
 def _relative(moment: float | None, start: float) -> float | None:

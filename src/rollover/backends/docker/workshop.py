@@ -1,0 +1,110 @@
+"""Where a Docker backend makes, starts and stops containers, and what it remembers of them.
+
+Every path shares it (Compose replacements, selector clones, refills, rollbacks, the lock):
+- ``mutations`` is the one lock of docker.py's rules; callers hold it around their Compose calls,
+  creations and removals, and a failed start_fresh() takes it for its cleanup.
+- Nothing half-made is left behind: a container whose networks cannot be connected is removed,
+  and when one of a batch of fresh containers cannot start, the whole batch is.
+- The inspect data of every replica seen is kept (``definitions``): a rollback clones it, and a
+  Compose replacement takes over the predecessor's volumes by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+
+from rollover.backends.docker.clone import CloneRequest, endpoint_for_connect
+from rollover.backends.docker.inspect import healthcheck_of, replica_from_inspect, stop_timeout_s
+from rollover.core.model import Replica
+from rollover.engine import Engine, Inspect
+from rollover.errors import PlatformError, RolloverError
+
+
+class Workshop:
+    """The engine, the one lock of mutations, and what was recorded of the containers."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.mutations = asyncio.Lock()
+        self.definitions: dict[str, Inspect] = {}  # inspect data of every replica seen, by id
+        self.healthchecked: dict[str, bool] = {}
+        self.internal_ids: set[str] = set()  # containers we made and unmade on the way: no events
+        self.pending_renames: dict[str, tuple[str, str]] = {}  # old id -> (replacement id, name)
+
+    async def connect(self, docker_host: str | None) -> None:
+        self.engine = await Engine.connect(docker_host)
+
+    async def close(self) -> None:
+        if self.engine is not None:
+            await self.engine.close()
+
+    def connected(self) -> Engine:
+        if self.engine is None:
+            raise PlatformError("the Docker backend is not connected (call connect() first)")
+        return self.engine
+
+    async def has_healthcheck(self, container_id: str) -> bool:
+        if container_id not in self.healthchecked:
+            inspect = await self.connected().inspect_container(container_id)
+            # Gone already: its die/destroy follow, and it must not be reported up.
+            self.healthchecked[container_id] = inspect is None or healthcheck_of(inspect["Config"]) is not None
+        return self.healthchecked[container_id]
+
+    def remember(self, inspect: Inspect) -> None:
+        self.definitions[str(inspect["Id"])] = inspect
+        self.healthchecked[str(inspect["Id"])] = healthcheck_of(inspect.get("Config") or {}) is not None
+
+    async def inspect(self, container_id: str) -> Inspect:
+        inspect = await self.connected().inspect_container(container_id)
+        if inspect is None:
+            raise PlatformError(f"container {container_id[:12]} disappeared")
+        return inspect
+
+    async def definition_of(self, replica: Replica) -> Inspect:
+        return self.definitions.get(replica.id) or await self.inspect(replica.id)
+
+    async def create(self, request: CloneRequest, name: str) -> str:
+        """Create the container, connect its extra networks, remember its healthcheck; its id."""
+        engine = self.connected()
+        new_id = await engine.create_container(request.body, name)
+        if new_id is None:
+            raise PlatformError(f"cannot create container {name}: the name is taken")
+        try:
+            for network, endpoint in request.extra_networks:
+                await engine.connect_network(new_id, network, endpoint_for_connect(endpoint))
+            self.remember(await self.inspect(new_id))
+        except RolloverError:
+            await engine.remove(new_id, force=True, volumes=True)  # half-made: never leave it behind
+            raise
+        return new_id
+
+    async def start_fresh(self, container_ids: list[str]) -> list[Replica]:
+        """Start containers just made; when one cannot start, none of them is left behind."""
+        engine = self.connected()
+        try:
+            for container_id in container_ids:
+                await engine.start(container_id)
+        except RolloverError:
+            async with self.mutations:
+                for container_id in container_ids:
+                    await engine.remove(container_id, force=True, volumes=True)  # taken-over volumes stay
+            self.drop_renames_to(container_ids)
+            raise
+        return [await self.replica(container_id) for container_id in container_ids]
+
+    def drop_renames_to(self, container_ids: Collection[str]) -> None:
+        """Forget the renames that would have given these (removed) containers an old name."""
+        self.pending_renames = {
+            old: pending for old, pending in self.pending_renames.items() if pending[0] not in container_ids
+        }
+
+    async def replica(self, container_id: str) -> Replica:
+        inspect = await self.inspect(container_id)
+        self.remember(inspect)
+        return replica_from_inspect(inspect)
+
+    async def stop(self, replica: Replica) -> None:
+        known = self.definitions.get(replica.id) or await self.connected().inspect_container(replica.id)
+        if known is not None:
+            await self.connected().stop(replica.id, stop_timeout_s(known))

@@ -1,0 +1,95 @@
+"""What a rollout ended as: the result value the controller returns and the CLI reports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rollover.core.model import Order, ServiceSnapshot
+from rollover.core.policy import FailurePolicy
+from rollover.core.probe_report import ProbeReport
+from rollover.core.rollout import Phase, RolloutState
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    outcome: str  # completed | failed | rolled-back | paused | interrupted
+    snapshot: ServiceSnapshot
+    order: Order
+    forward: RolloutState
+    rollback: RolloutState | None
+    started_at: float  # loop time of the start; every time in the states is on the same clock
+    duration_s: float
+    reason: str | None = None
+    probe: ProbeReport | None = None
+
+    @property
+    def replaced(self) -> int:
+        return self.forward.count(Phase.UP)
+
+    @property
+    def failed(self) -> int:
+        return self.forward.count(Phase.FAILED)
+
+    @property
+    def rolled_back(self) -> int:
+        return self.rollback.count(Phase.UP) if self.rollback else 0
+
+    @property
+    def exit_code(self) -> int:
+        return {"completed": 0, "interrupted": 130}.get(self.outcome, 1)
+
+
+def first_failure(state: RolloutState) -> str | None:
+    return next((item.failure for item in state.progress if item.phase is Phase.FAILED), None)
+
+
+def conclude(forward: RolloutState, back: RolloutState | None, on_failure: FailurePolicy, *,
+             interrupted_by: str | None, problems: Sequence[str], probe: ProbeReport | None,
+             max_probe_failures: int | None) -> tuple[str, str | None]:
+    """The outcome and its reason, once the forward phase and any rollback (``back``) are over.
+
+    ``problems`` are cleanups that failed after their replica's outcome: they fail a rollout that
+    otherwise completed, as does a probe that saw more failed requests than allowed."""
+    failure = first_failure(forward)
+    if interrupted_by is not None:
+        outcome, failure = "interrupted", f"interrupted by {interrupted_by}"
+    elif failure is None:
+        outcome = "completed"
+    elif on_failure is FailurePolicy.ROLLBACK:
+        assert back is not None  # a failure under 'rollback' is always rolled back
+        outcome = "rolled-back" if back.count(Phase.FAILED) == 0 else "failed"
+        if outcome == "failed":
+            failure = f"{failure}; the rollback failed too: {first_failure(back)}"
+    else:
+        outcome = "paused" if on_failure is FailurePolicy.PAUSE else "failed"
+    if problems and outcome == "completed":
+        outcome, failure = "failed", problems[0]
+    short = sum(1 for item in forward.progress if item.refill and item.phase is not Phase.UP)
+    if short and failure is not None:
+        failure = f"{failure}; the service is {short} replica(s) short: the dead rollout's gap was not refilled"
+    limit = max_probe_failures
+    if probe is not None and limit is not None and outcome == "completed" and probe.failed > limit:
+        outcome, failure = "failed", f"the probe saw {probe.failed} failed requests (limit {limit})"
+    return outcome, failure
+
+
+def summary_figures(result: RolloutResult) -> dict[str, object]:
+    """The figures of the closing ``summary`` event, in the order they are shown."""
+    forward = result.forward
+    figures: dict[str, object] = {
+        "replaced": result.replaced, "failed": result.failed, "rolled_back": result.rolled_back,
+        "skipped": forward.count(Phase.SKIPPED), "duration_s": result.duration_s, "result": result.outcome,
+        "refilled": sum(1 for item in forward.progress if item.refill and item.phase is Phase.UP),
+        "reason": result.reason,
+        "not_redeployed": [item.target.name for item in forward.progress if item.phase is Phase.WAITING],
+    }
+    if result.probe is not None:
+        figures["probe"] = probe_figures(result.probe)
+    return figures
+
+
+def probe_figures(report: ProbeReport) -> dict[str, object]:
+    return {"sent": report.sent, "ok": report.ok, "failed": report.failed,
+            "failures_by_kind": dict(report.failures_by_kind), "longest_gap_s": round(report.longest_gap_s, 3),
+            "answers": dict(report.answers)}
