@@ -597,3 +597,25 @@ def test_the_seed_variables_still_drive_a_rollout(compose_project: MakeProject, 
     assert (outcome.summary["replaced"], outcome.summary["result"]) == (replicas, "completed")
     assert_all_healthy_on(project, app_images[APP_V2], replicas)
 
+
+
+# -- the seed's 'service' step: no grace ----------------------------------------------------------
+
+
+def test_step_all_takes_no_grace_period_on_the_engine(compose_project: MakeProject, app_images: dict[str, str]) -> None:
+    replicas = 3
+    project = compose_project(APP_V1, replicas=replicas)
+    switch_image(project, APP_V1, APP_V2)
+
+    outcome = rollover("redeploy", "web", "--project", project.name, "--step", "all", "--grace", "5",
+                       "--output", "json", cwd=project.directory)
+
+    assert outcome.code == 0, str(outcome)
+    assert outcome.plan["grace_s"] == 0
+    up = {event["replica"]: event["t"] for event in outcome.events if event["event"] == "up"}
+    settled = {event["replica"]: event["t"] for event in outcome.events if event["event"] == "settled"}
+    assert set(up) == set(settled) == set(outcome.plan["targets"])
+    # A 5 s grace would put every 'settled' 5 s after its 'up' (and the summary after that).
+    assert all(settled[name] - up[name] < 1 for name in up), (up, settled)
+    assert outcome.summary["t"] - max(up.values()) < 5
+    assert_all_healthy_on(project, app_images[APP_V2], replicas)

@@ -56,6 +56,14 @@ class Policy:
     timeout_s: float | None = None  # None: derived per replica, see replacement_timeout
     on_failure: FailurePolicy = FailurePolicy.ROLLBACK
 
+    def __post_init__(self) -> None:
+        # The grace period holds back the *next* redeploy after one comes up. Step 'all' (the
+        # seed's 'service') sends every replica at once, so there is no next one to hold back:
+        # "the grace period doesn't apply here". 7 replicas, 10 s each, grace 5: 10 s, not 15 s.
+        # Kept in the value itself, so the plan the user sees says grace 0 too.
+        if self.step.kind is StepKind.ALL and self.grace_s:
+            object.__setattr__(self, "grace_s", 0.0)
+
 
 E = TypeVar("E", bound=StrEnum)
 
