@@ -1,5 +1,8 @@
 """Sorting a dead rollout's leftovers: targets, adoptions, orphans, shortfall."""
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from rollover.core import rollout
 from rollover.core.model import Order, Replica, StaleLock
 from rollover.core.plan import decide, needs_repair
@@ -105,3 +108,72 @@ def test_without_a_balancer_an_adopted_replacement_is_up_at_once() -> None:
     state = rollout.start([], batch=1, grace_s=0.0, adopted=[(old, new)], now=5.0)
     decision = decide(state, Policy(step=parse_step("1")), Order.START_FIRST, now=5.0)
     assert decision.admit == () and [item.target.name for item in decision.retire] == ["web-1"]
+
+
+def holding(name: str, created: float, *volumes: str) -> Replica:
+    return Replica(id=name, name=name, created_at=created, volumes=frozenset(volumes))
+
+
+def test_a_replacement_not_up_that_alone_mounts_a_removed_replicas_volume_is_kept_as_a_target() -> None:
+    # Stop-first, killed after web-1 (volume v1) was removed and web-5, mounting v1, was started.
+    old = [holding(f"web-{n}", 900, f"v{n}") for n in range(2, 5)]
+    starting = holding("web-5", 1010, "v1")
+    recovery = plan_recovery([*old, starting], stale(replicas=4), up=set())
+    assert recovery.orphans == () and recovery.missing == 0
+    assert recovery.targets == (*old, starting)
+
+
+def test_a_replacement_not_up_sharing_its_predecessors_volume_is_an_orphan() -> None:
+    # Start-first, killed before web-5 (mounting web-1's v1) was up: web-1 still runs and keeps v1.
+    old = [holding(f"web-{n}", 900, f"v{n}") for n in range(1, 5)]
+    starting = holding("web-5", 1010, "v1")
+    recovery = plan_recovery([*old, starting], stale(replicas=4), up=set())
+    assert recovery.orphans == (starting,) and recovery.targets == tuple(old) and recovery.missing == 0
+
+
+def test_a_finished_replacement_is_adopted_for_the_replica_whose_volumes_it_mounts() -> None:
+    old = [holding(f"web-{n}", 900, f"v{n}") for n in range(1, 5)]
+    new = holding("web-5", 1010, "v3")  # web-3's replacement, not web-1's
+    recovery = plan_recovery([*old, new], stale(replicas=4), up={"web-5"})
+    assert recovery.adopted == ((old[2], new),)
+    assert recovery.targets == (old[0], old[1], old[3])
+
+
+def test_two_finished_replacements_and_one_old_replica_removed_adopt_only_the_sharer() -> None:
+    # web-1 was replaced (v1 now on web-5, web-1 gone); web-6 mounts web-2's v2 and web-2 still runs.
+    old = [holding(f"web-{n}", 900, f"v{n}") for n in range(2, 5)]
+    new = [holding("web-5", 1010, "v1"), holding("web-6", 1020, "v2")]
+    recovery = plan_recovery([*old, *new], stale(replicas=4), up={"web-5", "web-6"})
+    assert recovery.adopted == ((old[0], new[1]),)
+    assert recovery.targets == (old[1], old[2]) and recovery.missing == 0
+
+
+@given(
+    replicas=st.integers(min_value=1, max_value=8),
+    removed=st.integers(min_value=0, max_value=8),
+    finished=st.integers(min_value=0, max_value=8),
+    starting=st.integers(min_value=0, max_value=8),
+)
+def test_recovery_never_plans_more_replicas_than_the_service_began_with(
+    replicas: int, removed: int, finished: int, starting: int
+) -> None:
+    """Whatever a dead rollout (or a chain of them) left, the takeover ends with the count the first
+    began with: kept old replicas + kept replacements + refills == began, and every volume of a
+    running replica is still used by one replica the takeover keeps."""
+    removed = min(removed, replicas)
+    old = [holding(f"old-{n}", 900, f"v{n}") for n in range(removed, replicas)]
+    # replacements of removed replicas (mounting their volumes) come first, then start-first ones
+    sources = [f"v{n}" for n in range(replicas)]
+    made = [holding(f"new-{n}", 1010 + n, sources[n % replicas]) for n in range(finished + starting)]
+    up = {replica.id for replica in made[:finished]}
+    # At most one replacement per replica's volumes: a second would be a replacement of a replacement.
+    seen: set[str] = set()
+    made = [replica for replica in made if not (replica.volumes & seen or seen.update(replica.volumes))]
+    recovery = plan_recovery([*old, *made], stale(replicas=replicas), up=up)
+    retired = {old_one.id for old_one, _ in recovery.adopted}
+    kept = [*recovery.targets] + [new for _, new in recovery.adopted]
+    kept += [r for r in made if r.id in up and r not in kept]
+    assert len(kept) + recovery.missing == replicas
+    lost = {v for r in [*old, *made] for v in r.volumes} - {v for r in kept for v in r.volumes}
+    assert not lost, f"volumes {sorted(lost)} would be used by no replica"
+    assert not retired & {r.id for r in recovery.targets}

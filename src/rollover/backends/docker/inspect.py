@@ -133,8 +133,14 @@ def replica_from_inspect(inspect: Inspect) -> Replica:
         fixed_host_ports=fixed_host_ports(inspect),
         health_budget_s=health_budget_s(config),
         created_at=created_at(inspect),
+        volumes=volume_names(inspect),
         details=replica_details(inspect),
     )
+
+
+def volume_names(inspect: Inspect) -> frozenset[str]:
+    """The volumes a container mounts, by name (an anonymous volume's name is its hash)."""
+    return frozenset(str(m["Name"]) for m in inspect.get("Mounts") or () if m.get("Type") == "volume" and m.get("Name"))
 
 
 def created_at(inspect: Inspect) -> float | None:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,15 @@ class LockRecord:
             LOCK_HOST_LABEL: self.host,
             LOCK_PROCESS_LABEL: self.process,
         }
+
+    def carrying(self, stale: StaleLock) -> LockRecord:
+        """This record, for a takeover of ``stale``: it keeps the time and the count of the rollout
+        that began it all, so that if this one dies too, the next takeover still tells every
+        replacement made since from the replicas that were there, and refills only against the
+        original count (two kills in a row: 6 replicas, not 6 + what the first takeover refilled)."""
+        since = datetime.fromtimestamp(stale.since, UTC) if stale.since is not None else self.since
+        replicas = stale.replicas if stale.replicas is not None else self.replicas
+        return replace(self, since=since, replicas=replicas)
 
 
 def process_identity(pid: int) -> str | None:
@@ -143,4 +152,5 @@ async def take_lock(
         # By id: if someone else took it over meanwhile, this removes nothing of theirs.
         await engine.remove(str(held["Id"]), force=True, volumes=True)
         taken_over = stale_lock(labels, reason)
+        record = record.carrying(taken_over)
     raise Locked(f"rollout of {service} already running: its lock {name} keeps changing hands")
