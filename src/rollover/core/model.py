@@ -37,8 +37,9 @@ class Replica:
     # A replacement's predecessor, when the platform picked it rather than the target it was asked
     # to replace (Swarm picks the slot): the replica that goes, to be drained and retired.
     replaces: str | None = None
-    # The volumes it mounts (named and anonymous, by volume name): a replica's data. A takeover
-    # keeps any replica that is the only one mounting some volume (see recovery.plan_recovery).
+    # Volumes that are this replica's own data (Docker: its anonymous volumes, by name), found again
+    # only through a container that mounts them. A takeover keeps any replica that is the only one
+    # mounting one of them (see recovery.plan_recovery).
     volumes: frozenset[str] = field(default=frozenset(), compare=False)
     # Platform-specific extras a backend wants to keep with the replica (never interpreted above).
     details: tuple[tuple[str, str], ...] = field(default=(), compare=False)

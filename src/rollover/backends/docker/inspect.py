@@ -36,6 +36,9 @@ _DEFAULT_STOP_TIMEOUT_S = 10
 _NS = 1e9
 
 
+ANONYMOUS_VOLUME = re.compile(r"[0-9a-f]{64}")
+
+
 def labels_of(inspect: Inspect) -> dict[str, str]:
     return dict(inspect.get("Config", {}).get("Labels") or {})
 
@@ -133,14 +136,19 @@ def replica_from_inspect(inspect: Inspect) -> Replica:
         fixed_host_ports=fixed_host_ports(inspect),
         health_budget_s=health_budget_s(config),
         created_at=created_at(inspect),
-        volumes=volume_names(inspect),
+        volumes=anonymous_volumes(inspect),
         details=replica_details(inspect),
     )
 
 
-def volume_names(inspect: Inspect) -> frozenset[str]:
-    """The volumes a container mounts, by name (an anonymous volume's name is its hash)."""
-    return frozenset(str(m["Name"]) for m in inspect.get("Mounts") or () if m.get("Type") == "volume" and m.get("Name"))
+def anonymous_volumes(inspect: Inspect) -> frozenset[str]:
+    """The anonymous volumes a container mounts: the data only it has. A named volume (Compose's
+    ``shared:``) belongs to the project and outlives any container; an anonymous one is named by
+    the engine with 64 hex digits and is found again only through a container that mounts it."""
+    return frozenset(
+        str(m["Name"]) for m in inspect.get("Mounts") or ()
+        if m.get("Type") == "volume" and ANONYMOUS_VOLUME.fullmatch(str(m.get("Name", "")))
+    )
 
 
 def created_at(inspect: Inspect) -> float | None:
