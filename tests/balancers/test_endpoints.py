@@ -128,8 +128,10 @@ def test_parse_servers_state_and_sessions() -> None:
     with pytest.raises(ValueError, match="Can't find backend"):
         parse_servers_state("Can't find backend.\n")
 
-    stat = "# pxname,svname,qcur,qmax,scur\napp,s1,1,0,2\napp,s2,0,0,0\n\n"
-    assert (parse_sessions(stat, "s1"), parse_sessions(stat, "s2"), parse_sessions(stat, "s3")) == (3, 0, None)
+    # Every proxy's servers: another backend's s1 is not ours.
+    stat = "# pxname,svname,qcur,qmax,scur\nother,s1,0,0,9\napp,s1,1,0,2\napp,s2,0,0,0\n\n"
+    sessions = [parse_sessions(stat, "app", server) for server in ("s1", "s2", "s3")]
+    assert sessions == [3, 0, None]
 
 
 def test_runtime_api_addresses() -> None:

@@ -194,11 +194,13 @@ class HAProxyBalancer:
             await asyncio.sleep(min(self._poll_interval, remaining))
 
     async def _sessions(self, server: str) -> int:
-        reply = await self._api.execute(f"show stat {self._backend} 4 -1")
+        # Every proxy's servers (-1 4 -1), not 'show stat NAME': NAME finds the first proxy so
+        # named, which is the frontend when both are called e.g. "web" (its rows have no servers).
+        reply = await self._api.execute("show stat -1 4 -1")
         try:
-            sessions = parse_sessions(reply, server)
+            sessions = parse_sessions(reply, self._backend, server)
         except ValueError as exc:
-            raise PlatformError(f"HAProxy 'show stat {self._backend}': {exc}") from exc
+            raise PlatformError(f"HAProxy 'show stat' for backend {self._backend}: {exc}") from exc
         if sessions is None:
             raise PlatformError(f"server {self._backend}/{server} vanished from HAProxy while draining")
         return sessions

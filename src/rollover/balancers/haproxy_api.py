@@ -116,14 +116,15 @@ def parse_servers_state(reply: str) -> list[ServerState]:
     return servers
 
 
-def parse_sessions(reply: str, server: str) -> int | None:
-    """Sessions on ``server`` in a ``show stat`` CSV: current (scur) plus queued (qcur).
+def parse_sessions(reply: str, backend: str, server: str) -> int | None:
+    """Sessions on ``backend``/``server`` in a ``show stat`` CSV: current (scur) plus queued (qcur).
 
-    None when the server is not in the reply.
+    None when the server is not in the reply. The reply covers every proxy: ``show stat NAME``
+    answers for the first proxy of that name, and a frontend may share its backend's name.
     """
     if not reply.startswith("# "):
         raise ValueError(reply.strip() or "empty reply")
     for row in csv.DictReader(io.StringIO(reply[2:])):
-        if row.get("svname") == server:
+        if row.get("pxname") == backend and row.get("svname") == server:
             return int(row.get("scur") or 0) + int(row.get("qcur") or 0)
     return None
