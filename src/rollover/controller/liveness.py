@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from rollover.backends.base import Backend
+from rollover.core.events import EventKind
 from rollover.core.model import ReplicaEvent
 from rollover.errors import EngineUnavailable, PlatformError, RolloverError
 
@@ -56,7 +57,7 @@ class Liveness:
     def __init__(self, backend: Backend, post: Post, report: Report) -> None:
         self._backend = backend
         self._post = post  # into the controller's message queue
-        self._report = report  # report(kind, **detail)
+        self._report = report  # report(EventKind, **detail)
         self._stream_ok = asyncio.Event()  # cleared while the event stream is lost
         self._stream_ok.set()
         # How often the stream was opened again: a call that spans a reopen may have made a replica
@@ -77,7 +78,7 @@ class Liveness:
                 failure = "the event stream ended"
             except RolloverError as exc:
                 failure = str(exc)
-            self._report("stream_lost", reason=failure)
+            self._report(EventKind.STREAM_LOST, reason=failure)
             self._stream_ok.clear()
             self._post(StreamLost())
             reopened = await self._reopen_events(failure)
@@ -86,7 +87,7 @@ class Liveness:
             events = reopened
             self.reopened += 1
             self._stream_ok.set()
-            self._report("stream_restored")
+            self._report(EventKind.STREAM_RESTORED)
             self._post(StreamRestored())
 
     async def _reopen_events(self, failure: str) -> AsyncIterator[ReplicaEvent] | None:

@@ -29,6 +29,7 @@ from rollover.controller.messages import (
     watched_ids,
 )
 from rollover.core import rollout
+from rollover.core.events import EventKind
 from rollover.core.model import Order, ProgressEvent, Replica, ReplicaDown, ReplicaUp, ServiceSnapshot, StaleLock
 from rollover.core.plan import Decision, decide, needs_repair
 from rollover.core.policy import FailurePolicy, Policy, batch_size, choose_order, lock_lease_s, replacement_timeout
@@ -84,11 +85,11 @@ class Controller:
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    def _report(self, kind: str, replica: str = "", at: float | None = None, **detail: object) -> None:
+    def _report(self, kind: EventKind, replica: str = "", at: float | None = None, **detail: object) -> None:
         """Tell the user; ``at`` is a loop time (default now), reported relative to the start."""
         self._emit(kind, replica, at, detail)
 
-    def _emit(self, kind: str, replica: str, at: float | None, detail: dict[str, object]) -> None:
+    def _emit(self, kind: EventKind, replica: str, at: float | None, detail: dict[str, object]) -> None:
         moment = self._now() if at is None else at
         self._report_to(ProgressEvent(kind, round(moment - self._t0, 6), replica, tuple(detail.items())))
 
@@ -100,7 +101,7 @@ class Controller:
             self._interrupted_by = signal_name
             self._messages.put_nowait(Interrupted(signal_name))
         elif self._main is not None:
-            self._report("interrupted_again", signal=signal_name)
+            self._report(EventKind.INTERRUPTED_AGAIN, signal=signal_name)
             self._main.cancel()
 
     async def run(self) -> RolloutResult:
@@ -134,19 +135,20 @@ class Controller:
     async def _recover(self, snapshot: ServiceSnapshot, stale: StaleLock) -> Recovery:
         """Take over from a dead rollout: adopt its finished replacements, discard its half-made ones,
         and refill (in the rollout, first) the replicas it removed and never replaced."""
-        self._report("took_over_lock", holder=stale.holder, reason=stale.reason, replicas=stale.replicas)
+        self._report(EventKind.TOOK_OVER_LOCK, holder=stale.holder, reason=stale.reason, replicas=stale.replicas)
         fresh = [replica.id for replica in snapshot.replicas if made_by(replica, stale)]
         up = {event.replica_id for event in await self.backend.observe(fresh) if isinstance(event, ReplicaUp)}
         recovery = plan_recovery(snapshot.replicas, stale, up)
         for orphan in recovery.orphans:
             await self._link.retrying(partial(self.backend.discard, orphan))
-            self._report("discarded", orphan.name, replacement=orphan.name, reason="half-made by the dead rollout")
+            self._report(EventKind.DISCARDED, orphan.name, replacement=orphan.name,
+                         reason="half-made by the dead rollout")
         for old, new in recovery.adopted:
-            self._report("adopted", old.name, replacement=new.name)
+            self._report(EventKind.ADOPTED, old.name, replacement=new.name)
         if recovery.missing and isinstance(self.backend, Refilling):
-            self._report("refilling", missing=recovery.missing, replicas=stale.replicas)
+            self._report(EventKind.REFILLING, missing=recovery.missing, replicas=stale.replicas)
         elif recovery.missing:
-            self._report("short", missing=recovery.missing, replicas=stale.replicas)
+            self._report(EventKind.SHORT, missing=recovery.missing, replicas=stale.replicas)
             recovery = replace(recovery, missing=0)  # the platform refills by itself (see base.Refilling)
         return recovery
 
@@ -156,12 +158,12 @@ class Controller:
         try:
             await self._link.retrying(self.backend.release_lock)
         except RolloverError as exc:
-            self._report("lock_not_released", reason=str(exc))
+            self._report(EventKind.LOCK_NOT_RELEASED, reason=str(exc))
 
     def _report_plan(self, snapshot: ServiceSnapshot, batch: int, why: str) -> None:
         timeouts = sorted({replacement_timeout(self.policy, replica) for replica in snapshot.replicas})
         self._report(
-            "plan", service=snapshot.name, platform=snapshot.platform, where=snapshot.description,
+            EventKind.PLAN, service=snapshot.name, platform=snapshot.platform, where=snapshot.description,
             targets=[replica.name for replica in snapshot.replicas], step=str(self.policy.step), batch=batch,
             order=self._order.value, order_reason=why, grace_s=self.policy.grace_s,
             timeout_s=timeouts, on_failure=self.policy.on_failure.value,
@@ -189,7 +191,7 @@ class Controller:
                                     problems=self._problems, probe=probe, max_probe_failures=self.max_probe_failures)
         result = RolloutResult(outcome, snapshot, self._order, forward, back, self._t0,
                                round(self._now() - self._t0, 6), failure, probe)
-        self._emit("summary", "", None, summary_figures(result))
+        self._emit(EventKind.SUMMARY, "", None, summary_figures(result))
         return result
 
     async def _roll_back(self, forward: RolloutState, batch: int, everything: bool = True) -> RolloutState:
@@ -204,7 +206,7 @@ class Controller:
             return rollout.start([], batch, self.policy.grace_s)
         kept = [item.replacement.name for item in forward.progress
                 if everything and item.refill and item.phase is Phase.UP and item.replacement]
-        self._report("rollback", replicas=[item.target.name for item in done], kept_refills=kept)
+        self._report(EventKind.ROLLBACK, replicas=[item.target.name for item in done], kept_refills=kept)
         replacements = [item.replacement for item in done if item.replacement is not None]
         originals = [item.target for item in done]
         return await self._run_phase(
@@ -229,7 +231,7 @@ class Controller:
     def _act(self, state: RolloutState, decision: Decision) -> RolloutState:
         if decision.stop_issuing:
             state = rollout.stop_issuing(state)
-            self._report("stop_issuing", policy=self.policy.on_failure.value)
+            self._report(EventKind.STOP_ISSUING, policy=self.policy.on_failure.value)
         for item in decision.admit:
             state = rollout.admission_issued(state, item.target.id)
             self._spawn(self._admit(item))
@@ -256,7 +258,7 @@ class Controller:
         return message
 
     def _stop_on_interrupt(self, state: RolloutState, signal_name: str) -> RolloutState:
-        self._report("interrupted", signal=signal_name, in_flight=state.in_flight())
+        self._report(EventKind.INTERRUPTED, signal=signal_name, in_flight=state.in_flight())
         return rollout.stop_issuing(state)
 
     def _receive(self, state: RolloutState, *, message: Message) -> RolloutState:
@@ -372,13 +374,13 @@ class Controller:
         except RolloverError as exc:
             self._messages.put_nowait(Admitted(item.target.id, self._now(), f"admission failed: {exc}"))
             return
-        self._report("admitted", item.target.name, replacement=item.replacement.name)
+        self._report(EventKind.ADMITTED, item.target.name, replacement=item.replacement.name)
         self._messages.put_nowait(Admitted(item.target.id, self._now()))
 
     async def _drain(self, replica: Replica) -> None:
         drained = await self.balancer.drain(replica, self._drain_timeout_s)
         if self._admission:
-            self._report("drained", replica.name, sessions_left=drained.sessions_left,
+            self._report(EventKind.DRAINED, replica.name, sessions_left=drained.sessions_left,
                          waited_s=round(drained.waited_s, 3))
 
     async def _retire(self, item: TargetProgress) -> None:
@@ -389,7 +391,7 @@ class Controller:
         except RolloverError as exc:
             self._cleanup_failed(item, f"could not retire {item.target.name}: {exc}")
             return
-        self._report("retired", item.target.name)
+        self._report(EventKind.RETIRED, item.target.name)
 
     async def _forget_removed(self, item: TargetProgress) -> None:
         """A target someone else removed (skipped) leaves the balancer too: nothing drains or retires
@@ -403,7 +405,7 @@ class Controller:
         """A platform call after a replica's outcome failed: the rollout fails with the reason,
         and still ends with its summary (it is a result, not a crash)."""
         self._problems.append(problem)
-        self._report("cleanup_failed", item.target.name, reason=problem)
+        self._report(EventKind.CLEANUP_FAILED, item.target.name, reason=problem)
 
     async def _discard(self, item: TargetProgress) -> None:
         try:
@@ -418,4 +420,4 @@ class Controller:
         await self.balancer.forget(item.replacement)
         replacement = item.replacement
         await self._link.retrying(lambda: self.backend.discard(replacement))
-        self._report("discarded", item.target.name, replacement=item.replacement.name)
+        self._report(EventKind.DISCARDED, item.target.name, replacement=item.replacement.name)
