@@ -70,6 +70,13 @@ class Executor:
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
 
+    async def abandon(self) -> None:
+        """Stop every effect still running: the rollout ends without them (the engine is lost)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _spawn(self, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self._tasks.add(task)

@@ -40,7 +40,7 @@ from rollover.core.recovery import Recovery, made_by, plan_recovery
 from rollover.core.result import RolloutResult, conclude, first_failure, summary_figures
 from rollover.core.rollout import Phase, RolloutState
 from rollover.core.steps import replica_steps
-from rollover.errors import RolloverError
+from rollover.errors import EngineLost, RolloverError
 
 Reporter = Callable[[ProgressEvent], None]
 
@@ -79,6 +79,8 @@ class Controller:
         self._t0 = 0.0
         self._order = Order.START_FIRST
         self._interrupted_by: str | None = None
+        # Set when the platform stayed away mid-rollout: the rollout ends where it stands, with a summary.
+        self._engine_lost: EngineLost | None = None
         self._link = Liveness(backend, self._messages.put_nowait, self._report)
         self._effects = Executor(backend, self.balancer, self._link, self._messages.put_nowait, self._report,
                                  admission=self._admission, drain_timeout_s=drain_timeout_s)
@@ -124,8 +126,7 @@ class Controller:
             lease_s = lock_lease_s(self.policy, snapshot.replicas, batch, self._drain_timeout_s)
             stale = await self.backend.acquire_lock(self._holder, lease_s, len(snapshot.replicas))
             try:
-                recovery = await self._recover(snapshot, stale) if stale is not None else None
-                return await self._roll(snapshot, batch, recovery)
+                return await self._roll(snapshot, batch, stale)
             finally:
                 await self._release_lock()
         finally:
@@ -139,7 +140,8 @@ class Controller:
         and refill (in the rollout, first) the replicas it removed and never replaced."""
         self._report(EventKind.TOOK_OVER_LOCK, holder=stale.holder, reason=stale.reason, replicas=stale.replicas)
         fresh = [replica.id for replica in snapshot.replicas if made_by(replica, stale)]
-        up = {event.replica_id for event in await self.backend.observe(fresh) if isinstance(event, ReplicaUp)}
+        seen = await self._link.retrying(lambda: self.backend.observe(fresh))  # the lock is taken: mid-rollout
+        up = {event.replica_id for event in seen if isinstance(event, ReplicaUp)}
         recovery = plan_recovery(snapshot.replicas, stale, up)
         for orphan in recovery.orphans:
             await self._link.retrying(partial(self.backend.discard, orphan))
@@ -171,7 +173,12 @@ class Controller:
             timeout_s=timeouts, on_failure=self.policy.on_failure.value,
         )
 
-    async def _roll(self, snapshot: ServiceSnapshot, batch: int, recovery: Recovery | None) -> RolloutResult:
+    async def _roll(self, snapshot: ServiceSnapshot, batch: int, stale: StaleLock | None) -> RolloutResult:
+        recovery: Recovery | None = None
+        try:
+            recovery = await self._recover(snapshot, stale) if stale is not None else None
+        except EngineLost as lost:
+            self._engine_lost = lost  # nothing of this rollout's own was touched yet: every target waits
         if self.probe is not None:
             await self.probe.start()
         targets = recovery.targets if recovery is not None else snapshot.replicas
@@ -182,16 +189,17 @@ class Controller:
             refills=refills,
         ))
         # A failure or a signal puts back what needs repair (under 'rollback', every replaced
-        # replica); under 'pause' everything stays as it is.
+        # replica); under 'pause' everything stays as it is, and without the engine nothing can move.
         back: RolloutState | None = None
         rolling_back = self.policy.on_failure is FailurePolicy.ROLLBACK
-        if self.policy.on_failure is not FailurePolicy.PAUSE and (
+        if self.policy.on_failure is not FailurePolicy.PAUSE and self._engine_lost is None and (
                 self._interrupted_by is not None or first_failure(forward) is not None):
             back = await self._roll_back(forward, batch, everything=rolling_back)
         probe = await self.probe.stop() if self.probe is not None else None
         outcome, failure = conclude(forward, back, self.policy.on_failure, interrupted_by=self._interrupted_by,
                                     problems=self._effects.problems, probe=probe,
-                                    max_probe_failures=self.max_probe_failures)
+                                    max_probe_failures=self.max_probe_failures,
+                                    engine_lost=None if self._engine_lost is None else str(self._engine_lost))
         result = RolloutResult(outcome, snapshot, self._order, forward, back, self._t0,
                                round(self._now() - self._t0, 6), failure, probe)
         self._emit(EventKind.SUMMARY, "", None, summary_figures(result))
@@ -217,18 +225,25 @@ class Controller:
         )
 
     async def _run_phase(self, state: RolloutState) -> RolloutState:
+        """Run one phase to its end; when the engine is lost (or was already), its state as it stands."""
+        if self._engine_lost is not None:
+            return state
         if self._outages_unseen:
             state = rollout.blinded(state)
-        while True:
-            state = self._apply(state, lambda s: rollout.advance(s, self._now()))
-            decision = decide(state, self.policy, self._order, self._now())
-            state = self._act(state, decision)
-            if decision.finished:
-                break
-            message = await self._next_message(decision.wake_at)
-            if message is not None:
-                state = self._apply(state, partial(self._receive, message=message))
-        await self._effects.settle()
+        try:
+            while True:
+                state = self._apply(state, lambda s: rollout.advance(s, self._now()))
+                decision = decide(state, self.policy, self._order, self._now())
+                state = self._act(state, decision)
+                if decision.finished:
+                    break
+                message = await self._next_message(decision.wake_at)
+                if message is not None:
+                    state = self._apply(state, partial(self._receive, message=message))
+            await self._effects.settle()
+        except EngineLost as lost:
+            self._engine_lost = lost
+            await self._effects.abandon()  # the engine that would carry them out is gone
         return state
 
     def _act(self, state: RolloutState, decision: Decision) -> RolloutState:

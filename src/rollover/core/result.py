@@ -9,14 +9,14 @@ from enum import StrEnum
 from rollover.core.model import Order, ServiceSnapshot
 from rollover.core.policy import FailurePolicy
 from rollover.core.probe_report import ProbeReport
-from rollover.core.rollout import Phase, RolloutState
+from rollover.core.rollout import IN_FLIGHT, Phase, RolloutState
 
 
 class Outcome(StrEnum):
     """How a rollout ended; the value is the summary's ``result`` field and the text report's first word."""
 
     COMPLETED = "completed"  # every target replaced and up (exit 0)
-    FAILED = "failed"  # failures left standing, a failed rollback, a cleanup or probe failure (exit 1)
+    FAILED = "failed"  # failures left standing, a failed rollback, a lost engine, a cleanup or probe failure (exit 1)
     ROLLED_BACK = "rolled-back"  # a failure under 'rollback', and every replaced replica put back (exit 1)
     PAUSED = "paused"  # a failure under 'pause': everything left as it stood (exit 1)
     INTERRUPTED = "interrupted"  # stopped by SIGINT/SIGTERM (exit 130)
@@ -57,13 +57,16 @@ def first_failure(state: RolloutState) -> str | None:
 
 def conclude(forward: RolloutState, back: RolloutState | None, on_failure: FailurePolicy, *,
              interrupted_by: str | None, problems: Sequence[str], probe: ProbeReport | None,
-             max_probe_failures: int | None) -> tuple[Outcome, str | None]:
+             max_probe_failures: int | None, engine_lost: str | None = None) -> tuple[Outcome, str | None]:
     """The outcome and its reason, once the forward phase and any rollback (``back``) are over.
 
+    ``engine_lost`` (why) ended the rollout where it stood, which fails it whatever else happened.
     ``problems`` are cleanups that failed after their replica's outcome: they fail a rollout that
     otherwise completed, as does a probe that saw more failed requests than allowed."""
     failure = first_failure(forward)
-    if interrupted_by is not None:
+    if engine_lost is not None:
+        outcome, failure = Outcome.FAILED, engine_lost
+    elif interrupted_by is not None:
         outcome, failure = Outcome.INTERRUPTED, f"interrupted by {interrupted_by}"
     elif failure is None:
         outcome = Outcome.COMPLETED
@@ -95,6 +98,11 @@ def summary_figures(result: RolloutResult) -> dict[str, object]:
         "reason": result.reason,
         "not_redeployed": [item.target.name for item in forward.progress if item.phase is Phase.WAITING],
     }
+    # Only a lost engine ends a rollout with replacements in flight; their fate is unknown.
+    in_flight = [item.target.name for state in (forward, result.rollback) if state is not None
+                 for item in state.progress if item.phase in IN_FLIGHT]
+    if in_flight:
+        figures["in_flight"] = in_flight
     if result.probe is not None:
         figures["probe"] = probe_figures(result.probe)
     return figures

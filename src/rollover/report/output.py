@@ -129,9 +129,10 @@ def _summary_text(detail: dict[str, object]) -> str:
     if detail.get("reason"):
         prefix = "" if detail["result"] == Outcome.INTERRUPTED else "first failure: "
         text += f" ({prefix}{detail['reason']})"
-    waiting = detail.get("not_redeployed")
-    if waiting:
-        text += f"\n  not redeployed: {', '.join(str(name) for name in waiting)}"  # type: ignore[attr-defined]
+    for key, label in (("not_redeployed", "not redeployed"), ("in_flight", "in flight, fate unknown")):
+        names = detail.get(key)
+        if names:
+            text += f"\n  {label}: {', '.join(str(name) for name in names)}"  # type: ignore[attr-defined]
     return text
 
 
