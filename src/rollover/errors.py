@@ -9,12 +9,15 @@ exception. The CLI maps each class to an exit code and prints ``error: Class: me
     │   ├── InvalidOption             a flag or variable has a malformed value
     │   ├── ServiceNotFound           no such project/service/selector, or no running replica
     │   ├── EngineUnavailable         the Docker daemon cannot be reached (socket, TLS, permission,
-    │   │                             a Swarm manager answering 503 while it restarts)
+    │   │                             a Swarm manager answering 503 while it restarts) before
+    │   │                             anything was touched; mid-rollout it is retried, then EngineLost
     │   ├── ImageNotFound             the image to roll to does not exist and cannot be pulled
     │   ├── BalancerUnavailable       the load balancer cannot be reached or does not front the service
     │   └── Unsupported               the service's shape rules the rollout out (e.g. container_name)
     ├── Locked                        exit 3: another rollout of the service holds the lock
     └── PlatformError                 exit 1: the engine refused an operation mid-rollout
+        ├── EngineLost                the engine stayed out of reach mid-rollout, after the lock was
+        │                             taken: the rollout fails with the summary of where it stopped
         └── TargetRemoved             nothing left to replace after a scale-down: the target is skipped
 """
 
@@ -42,7 +45,10 @@ class ServiceNotFound(BadInput):
 
 
 class EngineUnavailable(BadInput):
-    """The Docker daemon cannot be reached or refuses us (socket, TLS, permissions)."""
+    """The Docker daemon cannot be reached or refuses us (socket, TLS, permissions).
+
+    A bad input only before the rollout touched anything: mid-rollout the call is retried, and
+    when the daemon stays away the rollout has changed replicas already, so it is ``EngineLost``."""
 
 
 class ImageNotFound(BadInput):
@@ -65,6 +71,11 @@ class Locked(RolloverError):
 
 class PlatformError(RolloverError):
     """The platform refused or failed an operation in the middle of a rollout."""
+
+
+class EngineLost(PlatformError):
+    """The platform stayed out of reach mid-rollout (retries and reconnects ran out): the rollout
+    took the lock and may have changed replicas, so it fails (exit 1) and says how far it got."""
 
 
 class TargetRemoved(PlatformError):

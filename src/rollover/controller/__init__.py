@@ -1,4 +1,4 @@
-"""The one async controller: the loop (messages -> state -> decision) and what applies decisions."""
+"""The one async controller: the loop (messages -> state -> decision) and the executor of a decision's effects."""
 
 from rollover.controller.loop import Controller, Reporter
 

@@ -1,8 +1,10 @@
 """Riding out a platform that goes away mid-rollout (a daemon restart, a network blip).
 
 The controller's event stream is reopened with backoff, and idempotent platform calls are tried
-again, both for up to RECONNECT_TIMEOUT_S; after that the rollout fails with the reason. What the
-stream missed meanwhile is not known here: ``StreamRestored`` tells the controller to look it up.
+again, both for up to RECONNECT_TIMEOUT_S; after that they raise EngineLost (not EngineUnavailable,
+the bad input of "nothing was touched") and the rollout fails with the summary of where it stopped.
+What the stream missed meanwhile is not known here: ``StreamRestored`` tells the controller to look
+it up.
 
 Only idempotent calls may go through ``retrying``: a call cut short by the outage may have been
 carried out by the platform, and its second attempt must find that work instead of doing it twice
@@ -18,8 +20,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from rollover.backends.base import Backend
+from rollover.core.events import EventKind
 from rollover.core.model import ReplicaEvent
-from rollover.errors import EngineUnavailable, PlatformError, RolloverError
+from rollover.errors import EngineLost, EngineUnavailable, RolloverError
 
 T = TypeVar("T")
 
@@ -56,7 +59,7 @@ class Liveness:
     def __init__(self, backend: Backend, post: Post, report: Report) -> None:
         self._backend = backend
         self._post = post  # into the controller's message queue
-        self._report = report  # report(kind, **detail)
+        self._report = report  # report(EventKind, **detail)
         self._stream_ok = asyncio.Event()  # cleared while the event stream is lost
         self._stream_ok.set()
         # How often the stream was opened again: a call that spans a reopen may have made a replica
@@ -77,7 +80,7 @@ class Liveness:
                 failure = "the event stream ended"
             except RolloverError as exc:
                 failure = str(exc)
-            self._report("stream_lost", reason=failure)
+            self._report(EventKind.STREAM_LOST, reason=failure)
             self._stream_ok.clear()
             self._post(StreamLost())
             reopened = await self._reopen_events(failure)
@@ -86,7 +89,7 @@ class Liveness:
             events = reopened
             self.reopened += 1
             self._stream_ok.set()
-            self._report("stream_restored")
+            self._report(EventKind.STREAM_RESTORED)
             self._post(StreamRestored())
 
     async def _reopen_events(self, failure: str) -> AsyncIterator[ReplicaEvent] | None:
@@ -98,28 +101,29 @@ class Liveness:
                 return self._backend.events()
             except RolloverError as exc:
                 if self._now() + wait > deadline:
-                    lost = PlatformError(f"lost the platform for {RECONNECT_TIMEOUT_S:g}s: {failure}; {exc}")
+                    lost = EngineLost(f"lost the platform for {RECONNECT_TIMEOUT_S:g}s: {failure}; {exc}")
                     self._post(Broken(lost))
                     return None
             wait = min(wait * 2, _RETRY_MAX_S)
 
     async def reachable(self) -> None:
-        """Return once the event stream is open (at once unless it was lost); PlatformError when it
+        """Return once the event stream is open (at once unless it was lost); EngineLost when it
         stays lost for RECONNECT_TIMEOUT_S."""
         try:
             await asyncio.wait_for(self._stream_ok.wait(), RECONNECT_TIMEOUT_S)
         except TimeoutError:
-            raise PlatformError(f"the platform was out of reach for {RECONNECT_TIMEOUT_S:g}s") from None
+            raise EngineLost(f"the platform was out of reach for {RECONNECT_TIMEOUT_S:g}s") from None
 
     async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
-        """An idempotent platform call, tried again while the platform is out of reach."""
+        """An idempotent platform call, tried again while the platform is out of reach; EngineLost
+        when it stays out of reach for RECONNECT_TIMEOUT_S."""
         deadline = self._now() + RECONNECT_TIMEOUT_S
         wait = _RETRY_FIRST_S
         while True:
             try:
                 return await call()
-            except EngineUnavailable:
+            except EngineUnavailable as exc:
                 if self._now() + wait > deadline:
-                    raise
+                    raise EngineLost(f"lost the platform for {RECONNECT_TIMEOUT_S:g}s: {exc}") from exc
             await asyncio.sleep(wait)
             wait = min(wait * 2, _RETRY_MAX_S)

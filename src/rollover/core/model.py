@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from rollover.core.events import EventKind
+
 
 class Order(StrEnum):
     """How one replica is replaced."""
@@ -95,13 +97,10 @@ ReplicaEvent = ReplicaUp | ReplicaDown
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """Something the user is told about, at ``at`` seconds from the start of the rollout.
+    """Something the user is told about, at ``at`` seconds from the start of the rollout;
+    every kind, and when it is emitted, is listed in ``rollover.core.events.EventKind``."""
 
-    kind: plan | request_sent | acknowledged | up | settled | failed | skipped | retired |
-    discarded | restored | stop_issuing | rollback | summary
-    """
-
-    kind: str
+    kind: EventKind
     at: float
     replica: str = ""
     detail: tuple[tuple[str, object], ...] = ()

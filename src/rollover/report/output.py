@@ -7,8 +7,9 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from rollover.core.events import EventKind
 from rollover.core.model import ProgressEvent
-from rollover.core.result import RolloutResult
+from rollover.core.result import Outcome, RolloutResult
 from rollover.core.rollout import Phase, TargetProgress
 from rollover.core.timeline import Row, Segment, render
 from rollover.report.redact import Redactor
@@ -59,7 +60,7 @@ class TextReporter:
         self.redact = redact or Redactor()
 
     def __call__(self, event: ProgressEvent) -> None:
-        if self.quiet and event.kind not in ("summary", "failed"):
+        if self.quiet and event.kind not in (EventKind.SUMMARY, EventKind.FAILED):
             return
         line = self._describe(event)
         if line:
@@ -68,34 +69,33 @@ class TextReporter:
     def _describe(self, event: ProgressEvent) -> str:
         detail = event.fields()
         stamp = f"[{event.at:7.1f}s]"
-        if event.kind == "plan":
+        if event.kind == EventKind.PLAN:
             return _plan_text(detail)
-        if event.kind == "summary":
+        if event.kind == EventKind.SUMMARY:
             return _summary_text(detail)
-        if event.kind == "stop_issuing":
+        if event.kind == EventKind.STOP_ISSUING:
             return f"{stamp} a replacement failed: no more redeploys are issued (--on-failure {detail['policy']})"
-        if event.kind == "interrupted":
+        if event.kind == EventKind.INTERRUPTED:
             return (f"{stamp} interrupted by {detail['signal']}: no more redeploys are issued; "
                     f"waiting for the {detail['in_flight']} in flight (again to stop at once)")
-        if event.kind == "rollback":
+        if event.kind == EventKind.ROLLBACK:
             line = f"{stamp} rolling back {len(detail['replicas'])} replaced replica(s) to their previous image"  # type: ignore[arg-type]
             if detail.get("kept_refills"):
                 kept = ", ".join(str(name) for name in detail["kept_refills"])  # type: ignore[attr-defined]
                 line += f"; refilled {kept} stay(s): there is no previous image to put back"
             return line
-        if event.kind == "refilling":
+        if event.kind == EventKind.REFILLING:
             return (f"{stamp} the dead rollout left {detail['missing']} of {detail['replicas']} replica(s) missing:"
                     " refilling them first")
         words = {
-            "request_sent": _request_words(detail),
-            "acknowledged": f"replacement {detail.get('replacement')} created",
-            "up": "replacement up",
-            "settled": "done",
-            "failed": f"FAILED: {detail.get('reason')}",
-            "skipped": f"skipped: {detail.get('reason')}",
-            "retired": "old replica stopped and removed",
-            "discarded": f"failed replacement {detail.get('replacement')} removed",
-            "restored": "put back on its previous image",
+            EventKind.REQUEST_SENT: _request_words(detail),
+            EventKind.ACKNOWLEDGED: f"replacement {detail.get('replacement')} created",
+            EventKind.UP: "replacement up",
+            EventKind.SETTLED: "done",
+            EventKind.FAILED: f"FAILED: {detail.get('reason')}",
+            EventKind.SKIPPED: f"skipped: {detail.get('reason')}",
+            EventKind.RETIRED: "old replica stopped and removed",
+            EventKind.DISCARDED: f"failed replacement {detail.get('replacement')} removed",
         }
         return f"{stamp} {event.replica}: {words.get(event.kind, event.kind)}"
 
@@ -127,11 +127,12 @@ def _summary_text(detail: dict[str, object]) -> str:
     if detail.get("refilled"):
         text += f"; {detail['refilled']} missing replica(s) refilled"
     if detail.get("reason"):
-        prefix = "" if detail["result"] == "interrupted" else "first failure: "
+        prefix = "" if detail["result"] == Outcome.INTERRUPTED else "first failure: "
         text += f" ({prefix}{detail['reason']})"
-    waiting = detail.get("not_redeployed")
-    if waiting:
-        text += f"\n  not redeployed: {', '.join(str(name) for name in waiting)}"  # type: ignore[attr-defined]
+    for key, label in (("not_redeployed", "not redeployed"), ("in_flight", "in flight, fate unknown")):
+        names = detail.get(key)
+        if names:
+            text += f"\n  {label}: {', '.join(str(name) for name in names)}"  # type: ignore[attr-defined]
     return text
 
 
@@ -149,7 +150,7 @@ class JsonReporter:
         if event.replica:
             record["replica"] = event.replica
         record.update(event.fields())
-        if event.kind == "summary":
+        if event.kind == EventKind.SUMMARY:
             self.summary = record
         else:
             self._print(record)

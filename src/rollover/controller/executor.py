@@ -1,0 +1,191 @@
+"""The executor of a decision's effects: the platform and balancer calls the loop asks for.
+
+Each effect runs as a background task, so the loop goes on receiving while the platform works; what
+an effect comes to is posted back to the loop as a message (``Acknowledged``, ``Admitted`` ...), and
+the loop alone changes the rollout state. An effect that raises posts ``Broken``, which ends the
+rollout; a cleanup owed after a replica's outcome that fails is recorded in ``problems`` instead,
+so the rollout fails with the reason and still ends with its summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+
+from rollover.backends.base import Backend, Refilling
+from rollover.balancers.base import Balancer
+from rollover.controller.liveness import Broken, Liveness, Report
+from rollover.controller.messages import Acknowledged, Admitted, Message, RequestFailed, Resynced
+from rollover.core.events import EventKind
+from rollover.core.model import Order, Replica
+from rollover.core.rollout import TargetProgress
+from rollover.errors import PlatformError, RolloverError, TargetRemoved
+
+
+class Executor:
+    def __init__(self, backend: Backend, balancer: Balancer, link: Liveness, post: Callable[[Message], None],
+                 report: Report, *, admission: bool, drain_timeout_s: float) -> None:
+        self._backend = backend
+        self._balancer = balancer
+        self._link = link
+        self._post = post  # into the loop's message queue
+        self._report = report  # report(EventKind, replica, **detail)
+        self._admission = admission
+        self._drain_timeout_s = drain_timeout_s
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._problems: list[str] = []
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Cleanups that failed after their replica's outcome, first first."""
+        return tuple(self._problems)
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    # The effects a decision (or a message) asks for; each returns at once.
+
+    def request(self, items: Sequence[TargetProgress], order: Order) -> None:
+        self._spawn(self._request(items, order))
+
+    def admit(self, item: TargetProgress) -> None:
+        self._spawn(self._admit(item))
+
+    def retire(self, item: TargetProgress) -> None:
+        self._spawn(self._retire(item))
+
+    def discard(self, item: TargetProgress) -> None:
+        self._spawn(self._discard(item))
+
+    def forget_removed(self, item: TargetProgress) -> None:
+        self._spawn(self._forget_removed(item))
+
+    def resync(self, ids: Sequence[str], outage: int | None = None) -> None:
+        self._spawn(self._resync(ids, outage))
+
+    async def settle(self) -> None:
+        """Wait for every effect still running, and those they start."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+
+    async def abandon(self) -> None:
+        """Stop every effect still running: the rollout ends without them (the engine is lost)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._post(Broken(task.exception()))  # type: ignore[arg-type]
+
+    async def _resync(self, ids: Sequence[str], outage: int | None) -> None:
+        """Look up the state of ``ids`` and post it; after an outage, then say the rollout sees again."""
+        for event in await self._link.retrying(lambda: self._backend.observe(ids)):
+            self._post(event)
+        if outage is not None:
+            self._post(Resynced(outage))
+
+    async def _request(self, items: Sequence[TargetProgress], order: Order) -> None:
+        ids = tuple(item.target.id for item in items)
+        # A refill's stand-in never served: there is nothing to drain or forget.
+        old = [item.target for item in items if not item.refill]
+        try:
+            # No request goes out blind: while the platform is out of reach it would fail, and
+            # its replacement's fate could not be watched.
+            await self._link.reachable()
+            reopened = self._link.reopened
+            if order is Order.STOP_FIRST:
+                for replica in old:
+                    await self._drain(replica)
+            new = await self._make_replacements(items, order)
+        except RolloverError as exc:
+            self._post(RequestFailed(ids, str(exc), self._now(), isinstance(exc, TargetRemoved)))
+            return
+        if len(new) != len(items):
+            raise PlatformError(f"asked for {len(items)} replacements, the platform made {len(new)}")
+        self._post(Acknowledged(ids, tuple(new), self._now()))
+        if self._link.reopened != reopened:
+            # The stream was opened again meanwhile: the replacements' first events may have gone
+            # to neither stream (a retried restore may even return one made before the outage).
+            self.resync([replica.id for replica in new])
+        if order is Order.STOP_FIRST:
+            for replica in old:
+                await self._balancer.forget(replica)
+
+    async def _make_replacements(self, items: Sequence[TargetProgress], order: Order) -> list[Replica]:
+        """One request to the platform; requests never mix refills, redeploys and restores."""
+        if items[0].refill:
+            assert isinstance(self._backend, Refilling)  # only such backends get refills (Controller._recover)
+            return await self._backend.refill(len(items))
+        if items[0].restore_from is None:
+            return await self._backend.redeploy([item.target for item in items], order)
+        # Restores are idempotent (Backend.restore): a daemon restart mid-rollback is ridden out.
+        return list(await asyncio.gather(*(
+            self._link.retrying(partial(self._backend.restore, item.target, item.restore_from, order))
+            for item in items if item.restore_from is not None
+        )))
+
+    async def _admit(self, item: TargetProgress) -> None:
+        """Put an up replacement into rotation; only then does its grace period (and slot) run."""
+        assert item.replacement is not None
+        try:
+            await self._balancer.admit(await self._link.retrying(partial(self._backend.refresh, item.replacement)))
+        except RolloverError as exc:
+            self._post(Admitted(item.target.id, self._now(), f"admission failed: {exc}"))
+            return
+        self._report(EventKind.ADMITTED, item.target.name, replacement=item.replacement.name)
+        self._post(Admitted(item.target.id, self._now()))
+
+    async def _drain(self, replica: Replica) -> None:
+        drained = await self._balancer.drain(replica, self._drain_timeout_s)
+        if self._admission:
+            self._report(EventKind.DRAINED, replica.name, sessions_left=drained.sessions_left,
+                         waited_s=round(drained.waited_s, 3))
+
+    async def _retire(self, item: TargetProgress) -> None:
+        try:
+            await self._drain(item.target)
+            await self._link.retrying(lambda: self._backend.retire(item.target))
+            await self._balancer.forget(item.target)
+        except RolloverError as exc:
+            self._cleanup_failed(item, f"could not retire {item.target.name}: {exc}")
+            return
+        self._report(EventKind.RETIRED, item.target.name)
+
+    async def _forget_removed(self, item: TargetProgress) -> None:
+        """A target someone else removed (skipped) leaves the balancer too: nothing drains or retires
+        it, and its server would go on pointing at a container that is gone."""
+        try:
+            await self._balancer.forget(item.target)
+        except RolloverError as exc:
+            self._cleanup_failed(item, f"could not take {item.target.name} out of the balancer: {exc}")
+
+    def _cleanup_failed(self, item: TargetProgress, problem: str) -> None:
+        """A platform call after a replica's outcome failed: the rollout fails with the reason,
+        and still ends with its summary (it is a result, not a crash)."""
+        self._problems.append(problem)
+        self._report(EventKind.CLEANUP_FAILED, item.target.name, reason=problem)
+
+    async def _discard(self, item: TargetProgress) -> None:
+        try:
+            await self._remove_failed(item)
+        except RolloverError as exc:
+            self._cleanup_failed(item, f"could not remove the failed replacement of {item.target.name}: {exc}")
+
+    async def _remove_failed(self, item: TargetProgress) -> None:
+        """A failed replacement goes (a failed stop-first one is put back after the phase instead)."""
+        if item.replacement is None:
+            return
+        await self._balancer.forget(item.replacement)
+        replacement = item.replacement
+        await self._link.retrying(lambda: self._backend.discard(replacement))
+        self._report(EventKind.DISCARDED, item.target.name, replacement=item.replacement.name)
