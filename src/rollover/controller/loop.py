@@ -139,6 +139,10 @@ class Controller:
         """Take over from a dead rollout: adopt its finished replacements, discard its half-made ones,
         and refill (in the rollout, first) the replicas it removed and never replaced."""
         self._report(EventKind.TOOK_OVER_LOCK, holder=stale.holder, reason=stale.reason, replicas=stale.replicas)
+        # Taking the lock over may have started what the dead rollout left stopped (a replica that
+        # is the only one holding its data): look again, and let the balancer learn it too.
+        snapshot = await self._link.retrying(self.backend.snapshot)
+        await self.balancer.attach(snapshot.replicas)
         fresh = [replica.id for replica in snapshot.replicas if made_by(replica, stale)]
         seen = await self._link.retrying(lambda: self.backend.observe(fresh))  # the lock is taken: mid-rollout
         up = {event.replica_id for event in seen if isinstance(event, ReplicaUp)}
