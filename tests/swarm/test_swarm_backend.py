@@ -92,8 +92,8 @@ class TestSingleNodeSwarm:
             address = details["published.8080/tcp"]
             with urllib.request.urlopen(f"http://{address}/version.txt", timeout=5) as answer:
                 assert answer.read().strip() == b"v1"
-        assert is_swarm_service(single_node_swarm.client, name)
-        assert not is_swarm_service(single_node_swarm.client, "rsw-no-such-service")
+        assert in_loop(loop, is_swarm_service(single_node_swarm.manager, name))
+        assert not in_loop(loop, is_swarm_service(single_node_swarm.manager, "rsw-no-such-service"))
 
     def test_start_first_redeploy_comes_up_retires_the_old_task_and_restores(
         self, single_node_swarm: SwarmCluster, make_service: ServiceFactory, loop: asyncio.AbstractEventLoop

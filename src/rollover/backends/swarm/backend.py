@@ -110,7 +110,7 @@ class SwarmBackend:
 
     async def connect(self) -> None:
         manager = self._manager = await Engine.connect(self._docker_host)
-        swarm = (await manager.call("read the Swarm state", manager.api.info)).get("Swarm") or {}
+        swarm = await manager.swarm_state()
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
             raise Unsupported(f"the Docker daemon at {manager.address} is not a Swarm manager")
         await self._nodes.connect(manager, swarm.get("NodeID"))
