@@ -30,8 +30,8 @@ from swarm_support import (
 from rollover.backends.docker.inspect import LOCK_HOLDER_LABEL
 from rollover.backends.docker.lock import LOCK_HOST_LABEL, LOCK_PROCESS_LABEL, LOCK_REPLICAS_LABEL, LOCK_SINCE_LABEL
 from rollover.backends.swarm.backend import SwarmBackend
+from rollover.backends.swarm.lock import lock_name
 from rollover.backends.swarm.service import is_swarm_service
-from rollover.backends.swarm.tasks import lock_name
 from rollover.controller.loop import Controller
 from rollover.core.model import Order, ProgressEvent, ReplicaDown, ReplicaUp, ServiceSnapshot, StaleLock
 from rollover.core.policy import FailurePolicy, OrderChoice, Policy, parse_step

@@ -2,22 +2,30 @@
 
 Swarm refuses to create a second config of the same name (409 Conflict), which makes creating it
 an atomic test-and-set on the managers' replicated store: every rollover process anywhere sees
-the same lock. Its labels are the Engine lock's (``docker_lock.LockRecord``): who holds it since
-when, on which host and process, until when its lease runs, and how many replicas the rollout
-began with. A lock whose holder is known dead (same host, process gone; or lease over) is stale:
+the same lock. Its labels are the Engine lock's (``backends.docker.lock.LockRecord``): who holds
+it since when, on which host and process, until when its lease runs, and how many replicas the
+rollout began with. A lock whose holder is known dead (same host, process gone; or lease over) is stale:
 it is removed by id and taken over, and the caller learns what it took over.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 from rollover.backends.docker.inspect import LOCK_HOLDER_LABEL
 from rollover.backends.docker.lock import LOCK_SINCE_LABEL, LockRecord, stale_lock, stale_reason
-from rollover.backends.swarm.tasks import lock_name
 from rollover.core.model import StaleLock
 from rollover.engine import Engine
 from rollover.errors import Locked
+
+
+def lock_name(service: str) -> str:
+    """A Swarm config name (at most 64 characters) naming the service's rollout lock."""
+    name = f"rollover-lock-{service}"
+    if len(name) <= 64:
+        return name
+    return f"rollover-lock-{hashlib.sha256(service.encode()).hexdigest()[:24]}"
 
 
 class SwarmLock:

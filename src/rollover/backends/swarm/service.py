@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rollover.backends.swarm.tasks import REQUEST_LABEL, Json
+from rollover.backends.swarm.spec import REQUEST_LABEL, Json
 from rollover.engine import Engine
 from rollover.errors import PlatformError, ServiceNotFound
 
