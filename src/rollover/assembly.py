@@ -6,7 +6,6 @@ before any platform is touched.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -61,13 +60,8 @@ async def make_backend(choice: BackendChoice, clock: Clock) -> Backend:
 
 async def _is_swarm_service(service: str) -> bool:
     from rollover.backends.swarm.service import is_swarm_service
-    from rollover.engine import Engine
 
-    engine = await Engine.connect(None)
-    try:
-        return await asyncio.to_thread(is_swarm_service, engine.client, service)
-    finally:
-        await engine.close()
+    return await is_swarm_service(None, service)
 
 
 @dataclass(frozen=True)

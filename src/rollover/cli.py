@@ -33,7 +33,6 @@ from rollover.assembly import (
 )
 from rollover.backends.base import Backend
 from rollover.backends.sim import SimBackend
-from rollover.backends.swarm.tasks import parse_node_hosts
 from rollover.clock import run_virtual
 from rollover.controller.loop import Controller, Reporter
 from rollover.core.policy import (
@@ -89,6 +88,19 @@ def parse_selector(values: Sequence[str]) -> dict[str, str]:
             raise InvalidOption(f"selector {value!r}: expected LABEL=VALUE")
         selector[key] = label_value
     return selector
+
+
+def parse_node_hosts(text: str) -> dict[str, str]:
+    """'rsw-n2=unix:///run/rsw-n2/docker.sock,rsw-n3=tcp://10.0.0.3:2376' -> {hostname: docker host}."""
+    hosts: dict[str, str] = {}
+    for part in (item.strip() for item in text.split(",")):
+        if not part:
+            continue
+        node, sep, host = part.partition("=")
+        if not sep or not node.strip() or "://" not in host:
+            raise InvalidOption(f"swarm node {part!r}: expected NODE=DOCKER_HOST (e.g. n2=tcp://10.0.0.2:2376)")
+        hosts[node.strip()] = host.strip()
+    return hosts
 
 
 def parse_image(reference: str | None) -> str | None:

@@ -77,11 +77,14 @@ def _reason(exc: BaseException) -> str:
 
 
 class Engine:
-    """A connected Docker client whose async methods never raise foreign exceptions."""
+    """A connected Docker client whose async methods never raise foreign exceptions.
+
+    The SDK client stays private: callers ask in the domain's words (inspect a container, list a
+    service's tasks, take a Swarm config), so no SDK call or exception escapes this module."""
 
     def __init__(self, client: Any, address: str, clock_offset_s: float) -> None:
         self._client = client
-        self.api: Any = client.api
+        self._api: Any = client.api
         self.address = address
         # engine wall time minus ours: event subscriptions ask "since now" in the engine's time.
         self._clock_offset_s = clock_offset_s
@@ -105,7 +108,7 @@ class Engine:
         # so "since now" may replay a few milliseconds but never skips any.
         return cls(client, address, clock_offset_s=system_time - time.time())
 
-    async def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
@@ -116,53 +119,53 @@ class Engine:
 
     async def inspect_container(self, container_id: str) -> Inspect | None:
         """The container's inspect data, or None when it does not exist (any more)."""
-        return await self.call(f"inspect container {container_id[:12]}", self._inspect_or_none, container_id)
+        return await self._call(f"inspect container {container_id[:12]}", self._inspect_or_none, container_id)
 
     def _inspect_or_none(self, container_id: str) -> Inspect | None:
         try:
-            return cast(Inspect, self.api.inspect_container(container_id))
+            return cast(Inspect, self._api.inspect_container(container_id))
         except docker.errors.NotFound:
             return None
 
     async def inspect_image(self, ref: str) -> Inspect | None:
-        return await self.call(f"inspect image {ref}", self._inspect_image_or_none, ref)
+        return await self._call(f"inspect image {ref}", self._inspect_image_or_none, ref)
 
     def _inspect_image_or_none(self, ref: str) -> Inspect | None:
         try:
-            return cast(Inspect, self.api.inspect_image(ref))
+            return cast(Inspect, self._api.inspect_image(ref))
         except docker.errors.NotFound:  # ImageNotFound is a NotFound
             return None
 
     async def list_container_ids(self, labels: dict[str, str]) -> list[str]:
         """Ids of every container (running or not) carrying all ``labels``."""
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
-        found = await self.call("list containers", self.api.containers, all=True, filters=filters)
+        found = await self._call("list containers", self._api.containers, all=True, filters=filters)
         return [str(summary["Id"]) for summary in found]
 
     async def stop(self, container_id: str, timeout_s: int) -> None:
         """Stop within ``timeout_s`` (then SIGKILL); a container that is already gone is fine."""
-        await self.call(f"stop container {container_id[:12]}", self._stop_if_present, container_id, timeout_s)
+        await self._call(f"stop container {container_id[:12]}", self._stop_if_present, container_id, timeout_s)
 
     def _stop_if_present(self, container_id: str, timeout_s: int) -> None:
         with contextlib.suppress(docker.errors.NotFound):  # gone already: what stopping wanted
-            self.api.stop(container_id, timeout=timeout_s)
+            self._api.stop(container_id, timeout=timeout_s)
 
     async def remove(self, container_id: str, *, force: bool, volumes: bool) -> None:
         """Remove a container; a 404 means someone (or autoremove) got there first, which is fine."""
         what = f"remove container {container_id[:12]}"
-        await self.call(what, self._remove_if_present, container_id, force, volumes)
+        await self._call(what, self._remove_if_present, container_id, force, volumes)
 
     def _remove_if_present(self, container_id: str, force: bool, volumes: bool) -> None:
         with contextlib.suppress(docker.errors.NotFound):
-            self.api.remove_container(container_id, force=force, v=volumes)
+            self._api.remove_container(container_id, force=force, v=volumes)
 
     async def create_container(self, body: dict[str, Any], name: str) -> str | None:
         """Create (not start) a container; its id, or None when ``name`` is already taken."""
-        return await self.call(f"create container {name}", self._create_unless_taken, body, name)
+        return await self._call(f"create container {name}", self._create_unless_taken, body, name)
 
     def _create_unless_taken(self, body: dict[str, Any], name: str) -> str | None:
         try:
-            return str(self.api.create_container_from_config(body, name=name)["Id"])
+            return str(self._api.create_container_from_config(body, name=name)["Id"])
         except docker.errors.APIError as exc:
             if exc.status_code == 409:
                 return None
@@ -170,21 +173,26 @@ class Engine:
 
     async def connect_network(self, container_id: str, network: str, endpoint: dict[str, Any]) -> None:
         what = f"connect container {container_id[:12]} to network {network}"
-        await self.call(what, self.api.connect_container_to_network, container_id, network, **endpoint)
+        await self._call(what, self._api.connect_container_to_network, container_id, network, **endpoint)
 
     async def start(self, container_id: str) -> None:
-        await self.call(f"start container {container_id[:12]}", self.api.start, container_id)
+        await self._call(f"start container {container_id[:12]}", self._api.start, container_id)
 
     async def rename(self, container_id: str, name: str) -> None:
-        await self.call(f"rename container {container_id[:12]} to {name}", self.api.rename, container_id, name)
+        await self._call(f"rename container {container_id[:12]} to {name}", self._api.rename, container_id, name)
+
+    async def put_archive(self, container_id: str, directory: str, archive: bytes, what: str) -> None:
+        """Unpack a tar ``archive`` into ``directory`` of the container (``docker cp``); ``what``
+        says why, for the error (the directory must exist)."""
+        await self._call(what, self._api.put_archive, container_id, directory, archive)
 
     async def pull(self, ref: str) -> None:
         """Pull ``ref``; errors the engine reports inside the progress stream count as failures."""
-        await self.call(f"pull {ref}", self._pull_blocking, ref)
+        await self._call(f"pull {ref}", self._pull_blocking, ref)
 
     def _pull_blocking(self, ref: str) -> None:
         repository, tag = docker.utils.parse_repository_tag(ref)
-        for progress in self.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+        for progress in self._api.pull(repository, tag=tag or "latest", stream=True, decode=True):
             if progress.get("error"):
                 raise PlatformError(str(progress["error"]))
 
@@ -192,14 +200,107 @@ class Engine:
         """Subscribe to the event stream (blocking until the engine answered); closeable."""
         since = f"{self.now_on_engine():.9f}"
         try:
-            return cast(Iterator[dict[str, Any]], self.api.events(since=since, filters=filters, decode=True))
+            return cast(Iterator[dict[str, Any]], self._api.events(since=since, filters=filters, decode=True))
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
             raise engine_error(exc, "subscribe to events", self.address) from exc
 
-    @property
-    def client(self) -> Any:
-        """The SDK client itself, for the few lookups that take one (swarm.is_swarm_service)."""
-        return self._client
+    # -- Swarm (on a manager) ------------------------------------------------------------------------
+
+    async def swarm_state(self) -> Inspect:
+        """The daemon's Swarm section of ``docker info`` (empty when it is in no swarm)."""
+        info = await self._call("read the Swarm state", self._api.info)
+        return cast(Inspect, info.get("Swarm") or {})
+
+    async def list_nodes(self) -> list[Inspect]:
+        return cast(list[Inspect], await self._call("list Swarm nodes", self._api.nodes))
+
+    def node_state(self, node_id: str, hostname: str) -> str:
+        """The node's state as the manager reports it ("ready", "down", ...). Blocking, like
+        ``open_events``: it is asked while subscribing, when a node's daemon cannot be reached."""
+        try:
+            found = self._api.inspect_node(node_id)
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            raise engine_error(exc, f"inspect Swarm node {hostname}", self.address) from exc
+        return str(((found.get("Status")) or {}).get("State", ""))
+
+    async def inspect_service(self, name: str) -> Inspect:
+        """The service's document; a service that does not exist is a PlatformError (mid-rollout)."""
+        return cast(Inspect, await self._call("inspect service", self._api.inspect_service, name))
+
+    async def find_service(self, name: str) -> Inspect | None:
+        """The document of the service named (or with the id) ``name``, or None when there is none."""
+        return await self._call(f"inspect Swarm service {name}", self._service_or_none, name)
+
+    async def manages_service(self, name: str) -> bool:
+        """Whether this daemon is a Swarm manager with a service ``name``: no swarm is no service."""
+        return await self._call(f"look for Swarm service {name}", self._managed_service_or_none, name) is not None
+
+    def _service_or_none(self, name: str) -> Inspect | None:
+        try:
+            found = cast(Inspect, self._api.inspect_service(name))
+        except docker.errors.NotFound:
+            return None
+        # The API also answers for an id prefix: only the exact name (or id) is this service.
+        return found if name in (found.get("Spec", {}).get("Name"), found.get("ID")) else None
+
+    def _managed_service_or_none(self, name: str) -> Inspect | None:
+        try:
+            return self._service_or_none(name)
+        except docker.errors.APIError as exc:
+            if exc.status_code == 503:  # not a swarm manager (or no swarm at all)
+                return None
+            raise
+
+    async def update_service(self, document: Inspect, spec: Inspect) -> None:
+        """Replace the spec of the service ``document`` describes, at the version it was read at
+        (a stale version fails "out of sequence": someone else updated it meanwhile)."""
+        what = f"update Swarm service {spec['Name']}"
+        await self._call(what, self._update_service_blocking, document["ID"], document["Version"]["Index"], spec)
+
+    def _update_service_blocking(self, service_id: str, version: int, spec: Inspect) -> None:
+        template = dict(spec["TaskTemplate"])
+        if spec.get("Networks") and not template.get("Networks"):
+            template["Networks"] = spec["Networks"]  # the old top-level place; the SDK would drop it
+        self._api.update_service(
+            service_id, version, task_template=template, name=spec["Name"], labels=spec.get("Labels") or {},
+            mode=spec["Mode"], update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
+            endpoint_spec=spec.get("EndpointSpec"),
+        )
+
+    async def list_tasks(self, service_id: str) -> list[Inspect]:
+        """The manager's task list for the service (every state Swarm still keeps)."""
+        found = await self._call("list the service's tasks", self._api.tasks, filters={"service": service_id})
+        return cast(list[Inspect], found)
+
+    async def create_config(self, name: str, data: bytes, labels: dict[str, str]) -> str | None:
+        """Create a Swarm config; its id, or None when one of that name exists (409: an atomic
+        test-and-set on the managers' replicated store)."""
+        return await self._call(f"create Swarm config {name}", self._create_config_unless_taken, name, data, labels)
+
+    def _create_config_unless_taken(self, name: str, data: bytes, labels: dict[str, str]) -> str | None:
+        try:
+            return str(self._api.create_config(name, data, labels=labels)["ID"])
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                return None
+            raise
+
+    async def inspect_config(self, name: str) -> Inspect | None:
+        return await self._call(f"inspect Swarm config {name}", self._config_or_none, name)
+
+    def _config_or_none(self, name: str) -> Inspect | None:
+        try:
+            return dict(self._api.inspect_config(name))
+        except docker.errors.NotFound:
+            return None
+
+    async def remove_config(self, config_id: str, what: str) -> None:
+        """Remove a Swarm config by id (never a newer one of the same name); one already gone is fine."""
+        await self._call(what, self._remove_config_if_present, config_id)
+
+    def _remove_config_if_present(self, config_id: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self._api.remove_config(config_id)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._client.close)

@@ -16,7 +16,7 @@ import docker
 import docker.errors
 
 from rollover.backends.swarm.backend import SwarmBackend
-from rollover.backends.swarm.tasks import lock_name
+from rollover.backends.swarm.lock import lock_name
 from rollover.core.model import ReplicaEvent
 
 T = TypeVar("T")

@@ -30,8 +30,8 @@ from swarm_support import (
 from rollover.backends.docker.inspect import LOCK_HOLDER_LABEL
 from rollover.backends.docker.lock import LOCK_HOST_LABEL, LOCK_PROCESS_LABEL, LOCK_REPLICAS_LABEL, LOCK_SINCE_LABEL
 from rollover.backends.swarm.backend import SwarmBackend
+from rollover.backends.swarm.lock import lock_name
 from rollover.backends.swarm.service import is_swarm_service
-from rollover.backends.swarm.tasks import lock_name
 from rollover.controller.loop import Controller
 from rollover.core.model import Order, ProgressEvent, ReplicaDown, ReplicaUp, ServiceSnapshot, StaleLock
 from rollover.core.policy import FailurePolicy, OrderChoice, Policy, parse_step
@@ -92,8 +92,8 @@ class TestSingleNodeSwarm:
             address = details["published.8080/tcp"]
             with urllib.request.urlopen(f"http://{address}/version.txt", timeout=5) as answer:
                 assert answer.read().strip() == b"v1"
-        assert is_swarm_service(single_node_swarm.client, name)
-        assert not is_swarm_service(single_node_swarm.client, "rsw-no-such-service")
+        assert in_loop(loop, is_swarm_service(single_node_swarm.manager, name))
+        assert not in_loop(loop, is_swarm_service(single_node_swarm.manager, "rsw-no-such-service"))
 
     def test_start_first_redeploy_comes_up_retires_the_old_task_and_restores(
         self, single_node_swarm: SwarmCluster, make_service: ServiceFactory, loop: asyncio.AbstractEventLoop

@@ -26,7 +26,7 @@ from swarm_cli_support import (
 )
 from swarm_support import APP_V1, APP_V2, CLUSTER_SCRIPT, ServiceFactory, SwarmCluster, running_tasks, wait_for
 
-from rollover.backends.swarm.tasks import lock_name
+from rollover.backends.swarm.lock import lock_name
 
 pytestmark = pytest.mark.swarm
 

@@ -6,9 +6,19 @@ from typing import Any
 
 import pytest
 
-from rollover.backends.swarm.tasks import (
+from rollover.backends.swarm.lock import lock_name
+from rollover.backends.swarm.spec import (
     HOLD_NS,
     REQUEST_LABEL,
+    fixed_host_ports,
+    forward_template,
+    handed_back_spec,
+    health_budget,
+    held_template,
+    request_spec,
+    users_spec,
+)
+from rollover.backends.swarm.tasks import (
     Displacements,
     SwarmTask,
     TaskContext,
@@ -16,27 +26,17 @@ from rollover.backends.swarm.tasks import (
     dirty_slots,
     displaced_by,
     failing_slots,
-    fixed_host_ports,
-    forward_template,
-    handed_back_spec,
-    health_budget,
-    held_template,
-    lock_name,
     lost_with_node,
-    parse_node_hosts,
     parse_task,
     removal_reason,
     replacements_made,
     replica_from_task,
-    request_spec,
     sortable_time,
     stalled_swaps,
     start_first_in_flight,
     unrequested_replacements,
-    users_spec,
 )
 from rollover.core.model import Order
-from rollover.errors import InvalidOption
 
 V1 = ("app:v1", 0)
 V2 = ("app:v2", 1)
@@ -244,13 +244,6 @@ def test_lock_names_fit_swarms_limit() -> None:
     assert lock_name("web") == "rollover-lock-web"
     long = lock_name("x" * 63)
     assert len(long) <= 64 and long.startswith("rollover-lock-") and long != lock_name("y" * 63)
-
-
-def test_node_hosts_come_as_node_equals_docker_host() -> None:
-    assert parse_node_hosts(" n2=unix:///run/n2.sock, n3=tcp://10.0.0.3:2376,") == {
-        "n2": "unix:///run/n2.sock", "n3": "tcp://10.0.0.3:2376"}
-    with pytest.raises(InvalidOption, match="n4"):
-        parse_node_hosts("n4")
 
 
 def test_a_task_deleted_beside_another_live_one_in_its_slot_was_one_too_many_not_a_scale_down() -> None:

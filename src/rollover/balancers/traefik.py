@@ -401,4 +401,4 @@ class TraefikBalancer:
         engine = await self._engine_connection()
         directory = posixpath.dirname(self._marker)
         what = f"write the drain marker {self._marker} into container {container_id[:12]} ({directory} must exist)"
-        await engine.call(what, engine.api.put_archive, container_id, directory, marker_archive(self._marker, content))
+        await engine.put_archive(container_id, directory, marker_archive(self._marker, content), what)

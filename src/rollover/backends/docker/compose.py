@@ -108,6 +108,14 @@ def image_override_file(project: str, service: str, image: str) -> Iterator[str]
         Path(path).unlink(missing_ok=True)
 
 
+def docker_cli_env(docker_host: str | None) -> dict[str, str]:
+    """The environment the docker CLI runs in: ours, pointed at the backend's engine."""
+    env = dict(os.environ)
+    if docker_host is not None:
+        env["DOCKER_HOST"] = docker_host
+    return env
+
+
 async def run_docker(args: list[str], *, env: Mapping[str, str], cwd: str | None = None) -> str:
     """Run ``docker ARGS``; its stdout, or PlatformError with the tail of what it said."""
     try:

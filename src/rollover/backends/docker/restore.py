@@ -20,7 +20,7 @@ async def restore_replica(
     workshop: Workshop, labels: dict[str, str], replaced: Replica, original: Replica, order: Order
 ) -> Replica:
     """Put ``original`` back in place of ``replaced``, its volumes and (where free) its name."""
-    source = workshop.definitions.get(original.id)
+    source = workshop.recorded(original.id)
     if source is None:
         raise PlatformError(f"no recorded definition of {original.name} to restore it from")
     engine = workshop.connected()
@@ -40,7 +40,7 @@ async def restore_replica(
     # Under start-first the replaced container holds the name until retire() removes it.
     holder = await engine.inspect_container(original.name)
     if holder is not None and holder["Id"] == replaced.id:
-        workshop.pending_renames[replaced.id] = (new_id, original.name)
+        workshop.rename_on_retire(replaced.id, new_id, original.name)
     [restored] = await workshop.start_fresh([new_id])
     return restored
 
@@ -59,8 +59,7 @@ async def _earlier_restore(workshop: Workshop, labels: dict[str, str], replaced:
     async with workshop.mutations:
         for half_made in found:
             if half_made not in started:
-                workshop.internal_ids.add(str(half_made["Id"]))
-                await engine.remove(str(half_made["Id"]), force=True, volumes=True)  # taken-over ones stay
+                await workshop.remove_unstarted(str(half_made["Id"]))
     if not started:
         return None
     workshop.remember(started[0])

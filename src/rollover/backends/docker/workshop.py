@@ -1,12 +1,15 @@
 """Where a Docker backend makes, starts and stops containers, and what it remembers of them.
 
 Every path shares it (Compose replacements, selector clones, refills, rollbacks, the lock):
-- ``mutations`` is the one lock of docker.py's rules; callers hold it around their Compose calls,
+- ``mutations`` is the one lock of backend.py's rules; callers hold it around their Compose calls,
   creations and removals, and a failed start_fresh() takes it for its cleanup.
 - Nothing half-made is left behind: a container whose networks cannot be connected is removed,
   and when one of a batch of fresh containers cannot start, the whole batch is.
-- The inspect data of every replica seen is kept (``definitions``): a rollback clones it, and a
+- The inspect data of every replica seen is kept (``recorded``): a rollback clones it, and a
   Compose replacement takes over the predecessor's volumes by it.
+- What it remembers changes only through its methods: the event filter (``is_internal``), the
+  names handed over on retire (``rename_on_retire``, ``hand_name_over``) and the records agree
+  whichever path (replacement, refill, rollback) made the container.
 """
 
 from __future__ import annotations
@@ -24,36 +27,49 @@ from rollover.errors import PlatformError, RolloverError
 class Workshop:
     """The engine, the one lock of mutations, and what was recorded of the containers."""
 
-    def __init__(self) -> None:
-        self.engine: Engine | None = None
+    def __init__(self, engine: Engine | None = None) -> None:
+        """``engine``: one already connected (tests pass a stand-in); else connect() makes one."""
+        self._engine = engine
         self.mutations = asyncio.Lock()
-        self.definitions: dict[str, Inspect] = {}  # inspect data of every replica seen, by id
-        self.healthchecked: dict[str, bool] = {}
-        self.internal_ids: set[str] = set()  # containers we made and unmade on the way: no events
-        self.pending_renames: dict[str, tuple[str, str]] = {}  # old id -> (replacement id, name)
+        self._definitions: dict[str, Inspect] = {}  # inspect data of every replica seen, by id
+        self._healthchecked: dict[str, bool] = {}
+        self._internal_ids: set[str] = set()  # containers we made and unmade on the way: no events
+        self._pending_renames: dict[str, tuple[str, str]] = {}  # old id -> (replacement id, name)
 
     async def connect(self, docker_host: str | None) -> None:
-        self.engine = await Engine.connect(docker_host)
+        self._engine = await Engine.connect(docker_host)
 
     async def close(self) -> None:
-        if self.engine is not None:
-            await self.engine.close()
+        if self._engine is not None:
+            await self._engine.close()
 
     def connected(self) -> Engine:
-        if self.engine is None:
+        if self._engine is None:
             raise PlatformError("the Docker backend is not connected (call connect() first)")
-        return self.engine
+        return self._engine
 
     async def has_healthcheck(self, container_id: str) -> bool:
-        if container_id not in self.healthchecked:
+        if container_id not in self._healthchecked:
             inspect = await self.connected().inspect_container(container_id)
             # Gone already: its die/destroy follow, and it must not be reported up.
-            self.healthchecked[container_id] = inspect is None or healthcheck_of(inspect["Config"]) is not None
-        return self.healthchecked[container_id]
+            self._healthchecked[container_id] = inspect is None or healthcheck_of(inspect["Config"]) is not None
+        return self._healthchecked[container_id]
+
+    def is_internal(self, container_id: str) -> bool:
+        """Made and unmade on the way (``remove_unstarted``): its events are not the service's."""
+        return container_id in self._internal_ids
 
     def remember(self, inspect: Inspect) -> None:
-        self.definitions[str(inspect["Id"])] = inspect
-        self.healthchecked[str(inspect["Id"])] = healthcheck_of(inspect.get("Config") or {}) is not None
+        self._definitions[str(inspect["Id"])] = inspect
+        self._healthchecked[str(inspect["Id"])] = healthcheck_of(inspect.get("Config") or {}) is not None
+
+    def recorded(self, container_id: str) -> Inspect | None:
+        """The inspect data remembered of the container, if it was seen."""
+        return self._definitions.get(container_id)
+
+    def any_definition(self) -> Inspect | None:
+        """The inspect data of one replica seen: all carry the service's image and Compose project."""
+        return next(iter(self._definitions.values()), None)
 
     async def inspect(self, container_id: str) -> Inspect:
         inspect = await self.connected().inspect_container(container_id)
@@ -62,7 +78,7 @@ class Workshop:
         return inspect
 
     async def definition_of(self, replica: Replica) -> Inspect:
-        return self.definitions.get(replica.id) or await self.inspect(replica.id)
+        return self._definitions.get(replica.id) or await self.inspect(replica.id)
 
     async def create(self, request: CloneRequest, name: str) -> str:
         """Create the container, connect its extra networks, remember its healthcheck; its id."""
@@ -93,10 +109,26 @@ class Workshop:
             raise
         return [await self.replica(container_id) for container_id in container_ids]
 
+    async def remove_unstarted(self, container_id: str) -> None:
+        """Remove a container made on the way and never started, with the volumes it made itself
+        (taken-over ones are mounted by name and stay); its events are not reported."""
+        self._internal_ids.add(container_id)
+        await self.connected().remove(container_id, force=True, volumes=True)
+
+    def rename_on_retire(self, old_id: str, new_id: str, name: str) -> None:
+        """``new_id`` takes ``name`` (still the old container's) once ``old_id`` is retired."""
+        self._pending_renames[old_id] = (new_id, name)
+
+    async def hand_name_over(self, retired_id: str) -> None:
+        """The replacement waiting for the retired (removed) container's name takes it, if any."""
+        pending = self._pending_renames.pop(retired_id, None)
+        if pending is not None:
+            await self.connected().rename(*pending)
+
     def drop_renames_to(self, container_ids: Collection[str]) -> None:
         """Forget the renames that would have given these (removed) containers an old name."""
-        self.pending_renames = {
-            old: pending for old, pending in self.pending_renames.items() if pending[0] not in container_ids
+        self._pending_renames = {
+            old: pending for old, pending in self._pending_renames.items() if pending[0] not in container_ids
         }
 
     async def replica(self, container_id: str) -> Replica:
@@ -105,6 +137,6 @@ class Workshop:
         return replica_from_inspect(inspect)
 
     async def stop(self, replica: Replica) -> None:
-        known = self.definitions.get(replica.id) or await self.connected().inspect_container(replica.id)
+        known = self._definitions.get(replica.id) or await self.connected().inspect_container(replica.id)
         if known is not None:
             await self.connected().stop(replica.id, stop_timeout_s(known))

@@ -8,7 +8,7 @@ slots (which ones is Swarm's choice), then holds. The next request changes the s
 request label), which cancels the held updater and starts one on the slots still dirty. rollover
 keeps what it is good at (when the next request goes out, grace, timeouts, failure policy, the
 report); Swarm keeps what only it can do (making tasks). Up/down comes from every node's container
-events and the manager's task list (``swarm_watch``), so every node must be reachable.
+events and the manager's task list (``watch``), so every node must be reachable.
 
 Consequences, all checked against swarmkit's updater (manager/orchestrator/update/updater.go):
 - Replacements are returned one per target, but Swarm picks the slot: each says which task it
@@ -31,9 +31,9 @@ Consequences, all checked against swarmkit's updater (manager/orchestrator/updat
   way (or a rollover that was killed) leaves the service on hold, like a paused Swarm update:
   ``docker service update --update-delay 0s SERVICE`` lets Swarm finish it.
 
-The requests are sent, and what they make waited for, in ``swarm_requests``; ``swarm_nodes``
-connects to every node's daemon, ``swarm_replicas`` describes tasks as replicas, and
-``swarm_tasks`` reads task lists and computes the specs (no daemon).
+The requests are sent, and what they make waited for, in ``requests``; ``nodes`` connects to
+every node's daemon, ``replicas`` describes tasks as replicas, ``tasks`` reads task lists and
+``spec`` computes the specs (both without a daemon), ``lock`` holds the rollout's lock.
 """
 
 from __future__ import annotations
@@ -49,19 +49,8 @@ from rollover.backends.swarm.nodes import SwarmNodes
 from rollover.backends.swarm.replicas import SwarmReplicas, publishes_host_ports
 from rollover.backends.swarm.requests import ACK_LIMIT_S, SwarmRequests
 from rollover.backends.swarm.service import SwarmService
-from rollover.backends.swarm.tasks import (
-    NS,
-    Displacements,
-    Json,
-    SwarmTask,
-    definition_of,
-    dirty_slots,
-    displaced_by,
-    forward_template,
-    handed_back_spec,
-    held_template,
-    users_spec,
-)
+from rollover.backends.swarm.spec import NS, Json, forward_template, handed_back_spec, held_template, users_spec
+from rollover.backends.swarm.tasks import Displacements, SwarmTask, definition_of, dirty_slots, displaced_by
 from rollover.backends.swarm.watch import SwarmWatch
 from rollover.core.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot, StaleLock
 from rollover.engine import Engine, engine_address
@@ -110,7 +99,7 @@ class SwarmBackend:
 
     async def connect(self) -> None:
         manager = self._manager = await Engine.connect(self._docker_host)
-        swarm = (await manager.call("read the Swarm state", manager.api.info)).get("Swarm") or {}
+        swarm = await manager.swarm_state()
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
             raise Unsupported(f"the Docker daemon at {manager.address} is not a Swarm manager")
         await self._nodes.connect(manager, swarm.get("NodeID"))

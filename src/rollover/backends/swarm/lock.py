@@ -2,26 +2,30 @@
 
 Swarm refuses to create a second config of the same name (409 Conflict), which makes creating it
 an atomic test-and-set on the managers' replicated store: every rollover process anywhere sees
-the same lock. Its labels are the Engine lock's (``docker_lock.LockRecord``): who holds it since
-when, on which host and process, until when its lease runs, and how many replicas the rollout
-began with. A lock whose holder is known dead (same host, process gone; or lease over) is stale:
+the same lock. Its labels are the Engine lock's (``backends.docker.lock.LockRecord``): who holds
+it since when, on which host and process, until when its lease runs, and how many replicas the
+rollout began with. A lock whose holder is known dead (same host, process gone; or lease over) is stale:
 it is removed by id and taken over, and the caller learns what it took over.
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import docker.errors
 
 from rollover.backends.docker.inspect import LOCK_HOLDER_LABEL
 from rollover.backends.docker.lock import LOCK_SINCE_LABEL, LockRecord, stale_lock, stale_reason
-from rollover.backends.swarm.tasks import lock_name
 from rollover.core.model import StaleLock
 from rollover.engine import Engine
 from rollover.errors import Locked
+
+
+def lock_name(service: str) -> str:
+    """A Swarm config name (at most 64 characters) naming the service's rollout lock."""
+    name = f"rollover-lock-{service}"
+    if len(name) <= 64:
+        return name
+    return f"rollover-lock-{hashlib.sha256(service.encode()).hexdigest()[:24]}"
 
 
 class SwarmLock:
@@ -42,10 +46,10 @@ class SwarmLock:
         labels = {"rollover.lock": "true", "rollover.service": self._service, **record.labels()}
         taken_over: StaleLock | None = None
         for _ in range(3):  # the holder may release it, or another may take it over, between our looks
-            self._config_id = await self._call("create", _create_unless_taken, self.name, holder, labels)
+            self._config_id = await self._manager.create_config(self.name, holder.encode(), labels)
             if self._config_id is not None:
                 return taken_over
-            held = await self._call("inspect", _inspect_or_none, self.name)
+            held = await self._manager.inspect_config(self.name)
             if held is None:
                 continue
             held_labels = dict(held.get("Spec", {}).get("Labels") or {})
@@ -56,7 +60,8 @@ class SwarmLock:
                     f" {held_labels.get(LOCK_HOLDER_LABEL, '?')} since {held_labels.get(LOCK_SINCE_LABEL, '?')}"
                     f" (lock: Swarm config {self.name})"
                 )
-            await self._call("remove stale", _remove_if_present, str(held["ID"]))  # by id: never a new one
+            # by id: never a new one someone made meanwhile
+            await self._manager.remove_config(str(held["ID"]), f"remove stale Swarm config {self.name}")
             taken_over = stale_lock(held_labels, reason)
         raise Locked(f"rollout of Swarm service {self._service} already running: its lock keeps changing hands")
 
@@ -64,28 +69,4 @@ class SwarmLock:
         if self._config_id is None:
             return
         config_id, self._config_id = self._config_id, None
-        await self._call("remove", _remove_if_present, config_id)
-
-    async def _call(self, verb: str, fn: Any, *args: Any) -> Any:
-        return await self._manager.call(f"{verb} Swarm config {self.name}", fn, self._manager.api, *args)
-
-
-def _create_unless_taken(api: Any, name: str, holder: str, labels: dict[str, str]) -> str | None:
-    try:
-        return str(api.create_config(name, holder.encode(), labels=labels)["ID"])
-    except docker.errors.APIError as exc:
-        if exc.status_code == 409:
-            return None
-        raise
-
-
-def _inspect_or_none(api: Any, name: str) -> dict[str, Any] | None:
-    try:
-        return dict(api.inspect_config(name))
-    except docker.errors.NotFound:
-        return None
-
-
-def _remove_if_present(api: Any, config_id: str) -> None:
-    with contextlib.suppress(docker.errors.NotFound):
-        api.remove_config(config_id)
+        await self._manager.remove_config(config_id, f"remove Swarm config {self.name}")

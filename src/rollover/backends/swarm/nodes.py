@@ -35,7 +35,7 @@ class SwarmNodes:
 
     async def connect(self, manager: Engine, manager_node_id: str | None) -> None:
         """List the nodes and connect to each one's daemon (the manager's node reuses ``manager``)."""
-        for raw in await manager.call("list Swarm nodes", manager.api.nodes):
+        for raw in await manager.list_nodes():
             if raw["Status"]["State"] == "down":
                 self.down.append(str(raw["ID"]))
             node = SwarmNode(str(raw["ID"]), str(raw["Description"]["Hostname"]), str(raw["Status"].get("Addr", "")),

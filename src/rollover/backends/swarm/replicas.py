@@ -12,14 +12,8 @@ from collections.abc import Collection, Mapping
 from typing import Any, cast
 
 from rollover.backends.swarm.nodes import SwarmNodes
-from rollover.backends.swarm.tasks import (
-    Json,
-    SwarmTask,
-    TaskContext,
-    fixed_host_ports,
-    health_budget,
-    replica_from_task,
-)
+from rollover.backends.swarm.spec import Json, fixed_host_ports, health_budget
+from rollover.backends.swarm.tasks import SwarmTask, TaskContext, replica_from_task
 from rollover.core.model import Replica
 from rollover.engine import Engine
 from rollover.errors import EngineUnavailable

@@ -15,14 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rollover.backends.swarm.service import SwarmService
+from rollover.backends.swarm.spec import Json, request_spec
 from rollover.backends.swarm.tasks import (
-    Json,
     SwarmTask,
     definition_of,
     dirty_slots,
     failing_slots,
     replacements_made,
-    request_spec,
     slots,
     stalled_swaps,
     start_first_in_flight,

@@ -1,10 +1,8 @@
-"""PURE: Swarm tasks and service specs as rollover sees them. No I/O, no clock.
+"""PURE: Swarm task lists as rollover reads them. No I/O, no clock.
 
-Swarm has no API that replaces one chosen task: tasks are only ever created by the manager, from
-the service's current spec, and any spec change starts Swarm's updater on every task that differs
-from it. So rollover paces Swarm's own updater instead (see ``swarm.py``): each request is one
-spec change whose update config lets the updater replace exactly ``n`` slots and then *hold*
-(a delay of a year after each slot). This module computes those specs and reads task lists.
+rollover paces Swarm's own updater, one spec change per request (``spec.py`` computes them); the
+manager's task list is what shows where the updater stands: which slots still run tasks of the
+old definition, which replacements a request made, which failed, which task each one displaced.
 
 A *slot* is where one replica lives: the slot number of a replicated service, the node of a
 global one. During a start-first replacement a slot holds two live tasks.
@@ -12,18 +10,14 @@ global one. During a start-first replacement a slot holds two live tasks.
 
 from __future__ import annotations
 
-import copy
-import json
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from rollover.core.model import Order, Replica
-from rollover.errors import InvalidOption
-
-Json = dict[str, Any]
+from rollover.backends.swarm.spec import health_budget
+from rollover.core.model import Replica
 
 # Task states in the order Swarm moves through them (api/types.proto).
 _STATE_ORDER = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting",
@@ -32,17 +26,6 @@ _RANK = {state: rank for rank, state in enumerate(_STATE_ORDER)}
 # Placed on a node and on its way up, or up: what a snapshot counts as the service's replicas.
 TARGET_STATES = frozenset({"assigned", "accepted", "preparing", "ready", "starting", "running"})
 FAILED_STATES = frozenset({"failed", "rejected", "orphaned"})
-
-NS = 1_000_000_000
-# After each slot the updater sleeps this long before touching the next one: the hold that stops a
-# request at exactly ``parallelism`` slots. Only the next spec change (the next request) ends it.
-HOLD_NS = 365 * 24 * 3600 * NS
-REQUEST_LABEL = "rollover.request"
-# What the user's spec was before a rollout changed it (image, ForceUpdate, update config), kept on
-# the service by the rollout's first request: a rollover killed before it handed the service back
-# leaves it there, and the next rollout reads the user's spec from it instead of taking the held
-# one for the user's.
-USER_SPEC_LABEL = "rollover.user-spec"
 
 
 @dataclass(frozen=True)
@@ -260,120 +243,6 @@ def dirty_slots(tasks: Iterable[SwarmTask], definition: tuple[str, int]) -> list
             if any(task.live and task.definition != definition for task in group)]
 
 
-# -- specs -----------------------------------------------------------------------------------------
-
-
-def forward_template(template: Mapping[str, Any], image: str | None) -> Json:
-    """The task template to roll to: the new image (if any) and ForceUpdate + 1, so every task
-    differs from it even when the image did not change (a rolling restart)."""
-    new = copy.deepcopy(dict(template))
-    if image is not None:
-        new.setdefault("ContainerSpec", {})["Image"] = image
-    new["ForceUpdate"] = int(new.get("ForceUpdate") or 0) + 1
-    return new
-
-
-def request_spec(spec: Mapping[str, Any], template: Mapping[str, Any], parallelism: int, order: Order,
-                 request: str) -> Json:
-    """The spec that makes Swarm replace ``parallelism`` slots with tasks of ``template``, then hold.
-
-    The request label (``request``: the rollout's own token and the request's number) changes
-    every time, also from what a killed rollout left, so even a request that keeps the template is
-    a spec change: it cancels the holding updater and starts a fresh one on the slots still dirty.
-    Failure action pause: a replacement that fails before it is up stops Swarm's updater (and the
-    pause shows up as a service event with the reason).
-    """
-    new = copy.deepcopy(dict(spec))
-    new["TaskTemplate"] = copy.deepcopy(dict(template))
-    labels = dict(new.get("Labels") or {})
-    labels.setdefault(USER_SPEC_LABEL, _user_record(spec))
-    new["Labels"] = {**labels, REQUEST_LABEL: request}
-    new["UpdateConfig"] = {
-        "Parallelism": parallelism, "Delay": HOLD_NS, "FailureAction": "pause", "Monitor": NS,
-        "MaxFailureRatio": 0, "Order": order.value,
-    }
-    return new
-
-
-def handed_back_spec(spec: Mapping[str, Any], users: Mapping[str, Any]) -> Json:
-    """The current spec with the user's own update config back (from ``users``, the user's spec)
-    and rollover's labels gone."""
-    new = copy.deepcopy(dict(spec))
-    new["Labels"] = _without_ours(new.get("Labels"))
-    _put(new, "UpdateConfig", copy.deepcopy(users.get("UpdateConfig")))
-    return new
-
-
-def users_spec(spec: Mapping[str, Any]) -> Json:
-    """The spec as the user made it: ``spec`` itself, or, when a rollout that never handed it back
-    left it held, that spec with the image, ForceUpdate and update config its first request recorded."""
-    new = copy.deepcopy(dict(spec))
-    recorded = (new.get("Labels") or {}).get(USER_SPEC_LABEL)
-    new["Labels"] = _without_ours(new.get("Labels"))
-    if recorded is None:
-        return new
-    record = json.loads(recorded)
-    template = new.setdefault("TaskTemplate", {})
-    _put(template.setdefault("ContainerSpec", {}), "Image", record.get("Image"))
-    _put(template, "ForceUpdate", record.get("ForceUpdate"))
-    _put(new, "UpdateConfig", record.get("UpdateConfig"))
-    return new
-
-
-def held_template(spec: Mapping[str, Any], image: str | None) -> Json | None:
-    """The template a killed rollout left the service held on, when this rollout goes the same way
-    (no other image asked for): going on with it keeps the replacements the killed one finished
-    (they are not dirty), so the rollout's targets - the replicas not yet replaced - are exactly
-    the slots Swarm still has to update."""
-    if REQUEST_LABEL not in (spec.get("Labels") or {}):
-        return None
-    template = copy.deepcopy(dict(spec.get("TaskTemplate") or {}))
-    held_image = str((template.get("ContainerSpec") or {}).get("Image", ""))
-    return template if image is None or image.partition("@")[0] == held_image.partition("@")[0] else None
-
-
-def _user_record(spec: Mapping[str, Any]) -> str:
-    template = spec.get("TaskTemplate") or {}
-    return json.dumps({"Image": (template.get("ContainerSpec") or {}).get("Image"),
-                       "ForceUpdate": template.get("ForceUpdate"), "UpdateConfig": spec.get("UpdateConfig")},
-                      sort_keys=True)
-
-
-def _without_ours(labels: Mapping[str, str] | None) -> dict[str, str]:
-    return {key: value for key, value in (labels or {}).items() if key not in (REQUEST_LABEL, USER_SPEC_LABEL)}
-
-
-def _put(document: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``key``, or leave it out when the user had none (Swarm's default then)."""
-    if value is None:
-        document.pop(key, None)
-    else:
-        document[key] = value
-
-
-def fixed_host_ports(spec: Mapping[str, Any]) -> tuple[str, ...]:
-    """Host-mode ports with a fixed published port: one per node, so start-first would have to
-    place the replacement on another node, and on a full cluster it stays pending forever."""
-    ports = (spec.get("EndpointSpec") or {}).get("Ports") or []
-    return tuple(sorted({
-        f"{port['PublishedPort']}/{port.get('Protocol', 'tcp')}"
-        for port in ports if port.get("PublishMode") == "host" and port.get("PublishedPort")
-    }))
-
-
-def health_budget(healthcheck: Mapping[str, Any] | None) -> float | None:
-    """start period + interval x retries (Docker's defaults for zeros); None without a check.
-
-    interval 0.5 s, retries 3, no start period -> 1.5 s.
-    """
-    if not healthcheck or list(healthcheck.get("Test") or ["NONE"])[:1] == ["NONE"]:
-        return None
-    interval = (healthcheck.get("Interval") or 30 * NS) / NS
-    retries = healthcheck.get("Retries") or 3
-    start = (healthcheck.get("StartPeriod") or 0) / NS
-    return float(start + interval * retries)
-
-
 def replica_name(service: str, task: SwarmTask, global_mode: bool) -> str:
     """The name `docker service ps` shows: web.3 (replicated) or web.<node id> (global)."""
     return f"{service}.{task.node_id if global_mode else task.slot}"
@@ -403,26 +272,3 @@ def replica_from_task(task: SwarmTask, context: TaskContext) -> Replica:
         has_healthcheck=budget is not None, fixed_host_ports=context.fixed_ports,
         health_budget_s=budget, created_at=epoch_of(task.created), details=tuple(details),
     )
-
-
-def lock_name(service: str) -> str:
-    """A Swarm config name (at most 64 characters) naming the service's rollout lock."""
-    name = f"rollover-lock-{service}"
-    if len(name) <= 64:
-        return name
-    import hashlib
-
-    return f"rollover-lock-{hashlib.sha256(service.encode()).hexdigest()[:24]}"
-
-
-def parse_node_hosts(text: str) -> dict[str, str]:
-    """'rsw-n2=unix:///run/rsw-n2/docker.sock,rsw-n3=tcp://10.0.0.3:2376' -> {hostname: docker host}."""
-    hosts: dict[str, str] = {}
-    for part in (item.strip() for item in text.split(",")):
-        if not part:
-            continue
-        node, sep, host = part.partition("=")
-        if not sep or not node.strip() or "://" not in host:
-            raise InvalidOption(f"swarm node {part!r}: expected NODE=DOCKER_HOST (e.g. n2=tcp://10.0.0.2:2376)")
-        hosts[node.strip()] = host.strip()
-    return hosts

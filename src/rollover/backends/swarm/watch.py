@@ -33,13 +33,10 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import docker.errors
-import requests
-
 from rollover.backends.docker.events import EventFeed, action_of, labels_of_event
 from rollover.backends.swarm.tasks import SwarmTask, lost_with_node, parse_task, removal_reason
 from rollover.core.model import ReplicaDown, ReplicaEvent, ReplicaUp
-from rollover.engine import Engine, engine_error
+from rollover.engine import Engine
 from rollover.errors import EngineUnavailable, PlatformError, RolloverError
 
 T = TypeVar("T")
@@ -169,10 +166,7 @@ class SwarmWatch:
     def _confirmed_down(self, node_id: str) -> bool:
         """Whether the manager reports the node down (blocking, like the subscriptions: it is asked
         only when the node's daemon cannot be reached)."""
-        try:
-            state = str(((self._manager.api.inspect_node(node_id).get("Status")) or {}).get("State", ""))
-        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-            raise engine_error(exc, f"inspect Swarm node {self._hostname(node_id)}", self._manager.address) from exc
+        state = self._manager.node_state(node_id, self._hostname(node_id))
         if state == "down":
             self.down.add(node_id)
         return state == "down"
@@ -201,12 +195,11 @@ class SwarmWatch:
     async def look(self, report: bool = True) -> list[SwarmTask]:
         """The manager's task list of the service now; reports what changed since the last look."""
         if self._service_id is None:
-            found = await self._manager.call("inspect service", self._manager.api.inspect_service, self._service)
+            found = await self._manager.inspect_service(self._service)
             self._service_id = str(found["ID"])
         self._looks_begun += 1
         ticket = self._looks_begun
-        raw = await self._manager.call("list the service's tasks", self._manager.api.tasks,
-                                       filters={"service": self._service_id})
+        raw = await self._manager.list_tasks(self._service_id)
         tasks = [self._as_seen(parse_task(item)) for item in raw if item.get("ServiceID") == self._service_id]
         if report:
             # Looks run in threads and may come back out of order: only a list newer than the last
@@ -331,7 +324,7 @@ class SwarmWatch:
 
     async def _swarm_stopped(self, state: str, at: float) -> None:
         """Swarm paused or rolled back the update itself: our replacements not up have failed."""
-        service = await self._manager.call("inspect service", self._manager.api.inspect_service, self._service)
+        service = await self._manager.inspect_service(self._service)
         message = ((service.get("UpdateStatus") or {}).get("Message")) or state
         for task in await self.look(report=False):  # Swarm's reason first, the task's own with it
             if task.id in self.replacements and not task.up:
