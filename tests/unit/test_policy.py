@@ -81,3 +81,11 @@ def test_timeout_defaults() -> None:
     assert replacement_timeout(Policy(), checked) == 13.0
     assert replacement_timeout(Policy(), unchecked) == 60.0
     assert replacement_timeout(Policy(timeout_s=5), checked) == 5.0
+
+
+def test_a_replacement_acknowledged_before_it_starts_gets_the_wait_on_top_of_its_timeout() -> None:
+    # Swarm stop-first: the new task is acknowledged, then the old one takes its 10 s stop grace
+    # period (+ 2 s gossip) before the new one starts; its own 13 s count from then.
+    waiting = Replica(id="t2", name="web.1", has_healthcheck=True, health_budget_s=3.0, start_delay_s=12.0)
+    assert replacement_timeout(Policy(), waiting) == 25.0
+    assert replacement_timeout(Policy(timeout_s=5), waiting) == 17.0

@@ -39,6 +39,10 @@ class Replica:
     # A replacement's predecessor, when the platform picked it rather than the target it was asked
     # to replace (Swarm picks the slot): the replica that goes, to be drained and retired.
     replaces: str | None = None
+    # Seconds the platform may take, after acknowledging this replacement, before it even starts it:
+    # Swarm stop-first stops the old task first (its stop grace period). The replacement's timeout
+    # counts from when it starts, so this is added to it (see policy.replacement_timeout).
+    start_delay_s: float = field(default=0.0, compare=False)
     # Volumes that are this replica's own data (Docker: its anonymous volumes, by name), found again
     # only through a container that mounts them. A takeover keeps any replica that is the only one
     # mounting one of them (see recovery.plan_recovery).

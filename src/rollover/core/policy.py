@@ -159,12 +159,18 @@ def replacement_timeout(policy: Policy, replica: Replica) -> float:
     An explicit --timeout wins. Otherwise a replica with a healthcheck gets the time that check
     needs to give up plus start-up slack: interval 0.5 s, retries 3, timeout 1 s, start period
     0 -> 0 + 0.5 x 4 + 1 = 3 s, + 10 s = 13 s. Without a healthcheck: 60 s.
+
+    Either way the time counts from when the replacement starts: a platform that acknowledges it
+    before it starts adds the wait (Swarm stop-first, a 10 s stop grace period: 13 + 10 = 23 s;
+    the old task ignoring SIGTERM takes all of it).
     """
     if policy.timeout_s is not None:
-        return policy.timeout_s
-    if replica.health_budget_s is not None:
-        return replica.health_budget_s + _START_SLACK_S
-    return _DEFAULT_TIMEOUT_S
+        own = policy.timeout_s
+    elif replica.health_budget_s is not None:
+        own = replica.health_budget_s + _START_SLACK_S
+    else:
+        own = _DEFAULT_TIMEOUT_S
+    return own + replica.start_delay_s
 
 
 def lock_lease_s(policy: Policy, replicas: Sequence[Replica], batch: int, drain_timeout_s: float) -> float:

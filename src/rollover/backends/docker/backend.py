@@ -43,12 +43,11 @@ from rollover.backends.docker.events import (
 )
 from rollover.backends.docker.inspect import (
     LOCK_HOLDER_LABEL,
-    created_at,
-    finished_at,
     is_lock,
     is_target,
     replica_from_inspect,
 )
+from rollover.backends.docker.leftovers import settle_leftovers
 from rollover.backends.docker.lock import LockRecord, take_lock
 from rollover.backends.docker.replacements import replacements_for
 from rollover.backends.docker.restore import restore_replica
@@ -155,22 +154,8 @@ class DockerBackend:
             self._workshop.connected(), name, image=image, record=record, service=self._scope.service
         )
         if stale is not None and stale.since is not None:
-            await self._remove_debris_since(stale.since)
+            await settle_leftovers(self._workshop, self._scope.labels(), stale.since)
         return stale
-
-    async def _remove_debris_since(self, since: float) -> None:
-        """What a dead rollout left stopped: replacements it made that never ran, and replicas it
-        stopped but did not remove. Compose would count them (and start them) in the next
-        scale-up, so they go before anything else happens; volumes stay."""
-        engine = self._workshop.connected()
-        async with self._workshop.mutations:
-            for container_id in await engine.list_container_ids(self._scope.labels()):
-                inspect = await engine.inspect_container(container_id)
-                if inspect is None or is_lock(inspect) or inspect.get("State", {}).get("Running"):
-                    continue
-                touched = max(created_at(inspect) or 0.0, finished_at(inspect) or 0.0)
-                if touched >= since:
-                    await engine.remove(container_id, force=True, volumes=False)
 
     async def release_lock(self) -> None:
         if self._lock_id is None:

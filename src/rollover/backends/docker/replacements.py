@@ -14,8 +14,8 @@ only known once the backend connected.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager, nullcontext
 from typing import Protocol
 
 from rollover.backends.docker.clone import CloneRequest, clone_request, with_fresh_anonymous_volumes
@@ -97,16 +97,18 @@ class ComposeReplacements:
         workshop = self._workshop
         engine = workshop.connected()
         predecessors = [await workshop.definition_of(target) for target in targets]
-        async with workshop.mutations:
-            if order is Order.STOP_FIRST:
-                for target in targets:
-                    await engine.remove(target.id, force=True, volumes=False)
-            before = set(await engine.list_container_ids(scope.labels()))
-            fresh = await self._create(scope, len(before) + len(targets), before)
-            if len(fresh) != len(targets):
-                raise PlatformError(f"compose made {len(fresh)} containers for {len(targets)} replacements")
-            made = [await self._take_over_volumes(new, old) for new, old in zip(fresh, predecessors, strict=True)]
-        return await workshop.start_fresh(made)
+        async with stop_first_revives(workshop, targets, order):
+            async with workshop.mutations:
+                # A stop-first target is still there, stopped: Compose counts it as one of the service's.
+                before = set(await engine.list_container_ids(scope.labels()))
+                fresh = await self._create(scope, len(before) + len(targets), before)
+                if len(fresh) != len(targets):
+                    raise PlatformError(f"compose made {len(fresh)} containers for {len(targets)} replacements")
+                made = [await self._take_over_volumes(new, old) for new, old in zip(fresh, predecessors, strict=True)]
+            started = await workshop.start_fresh(made)
+        if order is Order.STOP_FIRST:
+            await workshop.remove_replaced([target.id for target in targets])
+        return started
 
     async def refill(self, scope: ServiceScope, count: int, snapshot_ids: Sequence[str]) -> list[Replica]:
         workshop = self._workshop
@@ -211,17 +213,28 @@ class SelectorReplacements:
         )
 
     async def _replace_with(self, request: CloneRequest, target: Replica, order: Order) -> Replica:
-        """Create the clone beside the target (start-first) or in its place (stop-first), start it."""
-        async with self._workshop.mutations:
-            if order is Order.STOP_FIRST:
-                await self._workshop.connected().remove(target.id, force=True, volumes=False)
-                name = target.name
-            else:
-                # The old name is still taken: the replacement takes it over when retire() removes
-                # the old container.
-                name = f"{target.name}-rollover-{secrets.token_hex(3)}"
-            new_id = await self._workshop.create(request, name)
-        if name != target.name:
-            self._workshop.rename_on_retire(target.id, new_id, target.name)
-        [replacement] = await self._workshop.start_fresh([new_id])
+        """Create the clone beside the target and start it; the target (stopped, under stop-first)
+        keeps its name until it is removed: by retire() under start-first, here under stop-first,
+        once the clone runs on its volumes. The clone then takes the name over."""
+        workshop = self._workshop
+        async with stop_first_revives(workshop, [target], order):
+            async with workshop.mutations:
+                new_id = await workshop.create(request, f"{target.name}-rollover-{secrets.token_hex(3)}")
+            workshop.rename_on_retire(target.id, new_id, target.name)
+            [replacement] = await workshop.start_fresh([new_id])
+        if order is Order.STOP_FIRST:
+            await workshop.remove_replaced([target.id])
+            replacement = await workshop.replica(new_id)  # under its new name
         return replacement
+
+
+@asynccontextmanager
+async def stop_first_revives(workshop: Workshop, targets: Sequence[Replica], order: Order) -> AsyncIterator[None]:
+    """Under stop-first, a replacement that cannot be made or started leaves its (stopped) target
+    as it was: started again, on its own volumes, before the error goes on."""
+    try:
+        yield
+    except RolloverError:
+        if order is Order.STOP_FIRST:
+            await workshop.revive(targets)
+        raise

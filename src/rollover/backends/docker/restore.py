@@ -32,16 +32,20 @@ async def restore_replica(
             IMAGE_REF_LABEL: image_ref_of(source), RESTORED_FROM_LABEL: replaced.id,
         })
         async with workshop.mutations:
-            if order is Order.STOP_FIRST:
-                await engine.remove(replaced.id, force=True, volumes=False)
+            # Under stop-first the replaced one is stopped, not yet removed: it goes once the
+            # restored one runs on the volumes both mount (never a moment with neither).
             holder = await engine.inspect_container(original.name)
             name = original.name if holder is None else f"{original.name}-rollover-{secrets.token_hex(3)}"
             new_id = await workshop.create(request, name)
-    # Under start-first the replaced container holds the name until retire() removes it.
+    # The replaced container may hold the name: until retire() removes it (start-first), or
+    # until it is removed below (stop-first).
     holder = await engine.inspect_container(original.name)
     if holder is not None and holder["Id"] == replaced.id:
         workshop.rename_on_retire(replaced.id, new_id, original.name)
     [restored] = await workshop.start_fresh([new_id])
+    if order is Order.STOP_FIRST:
+        await workshop.remove_replaced([replaced.id])
+        restored = await workshop.replica(new_id)
     return restored
 
 

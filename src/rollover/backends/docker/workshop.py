@@ -15,7 +15,7 @@ Every path shares it (Compose replacements, selector clones, refills, rollbacks,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from rollover.backends.docker.clone import CloneRequest, endpoint_for_connect
 from rollover.backends.docker.inspect import healthcheck_of, replica_from_inspect, stop_timeout_s
@@ -114,6 +114,23 @@ class Workshop:
         (taken-over ones are mounted by name and stay); its events are not reported."""
         self._internal_ids.add(container_id)
         await self.connected().remove(container_id, force=True, volumes=True)
+
+    async def remove_replaced(self, replaced_ids: Sequence[str]) -> None:
+        """Stop-first, last step: remove the stopped replicas whose replacements now run on their
+        volumes, and hand each one's name over. Until now both were there, so a kill at any moment
+        leaves every volume mounted by a container (see DockerBackend.acquire_lock's takeover)."""
+        async with self.mutations:
+            for old_id in replaced_ids:
+                # Volumes stay: the replacement mounts the anonymous ones by name.
+                await self.connected().remove(old_id, force=True, volumes=False)
+        for old_id in replaced_ids:
+            await self.hand_name_over(old_id)
+
+    async def revive(self, replicas: Sequence[Replica]) -> None:
+        """Start stop-first targets again whose replacement could not be made or started: they are
+        intact, on their own volumes, so the service keeps its replicas and their data."""
+        for replica in replicas:
+            await self.connected().start(replica.id)
 
     def rename_on_retire(self, old_id: str, new_id: str, name: str) -> None:
         """``new_id`` takes ``name`` (still the old container's) once ``old_id`` is retired."""

@@ -49,7 +49,15 @@ from rollover.backends.swarm.nodes import SwarmNodes
 from rollover.backends.swarm.replicas import SwarmReplicas, publishes_host_ports
 from rollover.backends.swarm.requests import ACK_LIMIT_S, SwarmRequests
 from rollover.backends.swarm.service import SwarmService
-from rollover.backends.swarm.spec import NS, Json, forward_template, handed_back_spec, held_template, users_spec
+from rollover.backends.swarm.spec import (
+    NS,
+    Json,
+    forward_template,
+    handed_back_spec,
+    held_template,
+    is_held,
+    users_spec,
+)
 from rollover.backends.swarm.tasks import Displacements, SwarmTask, definition_of, dirty_slots, displaced_by
 from rollover.backends.swarm.watch import SwarmWatch
 from rollover.core.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot, StaleLock
@@ -62,6 +70,7 @@ from rollover.errors import (
 )
 
 # Swarm's agent waits 2 s for gossip before it stops a task's container; then the stop itself.
+_GOSSIP_S = 2.0
 _RETIRE_SLACK_S = 30.0
 
 
@@ -94,6 +103,7 @@ class SwarmBackend:
         self._restored: dict[str, Replica] = {}  # id of the task that went -> the restore that took its slot
         self._lock: SwarmLock | None = None
         self._handed_back = False
+        self._found_held = False  # the snapshot found the spec held by a killed rollout
 
     # -- connection --------------------------------------------------------------------------------
 
@@ -156,6 +166,7 @@ class SwarmBackend:
         # Taken over from a killed rollout, the spec is its held one: the user's is in its labels.
         self._original = users_spec(document["Spec"])
         self._held = held_template(document["Spec"], self._image)
+        self._found_held = is_held(document["Spec"])
         self._global = "Global" in (self._original.get("Mode") or {})
         tasks = await self._connected_watch().look()
         self._connected_requests().preexisting = frozenset(task.id for task in tasks)
@@ -230,7 +241,7 @@ class SwarmBackend:
                 displaced = displaced_by(task, tasks)
                 went = displaced.id if displaced else target.id
                 self._displaced.record(target.id, went)
-                replaced.append(replace(replica, replaces=went))
+                replaced.append(replace(replica, replaces=went, start_delay_s=self._start_delay_s(order)))
             return replaced
 
     async def retire(self, replica: Replica) -> None:
@@ -244,8 +255,7 @@ class SwarmBackend:
                 return "stopped"
             return "stalled" if task.live and task.slot in self._connected_requests().stalled(tasks) else None
 
-        grace = (self._original["TaskTemplate"].get("ContainerSpec") or {}).get("StopGracePeriod") or 10 * NS
-        deadline = self._clock() + grace / NS + _RETIRE_SLACK_S
+        deadline = self._clock() + self._stop_grace_s() + _RETIRE_SLACK_S
         while True:
             left = max(deadline - self._clock(), 0.0)
             outcome = await self._connected_watch().wait_until(stopped_or_stalled, f"task {task_id[:12]} to stop",
@@ -271,8 +281,10 @@ class SwarmBackend:
         await self._connected_requests().revert_all(tasks, original)
 
     async def _hand_back(self) -> None:
-        """The user's update config and labels go back once every task runs the current spec."""
-        if self._requests is None or self._requests.sent == 0 or self._handed_back:
+        """The user's update config and labels go back once every task runs the current spec: after
+        this rollout's requests, and after a takeover that found the spec held by a killed rollout
+        even when nothing was left to request (else its pacing, a 1-year delay, would stay)."""
+        if self._requests is None or self._handed_back or (self._requests.sent == 0 and not self._found_held):
             return
         tasks = await self._connected_watch().look()
         document = await self._on_manager().inspect()
@@ -289,6 +301,14 @@ class SwarmBackend:
         await self._on_manager().update(lambda spec: handed_back_spec(spec, self._original))
 
     # -- helpers -----------------------------------------------------------------------------------
+
+    def _stop_grace_s(self) -> float:
+        return float((self._original["TaskTemplate"].get("ContainerSpec") or {}).get("StopGracePeriod") or 10 * NS) / NS
+
+    def _start_delay_s(self, order: Order) -> float:
+        """Stop-first: Swarm's agent waits for gossip (2 s), then stops the old task (up to its stop
+        grace period), and only then starts the new one, acknowledged long before."""
+        return self._stop_grace_s() + _GOSSIP_S if order is Order.STOP_FIRST else 0.0
 
     async def _replica(self, task: SwarmTask, template: Mapping[str, Any]) -> Replica:
         return await self._replicas.replica(task, template, spec=self._original, global_mode=self._global,

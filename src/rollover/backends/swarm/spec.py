@@ -88,6 +88,11 @@ def users_spec(spec: Mapping[str, Any]) -> Json:
     return new
 
 
+def is_held(spec: Mapping[str, Any]) -> bool:
+    """The spec is one a rollout paces (its labels say so): a killed one left it, if no rollout runs."""
+    return bool({REQUEST_LABEL, USER_SPEC_LABEL} & set(spec.get("Labels") or {}))
+
+
 def held_template(spec: Mapping[str, Any], image: str | None) -> Json | None:
     """The template a killed rollout left the service held on, when this rollout goes the same way
     (no other image asked for): going on with it keeps the replacements the killed one finished
