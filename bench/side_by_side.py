@@ -1,6 +1,6 @@
 """Side by side: what clients behind a balancer see while 6 replicas go from v1 to v2, by method.
 
-    .venv/bin/python bench/side_by_side.py [--rate 200] [--client raw|probe] [--no-swarm]
+    .venv/bin/python -m bench.side_by_side [--rate 200] [--client raw|probe] [--no-swarm]
 
 The same engine, the same app image (busybox httpd, healthcheck every 0.5 s, quick TERM), 6
 replicas, one balancer (HAProxy on 127.0.0.1 unless the row says Caddy or Traefik) and the same
@@ -36,8 +36,8 @@ Rows:
 
 Everything is named rtest-zd-bench-* (the swarm: namespaces rtest-zd-*, 10.213.50.0/24) and
 removed at the end, also on failure or Ctrl-C. Caddy and Traefik are launched by the zero-downtime
-tests' own ``tests/zero_downtime/zd_fronts.py``, and compose files written by
-``tests/engine/engine_support.py``: one definition each for the tests and this bench.
+tests' own ``tests/support/fronts.py``, and compose files written by
+``tests/support/engine.py``: one definition each for the tests and this bench.
 """
 
 from __future__ import annotations
@@ -66,11 +66,8 @@ from typing import Any
 import docker
 
 from rollover.probe import Probe, ProbeReport
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests" / "zero_downtime"), str(ROOT / "tests" / "engine"), str(ROOT / "tests")]
-from engine_support import compose_yaml  # noqa: E402
-from zd_fronts import (  # noqa: E402
+from tests.support.engine import compose_yaml
+from tests.support.fronts import (
     CONTAINER_PORT,
     CaddyFront,
     TraefikFront,
@@ -79,6 +76,7 @@ from zd_fronts import (  # noqa: E402
     traefik_compose_options,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 ROLLOVER = str(Path(sys.executable).with_name("rollover"))
 HAPROXY = "/usr/sbin/haproxy"
 V1, V2 = "rollover-test/app:v1", "rollover-test/app:v2"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from local_haproxy import HAPROXY, HAProxyLauncher
+from tests.support.local_haproxy import HAPROXY, HAProxyLauncher
 
 
 @pytest.fixture

@@ -20,11 +20,11 @@ from typing import Any
 import httpx
 import pytest
 
-from http_stubs import StubFarm, StubServer, closed_port
 from rollover.balancers.caddy import PARKED_SUFFIX, CaddyBalancer
 from rollover.core.model import Replica
 from rollover.errors import BalancerUnavailable, InvalidOption
 from rollover.probe.open_loop import Probe
+from tests.support.http_stubs import StubFarm, StubServer, closed_port
 
 CADDY = shutil.which("caddy") or "/usr/bin/caddy"
 ROUTE = "app"
@@ -282,13 +282,14 @@ def test_a_rolling_swap_under_load_loses_no_request(tmp_path: Path) -> None:
     without touching the host: Caddy rebinds its listener on each config change, and without
     that setting Linux resets the few connections queued on the old one (see ``caddy.py``).
     """
-    tests = Path(__file__).resolve().parent
-    script = (f"import sys; sys.path[:0] = [{str(tests)!r}, {str(tests.parent)!r}]; "
-              f"import test_caddy; test_caddy.swap_under_load({str(tmp_path)!r})")
+    # ``python -c`` imports from its working directory: the repository root, where ``tests`` is a package.
+    root = Path(__file__).resolve().parents[2]
+    script = f"from tests.balancers.test_caddy import swap_under_load; swap_under_load({str(tmp_path)!r})"
     setup = 'ip link set lo up && sysctl -qw net.ipv4.tcp_migrate_req=1 && exec "$0" -c "$1"'
     # A session of its own: if it hangs, the whole group (Caddy included) is killed by its id.
     scenario = subprocess.Popen(["unshare", "--net", "sh", "-c", setup, sys.executable, script],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                cwd=root)
     try:
         out, err = scenario.communicate(timeout=60)
     finally:

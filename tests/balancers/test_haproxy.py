@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from http_stubs import StubFarm, StubServer
-from local_haproxy import HAProxyLauncher, RunningHAProxy
 from rollover.balancers.base import DrainResult
 from rollover.balancers.haproxy import HAProxyBalancer, dynamic_server_name
 from rollover.core.model import Replica
 from rollover.errors import BalancerUnavailable, InvalidOption, PlatformError
 from rollover.probe.open_loop import Probe
+from tests.support.http_stubs import StubFarm, StubServer
+from tests.support.local_haproxy import HAProxyLauncher, RunningHAProxy
 
 MAINT, DRAIN = 0x01, 0x08
 

@@ -30,7 +30,6 @@ import docker.errors
 import httpx
 import pytest
 
-from http_stubs import closed_port
 from rollover.backends.docker.inspect import replica_from_inspect
 from rollover.balancers import traefik
 from rollover.balancers.traefik import (
@@ -50,6 +49,7 @@ from rollover.clock import VirtualClockLoop, run_virtual
 from rollover.core.model import Replica
 from rollover.errors import BalancerUnavailable, InvalidOption, Unsupported
 from rollover.probe.open_loop import Probe
+from tests.support.http_stubs import closed_port
 
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images" / "app"
 APP = "rtest-lb/app"

@@ -17,8 +17,12 @@ import subprocess
 from typing import Any
 
 import pytest
-from engine_support import APP_BROKEN, APP_V1, APP_V2, ComposeProject, run
-from fault_support import (
+
+from rollover.core import rollout
+from rollover.core.model import Replica
+from rollover.core.rollout import Phase
+from tests.support.engine import APP_BROKEN, APP_V1, APP_V2, ComposeProject, run
+from tests.support.faults import (
     APP_EXITS,
     Faults,
     assert_consistent,
@@ -27,10 +31,6 @@ from fault_support import (
     serving_addresses,
     write_service,
 )
-
-from rollover.core import rollout
-from rollover.core.model import Replica
-from rollover.core.rollout import Phase
 
 pytestmark = pytest.mark.engine
 

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from swarm_support import APP_DIR, ServiceFactory, SwarmCluster, running_cluster
+
+from tests.support.swarm import APP_DIR, ServiceFactory, SwarmCluster, running_cluster
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -3,7 +3,7 @@
 Each test starts ``web`` (6 replicas of app:v1 on the project's network) and Caddy in front of it
 (one route, ``@id`` web, one upstream per replica at its network IP; Caddy in a sandbox's network
 namespace with ``net.ipv4.tcp_migrate_req=1``, as rollover's README asks of a Caddy host: see
-``zd_fronts``), switches the compose file to v2 and runs ``rollover redeploy --balancer
+``tests.support.fronts``), switches the compose file to v2 and runs ``rollover redeploy --balancer
 caddy:ADMIN_URL:web --balancer-address network:...`` as a process, with its own probe at 200
 requests/s through Caddy, beside the independent client.
 
@@ -17,8 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from zd_fronts import CaddyFront
-from zd_support import MATRIX, ZdProject, prove_rollout
+
+from tests.support.fronts import CaddyFront
+from tests.support.zero_downtime import MATRIX, ZdProject, prove_rollout
 
 pytestmark = pytest.mark.engine
 

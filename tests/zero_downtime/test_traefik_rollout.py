@@ -19,8 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from zd_fronts import TraefikFront
-from zd_support import MATRIX, ZdProject, prove_rollout
+
+from tests.support.fronts import TraefikFront
+from tests.support.zero_downtime import MATRIX, ZdProject, prove_rollout
 
 pytestmark = pytest.mark.engine
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from http_stubs import StubServer, closed_port
+from tests.support.http_stubs import StubServer, closed_port
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from http_stubs import closed_port
-from local_haproxy import HAPROXY
+from tests.support.http_stubs import closed_port
+from tests.support.local_haproxy import HAPROXY
 
 # The operator's HAProxy. Choices, and why:
 # - mode http, balance roundrobin: HAProxy picks a server per request (so a keep-alive client
