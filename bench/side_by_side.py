@@ -49,7 +49,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -75,6 +74,7 @@ from tests.support.fronts import (
     project_network,
     traefik_compose_options,
 )
+from tests.support.haproxy_admin import admin_command, server_rows, wait_until_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLLOVER = str(Path(sys.executable).with_name("rollover"))
@@ -85,8 +85,6 @@ SWARM_ENV = {"RSW": "rtest-zd", "RSW_NET": "10.213.50"}  # apart from other suit
 SWARM_NODE_IP = "10.213.50.11"
 SWARM_SOCKET = "unix:///run/rtest-zd-n1/docker.sock"
 SWARM_SERVICE = "rtest-zd-bench-web"
-
-OUT_OF_ROTATION = 0x01 | 0x02 | 0x20 | 0x08 | 0x10  # srv_admin_state: maintenance (3 kinds), drain (2)
 
 HAPROXY_CONFIG = """\
 global
@@ -142,25 +140,15 @@ class HAProxy:
         self.process = subprocess.Popen([HAPROXY, "-f", str(config), "-db"], stdout=self._log,
                                         stderr=subprocess.STDOUT)
         self._lock = threading.Lock()
-        deadline = time.monotonic() + 10
-        while True:  # HAProxy announces no readiness: poll its socket, with a deadline
-            with contextlib.suppress(OSError):
-                if self.command("show info").startswith("Name: HAProxy"):
-                    break
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"haproxy did not start: {(directory / 'haproxy.log').read_text()}")
-            time.sleep(0.02)
+        wait_until_answering(self.command, self.process, directory / "haproxy.log")
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/version.txt"
 
     def command(self, line: str) -> str:
-        with self._lock, socket.socket(socket.AF_UNIX) as client:
-            client.settimeout(5)
-            client.connect(str(self.socket))
-            client.sendall(line.encode() + b"\n")
-            return b"".join(iter(lambda: client.recv(65536), b"")).decode()
+        with self._lock:
+            return admin_command(self.socket, line)
 
     @property
     def spec(self) -> str:
@@ -171,14 +159,8 @@ class HAProxy:
 
     def in_rotation(self) -> list[tuple[str, int]]:
         """(addr, port) of the servers that get traffic now: up, not in maintenance or drain."""
-        lines = self.command("show servers state web").splitlines()
-        header = lines[1].lstrip("# ").split()
-        found = []
-        for line in lines[2:]:
-            row = dict(zip(header, line.split(), strict=False))
-            if row and int(row["srv_op_state"]) == 2 and not int(row["srv_admin_state"]) & OUT_OF_ROTATION:
-                found.append((row["srv_addr"], int(row["srv_port"])))
-        return sorted(found)
+        return sorted((row.addr, row.port) for row in server_rows(self.command("show servers state web"))
+                      if row.in_rotation)
 
     def stop(self) -> None:
         if self.process.poll() is None:
