@@ -9,7 +9,6 @@ have engine-chosen names: the fixtures record those names and remove them explic
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,16 @@ import docker
 import docker.errors
 import pytest
 
-from tests.support.engine import APP_BROKEN, APP_V1, APP_V2, BUSYBOX, IMAGES_DIR, ComposeProject, run, unique_name
+from tests.support.engine import (
+    APP_BROKEN,
+    APP_V1,
+    APP_V2,
+    BUILD_ENV,
+    ComposeProject,
+    app_image_context,
+    run,
+    unique_name,
+)
 from tests.support.faults import APP_EXITS, Faults, known_images
 
 
@@ -51,13 +59,9 @@ def exits_image(docker_client: Any, app_images: dict[str, str], tmp_path_factory
                 ) -> Iterator[str]:
     """rtest-fault/app:exits: the test app (FROM scratch + the host's busybox, same healthcheck) whose
     entrypoint exits 1 at once. Removed afterwards: no other suite uses it."""
-    context = tmp_path_factory.mktemp("rtest-fault-exits-image")
-    for source in IMAGES_DIR.iterdir():
-        shutil.copy(source, context / source.name)
-    shutil.copy(BUSYBOX, context / "busybox")
+    context = app_image_context(tmp_path_factory.mktemp("rtest-fault-exits-image"))
     (context / "entrypoint.sh").write_text('#!/bin/sh\necho "rtest-fault: exiting at once" >&2\nexit 1\n')
-    env = {"DOCKER_BUILDKIT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin"}
-    run("docker", "build", "-q", "--build-arg", "VERSION=exits", "-t", APP_EXITS, str(context), env=env)
+    run("docker", "build", "-q", "--build-arg", "VERSION=exits", "-t", APP_EXITS, str(context), env=BUILD_ENV)
     yield APP_EXITS
     with contextlib.suppress(docker.errors.APIError):
         docker_client.images.remove(APP_EXITS, force=True)

@@ -4,14 +4,13 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import docker
 import pytest
 
-from tests.support.engine import APP_BROKEN, APP_V1, APP_V2, BUSYBOX, IMAGES_DIR, run
+from tests.support.engine import APP_BROKEN, APP_V1, APP_V2, BUILD_ENV, app_image_context, run
 
 
 @pytest.fixture(scope="session")
@@ -30,17 +29,13 @@ def app_images(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> 
     The images are shared by every engine suite and are cheap to rebuild (layer cache), so they
     are left in place rather than removed under another suite's feet.
     """
-    context = tmp_path_factory.mktemp("rtest-docker-app-image")
-    for source in IMAGES_DIR.iterdir():
-        shutil.copy(source, context / source.name)
-    shutil.copy(BUSYBOX, context / "busybox")  # never committed: copied from the host at build time
+    context = app_image_context(tmp_path_factory.mktemp("rtest-docker-app-image"))
     variants = {
         APP_V1: ["--build-arg", "VERSION=v1"],
         APP_V2: ["--build-arg", "VERSION=v2"],
         APP_BROKEN: ["--build-arg", "VERSION=broken", "--build-arg", "HEALTH_FILE=missing.txt"],
     }
-    env = {"DOCKER_BUILDKIT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin"}
     for tag, build_args in variants.items():
-        run("docker", "build", "-q", *build_args, "-t", tag, str(context), env=env)
+        run("docker", "build", "-q", *build_args, "-t", tag, str(context), env=BUILD_ENV)
     return {tag: str(docker_client.images.get(tag).id) for tag in variants}
 
