@@ -6,7 +6,7 @@ and the replicas do not get. This sends
 the probe's traffic to busybox httpd on 127.0.0.1 (a process of its own, so its CPU is not
 counted) and reads the probe process's CPU time (user + system) around the run.
 
-    .venv/bin/python bench/probe_cost.py [--rate 200] [--seconds 10] [--runs 3] [--transport httpx]
+    .venv/bin/python -m bench.probe_cost [--rate 200] [--seconds 10] [--runs 3] [--transport httpx]
 
 Example: 2.6 s of CPU over a 10 s run at 200/s (2000 requests) is 1.3 ms per request, 26 % of
 a core. ``--transport httpx`` measures the same probe over httpx's own transport (httpcore on

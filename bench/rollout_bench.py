@@ -10,7 +10,7 @@ rolled from v1 to v2 and back, start-first, with several steps, several times ea
 (b) Duration against its lower bound: waves x time-to-healthy, where waves = ceil(N / batch) and
     time-to-healthy is the mean time from a request to its replacement's health event.
 
-    .venv/bin/python bench/rollout_bench.py [--replicas 6] [--runs 2] [--steps 1,2,half]
+    .venv/bin/python -m bench.rollout_bench [--replicas 6] [--runs 2] [--steps 1,2,half]
 """
 
 from __future__ import annotations

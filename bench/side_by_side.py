@@ -1,6 +1,6 @@
 """Side by side: what clients behind a balancer see while 6 replicas go from v1 to v2, by method.
 
-    .venv/bin/python bench/side_by_side.py [--rate 200] [--client raw|probe] [--no-swarm]
+    .venv/bin/python -m bench.side_by_side [--rate 200] [--client raw|probe] [--no-swarm]
 
 The same engine, the same app image (busybox httpd, healthcheck every 0.5 s, quick TERM), 6
 replicas, one balancer (HAProxy on 127.0.0.1 unless the row says Caddy or Traefik) and the same
@@ -36,8 +36,8 @@ Rows:
 
 Everything is named rtest-zd-bench-* (the swarm: namespaces rtest-zd-*, 10.213.50.0/24) and
 removed at the end, also on failure or Ctrl-C. Caddy and Traefik are launched by the zero-downtime
-tests' own ``tests/zero_downtime/zd_fronts.py``, and compose files written by
-``tests/engine/engine_support.py``: one definition each for the tests and this bench.
+tests' own ``tests/support/fronts.py``, and compose files written by
+``tests/support/engine.py``: one definition each for the tests and this bench.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -66,11 +65,8 @@ from typing import Any
 import docker
 
 from rollover.probe import Probe, ProbeReport
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests" / "zero_downtime"), str(ROOT / "tests" / "engine"), str(ROOT / "tests")]
-from engine_support import compose_yaml  # noqa: E402
-from zd_fronts import (  # noqa: E402
+from tests.support.engine import compose_yaml
+from tests.support.fronts import (
     CONTAINER_PORT,
     CaddyFront,
     TraefikFront,
@@ -78,7 +74,9 @@ from zd_fronts import (  # noqa: E402
     project_network,
     traefik_compose_options,
 )
+from tests.support.haproxy_admin import admin_command, server_rows, wait_until_answering
 
+ROOT = Path(__file__).resolve().parent.parent
 ROLLOVER = str(Path(sys.executable).with_name("rollover"))
 HAPROXY = "/usr/sbin/haproxy"
 V1, V2 = "rollover-test/app:v1", "rollover-test/app:v2"
@@ -87,8 +85,6 @@ SWARM_ENV = {"RSW": "rtest-zd", "RSW_NET": "10.213.50"}  # apart from other suit
 SWARM_NODE_IP = "10.213.50.11"
 SWARM_SOCKET = "unix:///run/rtest-zd-n1/docker.sock"
 SWARM_SERVICE = "rtest-zd-bench-web"
-
-OUT_OF_ROTATION = 0x01 | 0x02 | 0x20 | 0x08 | 0x10  # srv_admin_state: maintenance (3 kinds), drain (2)
 
 HAPROXY_CONFIG = """\
 global
@@ -144,25 +140,15 @@ class HAProxy:
         self.process = subprocess.Popen([HAPROXY, "-f", str(config), "-db"], stdout=self._log,
                                         stderr=subprocess.STDOUT)
         self._lock = threading.Lock()
-        deadline = time.monotonic() + 10
-        while True:  # HAProxy announces no readiness: poll its socket, with a deadline
-            with contextlib.suppress(OSError):
-                if self.command("show info").startswith("Name: HAProxy"):
-                    break
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"haproxy did not start: {(directory / 'haproxy.log').read_text()}")
-            time.sleep(0.02)
+        wait_until_answering(self.command, self.process, directory / "haproxy.log")
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/version.txt"
 
     def command(self, line: str) -> str:
-        with self._lock, socket.socket(socket.AF_UNIX) as client:
-            client.settimeout(5)
-            client.connect(str(self.socket))
-            client.sendall(line.encode() + b"\n")
-            return b"".join(iter(lambda: client.recv(65536), b"")).decode()
+        with self._lock:
+            return admin_command(self.socket, line)
 
     @property
     def spec(self) -> str:
@@ -173,14 +159,8 @@ class HAProxy:
 
     def in_rotation(self) -> list[tuple[str, int]]:
         """(addr, port) of the servers that get traffic now: up, not in maintenance or drain."""
-        lines = self.command("show servers state web").splitlines()
-        header = lines[1].lstrip("# ").split()
-        found = []
-        for line in lines[2:]:
-            row = dict(zip(header, line.split(), strict=False))
-            if row and int(row["srv_op_state"]) == 2 and not int(row["srv_admin_state"]) & OUT_OF_ROTATION:
-                found.append((row["srv_addr"], int(row["srv_port"])))
-        return sorted(found)
+        return sorted((row.addr, row.port) for row in server_rows(self.command("show servers state web"))
+                      if row.in_rotation)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -1,4 +1,5 @@
-"""Fixtures shared by the tests that need real sockets: an event loop and local HTTP stubs."""
+"""Fixtures shared by the tests that need real sockets: an event loop and local HTTP stubs; the
+real engine's fixtures come as a plugin, so every suite that needs them asks for them by name."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from http_stubs import StubFarm
+from tests.support.http_stubs import StubFarm
+
+pytest_plugins = ["tests.support.engine_fixtures"]
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from http_stubs import StubFarm, closed_port
 from rollover.probe import Probe, ProbeReport
+from tests.support.http_stubs import StubFarm, closed_port
 
 
 def _url(port: int, path: str = "/") -> str:

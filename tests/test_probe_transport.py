@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from http_stubs import closed_port
 from rollover.probe.transport import FreshConnectionTransport
+from tests.support.http_stubs import closed_port
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 TIMEOUTS = {"connect": 1.0, "read": 0.5, "write": 1.0, "pool": 1.0}

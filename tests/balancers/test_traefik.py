@@ -30,7 +30,6 @@ import docker.errors
 import httpx
 import pytest
 
-from http_stubs import closed_port
 from rollover.backends.docker.inspect import replica_from_inspect
 from rollover.balancers import traefik
 from rollover.balancers.traefik import (
@@ -50,8 +49,9 @@ from rollover.clock import VirtualClockLoop, run_virtual
 from rollover.core.model import Replica
 from rollover.errors import BalancerUnavailable, InvalidOption, Unsupported
 from rollover.probe.open_loop import Probe
+from tests.support.engine import BUILD_ENV, app_image_context
+from tests.support.http_stubs import closed_port
 
-IMAGES_DIR = Path(__file__).resolve().parent.parent / "images" / "app"
 APP = "rtest-lb/app"
 TRAEFIK = shutil.which("traefik") or str(Path(sys.executable).parent / "traefik")
 # busybox httpd runs CGI scripts from /www/cgi-bin: an answer held until the test releases it
@@ -256,14 +256,10 @@ def app_image(tmp_path_factory: pytest.TempPathFactory) -> str:
     Left in place afterwards like the engine suites' images: the layer cache makes them cheap,
     and another run of this file may be using them.
     """
-    context = tmp_path_factory.mktemp("rtest-lb-app-image")
-    for source in IMAGES_DIR.iterdir():
-        shutil.copy(source, context / source.name)
-    shutil.copy("/bin/busybox", context / "busybox")
-    env = {"DOCKER_BUILDKIT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    context = app_image_context(tmp_path_factory.mktemp("rtest-lb-app-image"))
     for version in ("v1", "v2"):
         subprocess.run(["docker", "build", "-q", "--build-arg", f"VERSION={version}", "-t", f"{APP}:{version}",
-                        str(context)], env=env, check=True, capture_output=True)
+                        str(context)], env=BUILD_ENV, check=True, capture_output=True)
     return APP
 
 

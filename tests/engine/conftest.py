@@ -1,4 +1,5 @@
-"""Fixtures for tests against the real Docker Engine and Compose v2 (no mocks, no skips).
+"""Fixtures for tests against the real Docker Engine and Compose v2 (no mocks, no skips); the engine
+itself and the app images (``docker_client``, ``app_images``) come from tests/support/engine_fixtures.py.
 
 Everything a test creates is named ``rtest-docker-...`` (other suites share this engine) and is
 removed by name when the test ends, pass or fail. The one exception is anonymous volumes, which
@@ -8,7 +9,6 @@ have engine-chosen names: the fixtures record those names and remove them explic
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,39 +16,18 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
-from engine_support import APP_BROKEN, APP_V1, APP_V2, BUSYBOX, IMAGES_DIR, ComposeProject, run, unique_name
-from fault_support import APP_EXITS, Faults, known_images
 
-
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[Any]:
-    """The engine these tests need: no engine is a failure (CI starts one), never a skip."""
-    client = docker.from_env()
-    client.ping()
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def app_images(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """rollover-test/app:{v1,v2,broken}, built FROM scratch with the host's busybox-static.
-
-    The images are shared by every engine suite and are cheap to rebuild (layer cache), so they
-    are left in place rather than removed under another suite's feet.
-    """
-    context = tmp_path_factory.mktemp("rtest-docker-app-image")
-    for source in IMAGES_DIR.iterdir():
-        shutil.copy(source, context / source.name)
-    shutil.copy(BUSYBOX, context / "busybox")  # never committed: copied from the host at build time
-    variants = {
-        APP_V1: ["--build-arg", "VERSION=v1"],
-        APP_V2: ["--build-arg", "VERSION=v2"],
-        APP_BROKEN: ["--build-arg", "VERSION=broken", "--build-arg", "HEALTH_FILE=missing.txt"],
-    }
-    env = {"DOCKER_BUILDKIT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin"}
-    for tag, build_args in variants.items():
-        run("docker", "build", "-q", *build_args, "-t", tag, str(context), env=env)
-    return {tag: str(docker_client.images.get(tag).id) for tag in variants}
+from tests.support.engine import (
+    APP_BROKEN,
+    APP_V1,
+    APP_V2,
+    BUILD_ENV,
+    ComposeProject,
+    app_image_context,
+    run,
+    unique_name,
+)
+from tests.support.faults import APP_EXITS, Faults, known_images
 
 
 @pytest.fixture
@@ -80,13 +59,9 @@ def exits_image(docker_client: Any, app_images: dict[str, str], tmp_path_factory
                 ) -> Iterator[str]:
     """rtest-fault/app:exits: the test app (FROM scratch + the host's busybox, same healthcheck) whose
     entrypoint exits 1 at once. Removed afterwards: no other suite uses it."""
-    context = tmp_path_factory.mktemp("rtest-fault-exits-image")
-    for source in IMAGES_DIR.iterdir():
-        shutil.copy(source, context / source.name)
-    shutil.copy(BUSYBOX, context / "busybox")
+    context = app_image_context(tmp_path_factory.mktemp("rtest-fault-exits-image"))
     (context / "entrypoint.sh").write_text('#!/bin/sh\necho "rtest-fault: exiting at once" >&2\nexit 1\n')
-    env = {"DOCKER_BUILDKIT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin"}
-    run("docker", "build", "-q", "--build-arg", "VERSION=exits", "-t", APP_EXITS, str(context), env=env)
+    run("docker", "build", "-q", "--build-arg", "VERSION=exits", "-t", APP_EXITS, str(context), env=BUILD_ENV)
     yield APP_EXITS
     with contextlib.suppress(docker.errors.APIError):
         docker_client.images.remove(APP_EXITS, force=True)

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from engine_support import APP_V1, APP_V2, ComposeProject
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rollover.cli import main
+from tests.support.engine import APP_V1, APP_V2, ComposeProject
 
 pytestmark = pytest.mark.engine
 EXAMPLES = 60
@@ -62,7 +62,7 @@ CASES: dict[str, tuple[str, Any]] = {
 @pytest.fixture(scope="module")
 def running_service(app_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
                     docker_client: Any) -> Iterator[ComposeProject]:
-    from engine_support import unique_name
+    from tests.support.engine import unique_name
 
     project = ComposeProject(unique_name("badinput"), tmp_path_factory.mktemp("badinput"), docker_client)
     project.write(APP_V1, replicas=2)

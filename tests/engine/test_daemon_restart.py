@@ -19,8 +19,9 @@ from typing import Any
 
 import docker
 import pytest
-from engine_support import APP_V1, APP_V2
-from fault_support import (
+
+from tests.support.engine import APP_V1, APP_V2
+from tests.support.faults import (
     HANG_S,
     Faults,
     Outcome,

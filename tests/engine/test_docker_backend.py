@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_support import (
+
+from rollover.backends.docker.backend import DockerBackend
+from rollover.core.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp
+from rollover.engine import Engine
+from rollover.errors import EngineUnavailable, ImageNotFound, Locked, ServiceNotFound, Unsupported
+from tests.support.engine import (
     APP_BROKEN,
     APP_V1,
     APP_V2,
@@ -29,11 +34,6 @@ from engine_support import (
     run,
     unique_name,
 )
-
-from rollover.backends.docker.backend import DockerBackend
-from rollover.core.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp
-from rollover.engine import Engine
-from rollover.errors import EngineUnavailable, ImageNotFound, Locked, ServiceNotFound, Unsupported
 
 pytestmark = pytest.mark.engine
 

@@ -17,8 +17,9 @@ import subprocess
 from typing import Any
 
 import pytest
-from engine_support import APP_BROKEN, APP_V1, APP_V2, ComposeProject, run
-from fault_support import (
+
+from tests.support.engine import APP_BROKEN, APP_V1, APP_V2, ComposeProject, run
+from tests.support.faults import (
     APP_EXITS,
     Faults,
     assert_consistent,
@@ -27,10 +28,6 @@ from fault_support import (
     serving_addresses,
     write_service,
 )
-
-from rollover.core import rollout
-from rollover.core.model import Replica
-from rollover.core.rollout import Phase
 
 pytestmark = pytest.mark.engine
 
@@ -61,7 +58,7 @@ def test_a_replacement_that_exits_is_rolled_back(faults: Faults, images: dict[st
     assert outcome.returncode == 1, outcome.text()
     assert (summary["result"], summary["failed"], summary["replaced"]) == ("rolled-back", 1, 0), outcome.text()
     # "exited with code 1" is what happened. A die event that overtakes the acknowledgement is lost
-    # (see test_an_exit_seen_before_the_acknowledgement_fails_the_replacement), and the replacement
+    # (see tests/unit/test_rollout.py, test_an_exit_seen_before_the_acknowledgement_...), and the replacement
     # then only fails at its timeout.
     assert summary["reason"] in ("replacement exited with code 1", "replacement not up within 6s"), outcome.text()
     assert summary["not_redeployed"] == [f"{project.name}-web-2", f"{project.name}-web-3"]
@@ -70,20 +67,6 @@ def test_a_replacement_that_exits_is_rolled_back(faults: Faults, images: dict[st
     assert service_state(project, images) == [("running", "healthy", APP_V1)] * 3
     assert not lock_exists(project)
     faults.assert_no_request_lost(outcome)
-
-
-def test_an_exit_seen_before_the_acknowledgement_fails_the_replacement() -> None:
-    """The race behind the 'not up within 14s' above, made deterministic on the pure state machine: the
-    engine reports the replacement's death (die event) before rollover has the acknowledgement naming it.
-    On the engine this happens in about one run in six of the exits-at-once test."""
-    target, new = Replica("old-id", "web-1"), Replica("new-id", "web-4")
-    state = rollout.start([target], batch=1, grace_s=0.0)
-    state = rollout.request_sent(state, ["old-id"], at=0.0)
-    state = rollout.replica_down(state, "new-id", "exited with code 1", at=0.1)  # the die event, first
-    state = rollout.request_acknowledged(state, ["old-id"], [new], at=0.2, timeouts=[14.0])
-    item = state.progress[0]
-    assert (item.phase, item.failure) == (Phase.FAILED, "replacement exited with code 1"), (
-        f"{item.phase}: the replacement waits for its 14 s timeout although it is dead")
 
 
 # -- 3: a replacement that never becomes healthy, under --on-failure continue ------------------------

@@ -1,6 +1,6 @@
 """Interrupts mid-rollout, against the real engine: the service ends serving, at full count, on a
 known image, and the user is told where it stopped. The Compose services run behind HAProxy with
-rollover's probe through it (fault_support.Faults): an interrupt loses no request either."""
+rollover's probe through it (tests.support.faults.Faults): an interrupt loses no request either."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from typing import Any
 
 import docker.errors
 import pytest
-from engine_support import APP_V1, APP_V2, remove_containers, run, unique_name
-from fault_support import ROLLOVER, Faults, lock_exists, service_state, serving_addresses, write_service
+
+from tests.support.engine import APP_V1, APP_V2, remove_containers, run, unique_name
+from tests.support.faults import ROLLOVER, Faults, lock_exists, service_state, serving_addresses, write_service
 
 pytestmark = pytest.mark.engine
 

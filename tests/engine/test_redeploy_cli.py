@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_support import APP_BROKEN, APP_V1, APP_V2, ComposeProject, run, unique_name
 
 from rollover.backends.docker.lock import lock_name
+from tests.support.engine import APP_BROKEN, APP_V1, APP_V2, ComposeProject, run, unique_name
 
 pytestmark = pytest.mark.engine
 

@@ -11,12 +11,13 @@ every 0.5 s, TERM trapped), built FROM scratch against node 1 and loaded into ev
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from swarm_support import APP_DIR, ServiceFactory, SwarmCluster, running_cluster
+
+from tests.support.engine import app_image_context
+from tests.support.swarm import ServiceFactory, SwarmCluster, running_cluster
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -25,11 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def app_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    context = tmp_path_factory.mktemp("rsw-app-image")
-    for source in APP_DIR.iterdir():
-        shutil.copy(source, context / source.name)
-    shutil.copy("/bin/busybox", context / "busybox")  # never committed: the host's busybox-static
-    return context
+    return app_image_context(tmp_path_factory.mktemp("rsw-app-image"))
 
 
 @pytest.fixture(scope="class")

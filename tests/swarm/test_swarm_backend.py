@@ -14,7 +14,17 @@ from typing import Any
 
 import docker.errors
 import pytest
-from swarm_support import (
+
+from rollover.backends.docker.inspect import LOCK_HOLDER_LABEL
+from rollover.backends.docker.lock import LOCK_HOST_LABEL, LOCK_PROCESS_LABEL, LOCK_REPLICAS_LABEL, LOCK_SINCE_LABEL
+from rollover.backends.swarm.backend import SwarmBackend
+from rollover.backends.swarm.lock import lock_name
+from rollover.backends.swarm.service import is_swarm_service
+from rollover.controller.loop import Controller
+from rollover.core.model import Order, ProgressEvent, ReplicaDown, ReplicaUp, ServiceSnapshot, StaleLock
+from rollover.core.policy import FailurePolicy, OrderChoice, Policy, parse_step
+from rollover.errors import EngineUnavailable, Locked, ServiceNotFound, Unsupported
+from tests.support.swarm import (
     APP_BROKEN,
     APP_V1,
     APP_V2,
@@ -26,16 +36,6 @@ from swarm_support import (
     running_tasks,
     wait_for,
 )
-
-from rollover.backends.docker.inspect import LOCK_HOLDER_LABEL
-from rollover.backends.docker.lock import LOCK_HOST_LABEL, LOCK_PROCESS_LABEL, LOCK_REPLICAS_LABEL, LOCK_SINCE_LABEL
-from rollover.backends.swarm.backend import SwarmBackend
-from rollover.backends.swarm.lock import lock_name
-from rollover.backends.swarm.service import is_swarm_service
-from rollover.controller.loop import Controller
-from rollover.core.model import Order, ProgressEvent, ReplicaDown, ReplicaUp, ServiceSnapshot, StaleLock
-from rollover.core.policy import FailurePolicy, OrderChoice, Policy, parse_step
-from rollover.errors import EngineUnavailable, Locked, ServiceNotFound, Unsupported
 
 pytestmark = pytest.mark.swarm
 

@@ -21,17 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from swarm_cli_support import (
-    Outcome,
-    answers,
-    assert_handed_back,
-    front_of,
-    images_running,
-    rollover,
-    rollover_acting_at,
-    service_spec,
-)
-from swarm_support import (
+
+from tests.support.swarm import (
     APP_BROKEN,
     APP_V1,
     APP_V2,
@@ -40,6 +31,16 @@ from swarm_support import (
     running_tasks,
     task_endpoints,
     wait_for,
+)
+from tests.support.swarm_cli import (
+    Outcome,
+    answers,
+    assert_handed_back,
+    front_of,
+    images_running,
+    rollover,
+    rollover_acting_at,
+    service_spec,
 )
 
 pytestmark = pytest.mark.swarm

@@ -11,49 +11,28 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import Callable
-from typing import Any
 
-import docker.errors
 import pytest
-from swarm_cli_support import (
-    Outcome,
+
+from tests.support.swarm import APP_V1, APP_V2, CLUSTER_SCRIPT, ServiceFactory, SwarmCluster, running_tasks
+from tests.support.swarm_cli import (
     assert_handed_back,
+    assert_serving,
+    first,
     front_of,
-    images_running,
+    lock_held,
     rollover,
     rollover_acting_at,
     service_spec,
 )
-from swarm_support import APP_V1, APP_V2, CLUSTER_SCRIPT, ServiceFactory, SwarmCluster, running_tasks, wait_for
-
-from rollover.backends.swarm.lock import lock_name
 
 pytestmark = pytest.mark.swarm
 
 REPLICAS = 4
 
 
-def first(kind: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda event: event["event"] == kind
-
-
 def send(signal_number: int) -> Callable[[subprocess.Popen[str]], None]:
     return lambda process: process.send_signal(signal_number)
-
-
-def lock_held(cluster: SwarmCluster, service: str) -> bool:
-    try:
-        cluster.client.api.inspect_config(lock_name(service))
-    except docker.errors.NotFound:
-        return False
-    return True
-
-
-def assert_serving(cluster: SwarmCluster, service: str, replicas: int, image: str, outcome: Outcome) -> None:
-    try:
-        wait_for(lambda: images_running(cluster, service) == [image] * replicas, 30, f"{replicas} tasks of {image}")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; running: {images_running(cluster, service)}\n{outcome}") from None
 
 
 class TestSwarmFaults:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from swarm_cli_support import Outcome, assert_handed_back, rollover_acting_at
-from swarm_support import APP_V2, ServiceFactory, SwarmCluster
-from test_swarm_faults import REPLICAS, assert_serving, first, lock_held
+
+from tests.support.swarm import APP_V2, ServiceFactory, SwarmCluster
+from tests.support.swarm_cli import Outcome, assert_handed_back, assert_serving, first, lock_held, rollover_acting_at
 
 pytestmark = pytest.mark.swarm
+
+REPLICAS = 4  # the service's size before someone scales it: up to 6, or down to 2
 
 
 def task_table(cluster: SwarmCluster, service: str) -> str:

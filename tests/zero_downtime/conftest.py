@@ -3,29 +3,23 @@ it - HAProxy (replicas on random loopback ports), Caddy or Traefik (replicas rea
 project's network). Names are ``rtest-zd-...``; everything is removed by name at the end, pass or
 fail.
 
-The engine suite's fixtures (``docker_client``, ``app_images``) and helpers (``engine_support``)
-are reused as they are: tests/engine is put on the import path and its conftest loaded by file.
+The engine's fixtures (``docker_client``, ``app_images``) come from tests/support/engine_fixtures.py,
+loaded for every suite by the root conftest.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
-ENGINE_DIR = Path(__file__).resolve().parent.parent / "engine"
-if str(ENGINE_DIR) not in sys.path:
-    sys.path.insert(0, str(ENGINE_DIR))
-
-import docker.errors  # noqa: E402
-from engine_support import APP_V1, ComposeProject, haproxy_servers, remove_containers, service_containers  # noqa: E402
-from zd_fronts import (  # noqa: E402
+from tests.support.engine import APP_V1, ComposeProject, haproxy_servers, remove_containers, service_containers
+from tests.support.fronts import (
     CADDY,
     TRAEFIK,
     CaddyFront,
@@ -34,28 +28,9 @@ from zd_fronts import (  # noqa: E402
     project_network,
     traefik_compose_options,
 )
-from zd_support import (  # noqa: E402
-    RANDOM_LOOPBACK_PORT,
-    REPLICAS,
-    ZdProject,
-    zd_name,
-)
-
-from haproxy_front import HAProxy  # noqa: E402
-from local_haproxy import HAPROXY  # noqa: E402
-
-
-def _engine_conftest() -> Any:
-    spec = importlib.util.spec_from_file_location("rtest_zd_engine_conftest", ENGINE_DIR / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_engine = _engine_conftest()
-docker_client = _engine.docker_client  # the engine these tests need (no engine: a failure, never a skip)
-app_images = _engine.app_images  # rollover-test/app:{v1,v2,broken}, built from the host's busybox
+from tests.support.haproxy_front import HAProxy
+from tests.support.local_haproxy import HAPROXY
+from tests.support.zero_downtime import RANDOM_LOOPBACK_PORT, REPLICAS, ZdProject, zd_name
 
 
 def _sweep(client: Any, project: str) -> None:

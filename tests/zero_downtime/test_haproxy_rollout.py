@@ -23,7 +23,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from zd_support import (
+
+from rollover.probe.open_loop import Probe
+from tests.support.haproxy_front import HAProxy
+from tests.support.zero_downtime import (
     MATRIX,
     PROBE_RATE,
     REPLICAS,
@@ -35,9 +38,6 @@ from zd_support import (
     roll_under_load,
     v2_replicas,
 )
-
-from haproxy_front import HAProxy
-from rollover.probe.open_loop import Probe
 
 pytestmark = pytest.mark.engine
 

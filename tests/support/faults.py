@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
-from engine_support import APP_V1, ComposeProject, compose_yaml, haproxy_servers, loopback_endpoints, run
 
-from haproxy_front import HAProxy
+from tests.support.engine import APP_V1, ComposeProject, compose_yaml, haproxy_servers, loopback_endpoints, run
+from tests.support.haproxy_front import HAProxy
 
 ROLLOVER = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "rollover")
 APP_EXITS = "rtest-fault/app:exits"  # the test app whose entrypoint exits 1 at once
@@ -145,7 +145,7 @@ class Rollover:
 
 
 def fault_yaml(project: str, image: str, *, replicas: int, restart: str | None = None, volumes: bool = False) -> str:
-    """engine_support's service ``web`` on random loopback ports, optionally with a restart policy."""
+    """tests.support.engine's service ``web`` on random loopback ports, optionally with a restart policy."""
     text = compose_yaml(project, image, replicas=replicas, volumes=volumes, ports=[LOOPBACK_PORT])
     if restart is None:
         return text

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from http_stubs import StubServer, closed_port
+from tests.support.haproxy_admin import admin_command, server_rows, wait_until_answering
+from tests.support.http_stubs import StubServer, closed_port
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
@@ -41,15 +40,11 @@ class RunningHAProxy:
 
     def command(self, line: str) -> str:
         """One runtime-API command, for assertions (the code under test speaks asyncio)."""
-        with socket.socket(socket.AF_UNIX) as client:
-            client.connect(str(self.admin_socket))
-            client.sendall(line.encode() + b"\n")
-            return b"".join(iter(lambda: client.recv(65536), b"")).decode()
+        return admin_command(self.admin_socket, line)
 
     def servers(self) -> dict[str, tuple[int, int]]:
         """Server name -> (port, srv_admin_state) of the backend, as HAProxy has it now."""
-        lines = self.command("show servers state app").splitlines()[2:]
-        return {f[3]: (int(f[18]), int(f[6])) for f in (line.split() for line in lines if line.strip())}
+        return {row.name: (row.port, row.admin_state) for row in server_rows(self.command("show servers state app"))}
 
 
 class HAProxyLauncher:
@@ -75,21 +70,8 @@ class HAProxyLauncher:
                 subprocess.Popen([HAPROXY, "-f", str(config), "-db"], stdout=sink, stderr=subprocess.STDOUT)
             )
         running = RunningHAProxy(admin_socket, f"tcp:127.0.0.1:{api_port}", f"http://127.0.0.1:{port}", log)
-        self._wait_until_answering(running, self._processes[-1])
+        wait_until_answering(running.command, self._processes[-1], log)
         return running
-
-    @staticmethod
-    def _wait_until_answering(running: RunningHAProxy, process: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if running.command("show info").startswith("Name: HAProxy"):
-                    return
-            except OSError:
-                pass  # the socket is not there yet
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"haproxy did not start: {running.log.read_text()}")
-            time.sleep(0.02)  # the condition is polled: HAProxy does not announce readiness
 
     def stop_all(self) -> None:
         for process in self._processes:

@@ -1,5 +1,5 @@
 """Caddy and Traefik in front of a Compose service's replicas, for the zero-downtime proof and for
-bench/side_by_side.py (which puts this folder on its import path).
+bench/side_by_side.py (both import it as ``tests.support.fronts``).
 
 Both reach the replicas at their IP on the Compose project's network, port 8080, and each keeps
 an access log: its own account of what every client got, beside the clients' own.
@@ -33,8 +33,8 @@ from typing import Any
 import docker.errors
 import httpx
 
-from http_stubs import closed_port as free_loopback_port
 from rollover.balancers.traefik import DEFAULT_DRAIN_MARKER
+from tests.support.http_stubs import closed_port as free_loopback_port
 
 CADDY = shutil.which("caddy") or "/usr/bin/caddy"
 TRAEFIK = shutil.which("traefik") or str(Path(sys.executable).with_name("traefik"))

@@ -1,5 +1,5 @@
 """Pieces of the zero-downtime proof: a Compose service behind a balancer (HAProxy from
-``haproxy_front``, shared with the Swarm tests; Caddy and Traefik from ``zd_fronts``), an independent
+``haproxy_front``, shared with the Swarm tests; Caddy and Traefik from ``fronts``), an independent
 load client, ``rollover redeploy`` run as a real process (its JSON read back), and the proof itself
 for any balancer in front.
 
@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
-from engine_support import APP_V2, ComposeProject, loopback_endpoints, service_containers
-from zd_fronts import network_addresses
+
+from tests.support.engine import APP_V2, ComposeProject, loopback_endpoints, service_containers
+from tests.support.fronts import network_addresses
 
 _VENV_ROLLOVER = Path(sys.executable).with_name("rollover")  # the venv's console script
 ROLLOVER = str(_VENV_ROLLOVER) if _VENV_ROLLOVER.exists() else shutil.which("rollover") or "rollover"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
 import uuid
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,17 @@ BUSYBOX = Path("/bin/busybox")
 APP_V1 = "rollover-test/app:v1"
 APP_V2 = "rollover-test/app:v2"
 APP_BROKEN = "rollover-test/app:broken"
+# The classic builder (no BuildKit daemon to start on a bare machine) and a PATH without the venv.
+BUILD_ENV = {"DOCKER_BUILDKIT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin"}
+
+
+def app_image_context(context: Path) -> Path:
+    """The test app's build context (tests/images/app) in ``context``, with the host's busybox-static:
+    the only binary of the FROM-scratch image, never committed but copied at build time."""
+    for source in IMAGES_DIR.iterdir():
+        shutil.copy(source, context / source.name)
+    shutil.copy(BUSYBOX, context / "busybox")
+    return context
 
 
 def unique_name(kind: str) -> str:

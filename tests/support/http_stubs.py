@@ -14,6 +14,8 @@ import socket
 from collections import Counter
 from pathlib import Path
 
+import httpx
+
 from rollover.core.model import Replica
 
 
@@ -106,6 +108,12 @@ class StubFarm:
     def close(self) -> None:
         for server in self._servers:
             self._loop.run_until_complete(server.close())
+
+
+async def who_answers(url: str, count: int) -> Counter[str]:
+    """Who answers ``count`` sequential requests through a proxy (a new connection each)."""
+    async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        return Counter([(await client.get(url)).text.strip() for _ in range(count)])
 
 
 _handed_out: set[int] = set()

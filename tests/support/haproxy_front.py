@@ -4,17 +4,15 @@ log line per request. Traffic only ever goes to 127.0.0.1 or to addresses the te
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from http_stubs import closed_port
-from local_haproxy import HAPROXY
+from tests.support.haproxy_admin import ServerRow, admin_command, server_rows, wait_until_answering
+from tests.support.http_stubs import closed_port
+from tests.support.local_haproxy import HAPROXY
 
 # The operator's HAProxy. Choices, and why:
 # - mode http, balance roundrobin: HAProxy picks a server per request (so a keep-alive client
@@ -56,23 +54,6 @@ backend web
     server-template spare 1-8 127.0.0.1:1 disabled
 """
 
-_MAINT_BITS = 0x01 | 0x02 | 0x20  # forced, inherited and resolution maintenance
-_DRAIN_BITS = 0x08 | 0x10
-
-
-@dataclass(frozen=True)
-class ServerRow:
-    name: str
-    addr: str
-    port: int
-    op_state: int  # 0 stopped, 1 starting, 2 running, 3 stopping
-    admin_state: int
-
-    @property
-    def in_rotation(self) -> bool:
-        return self.op_state == 2 and not self.admin_state & (_MAINT_BITS | _DRAIN_BITS)
-
-
 class HAProxy:
     """One HAProxy process in the foreground, with its runtime API on a unix socket."""
 
@@ -93,7 +74,7 @@ class HAProxy:
             self.process = subprocess.Popen(
                 [HAPROXY, "-f", str(self.config), "-db"], stdout=sink, stderr=subprocess.STDOUT
             )
-        self._wait_until_answering()
+        wait_until_answering(self.command, self.process, self.log)
 
     @property
     def url(self) -> str:
@@ -103,32 +84,11 @@ class HAProxy:
     def spec(self) -> str:
         return f"haproxy:{self.socket}:web"
 
-    def _wait_until_answering(self) -> None:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError):
-                if self.command("show info").startswith("Name: HAProxy"):
-                    return
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"haproxy did not start: {self.log.read_text()}")
-            time.sleep(0.02)  # polled: HAProxy announces no readiness
-
     def command(self, line: str) -> str:
-        with socket.socket(socket.AF_UNIX) as client:
-            client.settimeout(5)
-            client.connect(str(self.socket))
-            client.sendall(line.encode() + b"\n")
-            return b"".join(iter(lambda: client.recv(65536), b"")).decode()
+        return admin_command(self.socket, line)
 
     def servers(self) -> list[ServerRow]:
-        lines = self.command("show servers state web").splitlines()
-        header = lines[1].lstrip("# ").split()
-        rows = [dict(zip(header, line.split(), strict=False)) for line in lines[2:] if line.strip()]
-        return [
-            ServerRow(r["srv_name"], r["srv_addr"], int(r["srv_port"]), int(r["srv_op_state"]),
-                      int(r["srv_admin_state"]))
-            for r in rows
-        ]
+        return server_rows(self.command("show servers state web"))
 
     def in_rotation(self) -> list[tuple[str, int]]:
         """(address, port) of the servers in rotation, sorted."""

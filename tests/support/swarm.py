@@ -18,15 +18,12 @@ import docker.errors
 from rollover.backends.swarm.backend import SwarmBackend
 from rollover.backends.swarm.lock import lock_name
 from rollover.core.model import ReplicaEvent
+from tests.support.engine import APP_BROKEN, APP_V1, APP_V2, BUILD_ENV  # the same test app, built on the swarm nodes
 
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SCRIPT = ROOT / "scripts" / "swarm-cluster.sh"
-APP_DIR = ROOT / "tests" / "images" / "app"
-APP_V1 = "rollover-test/app:v1"
-APP_V2 = "rollover-test/app:v2"
-APP_BROKEN = "rollover-test/app:broken"
 OVERLAY = "rsw-net"
 
 
@@ -74,10 +71,9 @@ def running_cluster(size: int, app_context: Path) -> Iterator[SwarmCluster]:
 def build_app_images(docker_host: str, context: Path, tarball: Path) -> None:
     variants = {APP_V1: ["VERSION=v1"], APP_V2: ["VERSION=v2"],
                 APP_BROKEN: ["VERSION=broken", "HEALTH_FILE=missing.txt"]}
-    env = {"DOCKER_BUILDKIT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin"}
     for tag, build_args in variants.items():
         args = [arg for value in build_args for arg in ("--build-arg", value)]
-        run("docker", "-H", docker_host, "build", "-q", *args, "-t", tag, str(context), env=env)
+        run("docker", "-H", docker_host, "build", "-q", *args, "-t", tag, str(context), env=BUILD_ENV)
     run("docker", "-H", docker_host, "save", "-o", str(tarball), *variants)
 
 

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swarm_support import SwarmCluster, running_tasks, task_endpoints
+import docker.errors
 
-from haproxy_front import HAProxy
+from rollover.backends.swarm.tasks import lock_name
+from tests.support.haproxy_front import HAProxy
+from tests.support.swarm import SwarmCluster, running_tasks, task_endpoints, wait_for
 
 ROLLOVER = Path(sys.executable).with_name("rollover")  # the console script of the venv running pytest
 RUN_TIMEOUT_S = 180  # generous: 2 cores, other suites running; a rollout here takes 10-40 s
@@ -111,6 +113,24 @@ def assert_handed_back(cluster: SwarmCluster, service: str, image: str) -> None:
     assert (spec.get("UpdateConfig") or {}).get("Delay", 0) < 10**12  # not rollover's one-year hold
 
 
+def lock_held(cluster: SwarmCluster, service: str) -> bool:
+    try:
+        cluster.client.api.inspect_config(lock_name(service))
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
+def assert_serving(cluster: SwarmCluster, service: str, replicas: int, image: str, outcome: Outcome) -> None:
+    try:
+        wait_for(lambda: images_running(cluster, service) == [image] * replicas, 30, f"{replicas} tasks of {image}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; running: {images_running(cluster, service)}\n{outcome}") from None
+
+
+def first(kind: str) -> Callable[[dict[str, Any]], bool]:
+    """The ``at`` of ``rollover_acting_at``: the first JSON event of this kind."""
+    return lambda event: event["event"] == kind
 
 
 def rollover_acting_at(cluster: SwarmCluster, service: str, *extra: str,
