@@ -1,5 +1,7 @@
 """Sorting a dead rollout's leftovers: targets, adoptions, orphans, shortfall."""
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -159,21 +161,40 @@ def test_recovery_never_plans_more_replicas_than_the_service_began_with(
 ) -> None:
     """Whatever a dead rollout (or a chain of them) left, the takeover ends with the count the first
     began with: kept old replicas + kept replacements + refills == began, and every volume of a
-    running replica is still used by one replica the takeover keeps."""
+    running replica is still used by exactly one replica the takeover keeps."""
     removed = min(removed, replicas)
     old = [holding(f"old-{n}", 900, f"v{n}") for n in range(removed, replicas)]
     # replacements of removed replicas (mounting their volumes) come first, then start-first ones
     sources = [f"v{n}" for n in range(replicas)]
     made = [holding(f"new-{n}", 1010 + n, sources[n % replicas]) for n in range(finished + starting)]
     up = {replica.id for replica in made[:finished]}
-    # At most one replacement per replica's volumes: a second would be a replacement of a replacement.
-    seen: set[str] = set()
-    made = [replica for replica in made if not (replica.volumes & seen or seen.update(replica.volumes))]
+    # Several replacements of one replica's volumes: a replacement, the rollback's restore of it...
     recovery = plan_recovery([*old, *made], stale(replicas=replicas), up=up)
     retired = {old_one.id for old_one, _ in recovery.adopted}
-    kept = [*recovery.targets] + [new for _, new in recovery.adopted]
-    kept += [r for r in made if r.id in up and r not in kept]
+    gone = retired | {orphan.id for orphan in recovery.orphans}
+    kept = [replica for replica in [*old, *made] if replica.id not in gone]
     assert len(kept) + recovery.missing == replicas
     lost = {v for r in [*old, *made] for v in r.volumes} - {v for r in kept for v in r.volumes}
     assert not lost, f"volumes {sorted(lost)} would be used by no replica"
+    shared = [v for v in {v for r in kept for v in r.volumes} if sum(v in r.volumes for r in kept) > 1]
+    assert not shared, f"volumes {sorted(shared)} would be mounted by two replicas"
     assert not retired & {r.id for r in recovery.targets}
+
+
+def test_killed_during_a_rollback_the_restore_and_the_replacement_it_undid_are_one_replica() -> None:
+    # Start-first step 2: web-7 (web-1's volume v1) and web-8 (v2) replaced web-1 and web-2; the
+    # rollback's restore of web-1 (a new web-1 on v1) was up when the rollback was killed.
+    old = [holding(f"web-{n}", 900, f"v{n}") for n in range(3, 7)]
+    web7, web8 = holding("web-7", 1010, "v1"), holding("web-8", 1020, "v2")
+    restored = replace(holding("web-1", 1030, "v1"), restored=True)
+    recovery = plan_recovery([*old, web7, web8, restored], stale(replicas=6), up={"web-7", "web-8", "web-1"})
+    # One of the two goes: the restore, on the old definition (the takeover rolls forward).
+    assert recovery.adopted == ((restored, web7),)
+    assert recovery.targets == tuple(old) and recovery.orphans == () and recovery.missing == 0
+
+
+def test_a_rollbacks_restore_alone_is_rolled_like_a_replica_that_was_there() -> None:
+    old = [holding(f"web-{n}", 900, f"v{n}") for n in range(2, 5)]
+    restored = replace(holding("web-1", 1030, "v1"), restored=True)
+    recovery = plan_recovery([*old, restored], stale(replicas=4), up={"web-1"})
+    assert recovery.targets == (*old, restored) and recovery.adopted == () and recovery.missing == 0

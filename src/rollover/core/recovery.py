@@ -31,7 +31,7 @@ any of them began: two kills in a row never refill a slot twice.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from rollover.core.model import Replica, StaleLock
@@ -59,50 +59,61 @@ def plan_recovery(replicas: Sequence[Replica], stale: StaleLock, up: Collection[
     """Sort ``replicas`` (the running ones) into targets, adoptions and orphans; ``up`` holds the ids
     of those that are up now.
 
-    Volumes decide before counts, so that no replica's data is left mounted by nothing:
-    - a replacement not yet up that mounts its predecessor's volumes while the predecessor still
-      runs is an orphan (the predecessor keeps the data);
-    - one not yet up whose volumes no old replica mounts holds the only copy of a removed
-      replica's data (stop-first, killed after the removal): it is kept, as a target to roll again;
-    - a finished replacement mounting an old replica's volumes is adopted for that one.
+    Volumes decide before counts, so that no replica's data is left mounted by nothing: replicas
+    sharing an anonymous volume are one replica's data in several containers (a replacement and
+    its predecessor, or a rollback's restore), and exactly one of them is kept:
+    - a replacement that is up (the newest, when a rollback's restore is up too); the others are
+      retired for it (the first, adopted, drained like any) or discarded;
+    - else the old replica; replacements not yet up are orphans;
+    - else (its predecessor is gone: stop-first, killed after the removal) the replacement not yet
+      up: kept as a target, to roll again with its volumes, never discarded and refilled empty.
+    Replicas without such volumes are sorted by counting, as before.
     """
-    fresh = [replica for replica in replicas if made_by(replica, stale)]
-    old = [replica for replica in replicas if not made_by(replica, stale)]
-    finished = [replica for replica in fresh if replica.id in up]
-    unfinished = [replica for replica in fresh if replica.id not in up]
-    holders = [replica for replica in unfinished if replica.volumes and not _predecessors(replica, old)]
-    orphans = tuple(replica for replica in unfinished if replica not in holders)
-    pairs = _pairs(old, finished, _adoptions(len(old) + len(holders), len(finished), stale.replicas))
-    retired = {pair[0].id for pair in pairs}
-    kept = len(old) + len(holders) + len(finished) - len(pairs)
-    missing = max(0, (stale.replicas or kept) - kept)
-    targets = tuple(replica for replica in old if replica.id not in retired) + tuple(holders)
-    return Recovery(targets=targets, adopted=pairs, orphans=orphans, missing=missing)
-
-
-def _predecessors(replacement: Replica, old: Sequence[Replica]) -> list[Replica]:
-    return [replica for replica in old if replica.volumes & replacement.volumes]
-
-
-def _pairs(old: Sequence[Replica], finished: Sequence[Replica], count: int) -> tuple[tuple[Replica, Replica], ...]:
-    """(old, finished) pairs to adopt: each finished replacement mounting an old replica's volumes
-    is paired with that one (retiring another would leave its data unused and this one's shared);
-    then, up to ``count`` pairs in all, the others in order."""
+    # A rollback's restore is the old definition again: a replica to roll, like those found.
+    fresh = {replica.id for replica in replicas if made_by(replica, stale) and not replica.restored}
+    keepers: list[Replica] = []
     pairs: list[tuple[Replica, Replica]] = []
-    for new in finished:
-        shared = [replica for replica in _predecessors(new, old) if replica.id not in {p[0].id for p in pairs}]
-        if shared:
-            pairs.append((shared[0], new))
-    paired_old = {pair[0].id for pair in pairs}
-    paired_new = {pair[1].id for pair in pairs}
-    free_old = [replica for replica in old if replica.id not in paired_old and not _successors(replica, finished)]
-    free_new = [replica for replica in finished if replica.id not in paired_new]
-    extra = max(0, count - len(pairs))
-    return tuple(pairs) + tuple(zip(free_old, free_new, strict=False))[:extra]
+    orphans: list[Replica] = []
+    for group in _sharing(replica for replica in replicas if replica.volumes):
+        keeper, *others = sorted(group, key=lambda r: _keep_first(r, fresh, up))
+        keepers.append(keeper)
+        for other in others:
+            if keeper.id in up and keeper.id in fresh and not any(pair[1] is keeper for pair in pairs):
+                pairs.append((other, keeper))
+            else:
+                orphans.append(other)
+    plain = [replica for replica in replicas if not replica.volumes]
+    old = [replica for replica in plain if replica.id not in fresh]
+    finished = [replica for replica in plain if replica.id in fresh and replica.id in up]
+    orphans += [replica for replica in plain if replica.id in fresh and replica.id not in up]
+    count = _adoptions(len(old) + len(keepers), len(finished), stale.replicas)
+    plain_pairs = list(zip(old, finished, strict=False))[:min(count, len(old))]
+    kept = len(keepers) + len(old) + len(finished) - len(plain_pairs)
+    missing = max(0, (stale.replicas or kept) - kept)
+    retired = {pair[0].id for pair in plain_pairs}
+    targets = [r for r in keepers if r.id not in fresh or r.id not in up] + [r for r in old if r.id not in retired]
+    order = {replica.id: n for n, replica in enumerate(replicas)}
+    return Recovery(targets=tuple(sorted(targets, key=lambda r: order[r.id])), adopted=tuple(pairs + plain_pairs),
+                    orphans=tuple(orphans), missing=missing)
 
 
-def _successors(replica: Replica, finished: Sequence[Replica]) -> bool:
-    return any(replica.volumes & new.volumes for new in finished)
+def _keep_first(replica: Replica, fresh: Collection[str], up: Collection[str]) -> tuple[int, float]:
+    """Sort key, the one to keep first: an up replacement (newest first), an old replica, a
+    replacement not yet up."""
+    made = replica.created_at or 0.0
+    if replica.id in fresh and replica.id in up:
+        return (0, -made)
+    return (1, made) if replica.id not in fresh else (2, made)
+
+
+def _sharing(replicas: Iterable[Replica]) -> list[list[Replica]]:
+    """Groups of replicas linked by a shared volume (transitively), in first-seen order."""
+    groups: list[list[Replica]] = []
+    for replica in replicas:
+        linked = [group for group in groups if any(member.volumes & replica.volumes for member in group)]
+        merged = [member for group in linked for member in group] + [replica]
+        groups = [group for group in groups if group not in linked] + [merged]
+    return groups
 
 
 def _adoptions(old: int, finished: int, began_with: int | None) -> int:

@@ -137,6 +137,7 @@ def replica_from_inspect(inspect: Inspect) -> Replica:
         health_budget_s=health_budget_s(config),
         created_at=created_at(inspect),
         volumes=anonymous_volumes(inspect),
+        restored=RESTORED_FROM_LABEL in labels_of(inspect),
         details=replica_details(inspect),
     )
 

@@ -5,16 +5,17 @@ A dead rollout can leave, not running: replicas it stopped (stop-first) or was r
 replacements it made but never started, and rollbacks half-made. Compose would count them (and
 start them) in its next scale-up, so each goes or runs again before anything else happens:
 
-- one that is the only container left mounting some anonymous volume (a replica's data) runs
-  again: a stopped original whose replacement was never made, or a replacement already holding
-  the volumes of an original that is gone. Originals are looked at first: of two stopped
+- one that ran and is the only container left mounting some anonymous volume (a replica's data)
+  runs again: a stopped original whose replacement was never made, or a replacement already
+  holding the volumes of an original that is gone. Originals are looked at first: of two stopped
   containers sharing a volume, the one that ran before the dead rollout began is the known-good one;
-- the others go: their data (if any) is mounted by a container that stays.
+- the others go, and every one never started: their data (if any) is mounted by a container
+  that stays.
 
 Worked example: web-1 (volume A) stopped by a stop-first rollout killed before its replacement
-existed -> web-1 runs again. Killed after web-7 was made on A but before web-1 was removed (both
-stopped) -> web-1 runs again, web-7 goes. Killed after web-1 was removed, web-7 made but not
-started -> web-7 runs (the takeover then rolls it like any replica, see core/recovery.py).
+existed -> web-1 runs again. Killed after web-7 was made on A but before it started -> web-1
+runs again, web-7 goes. Killed after web-1 was removed (web-7 ran on A by then), web-7 stopped
+by someone -> web-7 runs (the takeover then rolls it like any replica, see core/recovery.py).
 """
 
 from __future__ import annotations
@@ -40,13 +41,22 @@ async def settle_leftovers(workshop: Workshop, labels: dict[str, str], since: fl
     async with workshop.mutations:
         for inspect in left:
             container_id, volumes = str(inspect["Id"]), anonymous_volumes(inspect)
-            if volumes - used:
+            if volumes - used and _ran(inspect):
                 await engine.start(container_id)
                 used |= volumes
             else:
                 # One it made itself takes the volumes it made along (taken-over ones are mounted by
                 # name and stay); an original keeps its own, which a replacement may mount.
                 await engine.remove(container_id, force=True, volumes=_made_since(inspect, since))
+
+
+def _ran(inspect: Inspect) -> bool:
+    """It was started once. One never started holds no data of its own: the volumes it made are
+    empty, and those it took over (by name) are its predecessor's, which is still there - a
+    replacement is started before its predecessor goes - or, if it was removed, mounted by a
+    container that ran (the rollback's restore follows the same order). Compose may even have
+    left it with fresh volumes only, killed before they were handed over."""
+    return bool(inspect.get("State", {}).get("Status") != "created")
 
 
 def _touched(inspect: Inspect) -> float:
