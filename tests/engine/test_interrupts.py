@@ -84,7 +84,7 @@ def test_after_sigkill_the_next_rollout_takes_over_and_converges(faults: Faults,
     faults.assert_no_request_lost(outcome)
 
 
-# -- SIGKILL between removing an old replica and making its replacement (stop-first) ----------------
+# -- SIGKILL between stopping an old replica and making its replacement (stop-first) ----------------
 
 
 class Gate:
@@ -142,13 +142,19 @@ def assert_refilled(returncode: int, events: list[dict[str, Any]], replicas: int
     assert (summary["result"], summary["refilled"], summary["replaced"]) == ("completed", 1, replicas), summary
 
 
-def test_after_sigkill_between_removal_and_replacement_the_next_rollout_refills(
-    faults: Faults, images: dict[str, str], tmp_path: Path
+@pytest.mark.parametrize("volumes", [False, True], ids=["no-volumes", "anonymous-volume"])
+def test_after_sigkill_before_a_stop_first_replacement_exists_nothing_is_lost(
+    faults: Faults, images: dict[str, str], tmp_path: Path, volumes: bool
 ) -> None:
-    """rollover (stop-first) drained, stopped and removed web-1 and asks Compose for its replacement:
-    a docker CLI of the test's own holds that `compose up` at the gate, and rollover is killed there."""
-    project = faults.project(APP_V1, replicas=4)
-    write_service(project, APP_V2, replicas=4)
+    """rollover (stop-first) drained and stopped web-1 and asks Compose for its replacement: a
+    docker CLI of the test's own holds that `compose up` at the gate, and rollover is killed there.
+    web-1 is still there, stopped: it goes only once a replacement runs on its volumes. The next
+    rollout starts it again when it holds data (its anonymous /data, with a marker), and rolls it
+    like the others; without volumes it goes, and its slot is refilled."""
+    project = faults.project(APP_V1, replicas=4, volumes=volumes)
+    web_1 = next(c for c in project.containers() if c.name.endswith("-web-1"))
+    web_1.exec_run(["sh", "-c", "echo web-1-data > /data/marker"])
+    write_service(project, APP_V2, replicas=4, volumes=volumes)
     gate = Gate(tmp_path)
     wrapper = tmp_path / "bin" / "docker"
     wrapper.parent.mkdir()
@@ -163,10 +169,17 @@ exec {shlex.quote(real_docker)} "$@"
     rollover = faults.rollover(project, "--step", "1", "--order", "stop-first", env=env)
     kill_at(rollover.process, gate)
     assert lock_exists(project), "the dead rollout's lock stays behind as its record"
-    assert len(project.containers()) == 3, "web-1 was removed, its replacement never made"
+    web_1.reload()
+    assert web_1.status == "exited", "web-1 is stopped, not removed, until its replacement runs"
 
     outcome = faults.rollover(project, "--step", "1", "--order", "stop-first").finish()
-    assert_refilled(outcome.returncode, outcome.events, replicas=4)
+    if volumes:
+        assert outcome.returncode == 0, outcome.text()
+        assert "refilling" not in outcome.kinds() and outcome.summary["replaced"] == 4, outcome.text()
+        markers = [c.exec_run(["cat", "/data/marker"]).output.decode().strip() for c in project.containers()]
+        assert sorted(markers).count("web-1-data") == 1, markers
+    else:
+        assert_refilled(outcome.returncode, outcome.events, replicas=4)
     # Every replica up on the target image, the count as it was before, made as Compose makes them.
     assert service_state(project, images) == [("running", "healthy", APP_V2)] * 4
     assert len(project.compose("ps", "-q").split()) == 4

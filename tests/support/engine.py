@@ -32,6 +32,20 @@ def app_image_context(context: Path) -> Path:
     return context
 
 
+def build_app_images(client: Any, context: Path) -> dict[str, str]:
+    """Build rollover-test/app:{v1,v2,broken} in ``context`` (made if missing); tag -> image id."""
+    context.mkdir(parents=True, exist_ok=True)
+    app_image_context(context)
+    variants = {
+        APP_V1: ["--build-arg", "VERSION=v1"],
+        APP_V2: ["--build-arg", "VERSION=v2"],
+        APP_BROKEN: ["--build-arg", "VERSION=broken", "--build-arg", "HEALTH_FILE=missing.txt"],
+    }
+    for tag, build_args in variants.items():
+        run("docker", "build", "-q", *build_args, "-t", tag, str(context), env=BUILD_ENV)
+    return {tag: str(client.images.get(tag).id) for tag in variants}
+
+
 def unique_name(kind: str) -> str:
     return f"rtest-docker-{kind}-{uuid.uuid4().hex[:8]}"
 

@@ -10,7 +10,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.support.engine import APP_BROKEN, APP_V1, APP_V2, BUILD_ENV, app_image_context, run
+from tests.support.engine import build_app_images
 
 
 @pytest.fixture(scope="session")
@@ -29,13 +29,5 @@ def app_images(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> 
     The images are shared by every engine suite and are cheap to rebuild (layer cache), so they
     are left in place rather than removed under another suite's feet.
     """
-    context = app_image_context(tmp_path_factory.mktemp("rtest-docker-app-image"))
-    variants = {
-        APP_V1: ["--build-arg", "VERSION=v1"],
-        APP_V2: ["--build-arg", "VERSION=v2"],
-        APP_BROKEN: ["--build-arg", "VERSION=broken", "--build-arg", "HEALTH_FILE=missing.txt"],
-    }
-    for tag, build_args in variants.items():
-        run("docker", "build", "-q", *build_args, "-t", tag, str(context), env=BUILD_ENV)
-    return {tag: str(docker_client.images.get(tag).id) for tag in variants}
+    return build_app_images(docker_client, tmp_path_factory.mktemp("rtest-docker-app-image"))
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import docker.errors
 
-from rollover.backends.swarm.tasks import lock_name
+from rollover.backends.swarm.lock import lock_name
 from tests.support.haproxy_front import HAProxy
 from tests.support.swarm import SwarmCluster, running_tasks, task_endpoints, wait_for
 

@@ -147,7 +147,7 @@ class CaddyBalancer:
         # A request Caddy accepted under the config before the park picks its upstream from that
         # config, maybe after the park's reload returned; until it has picked, no count shows it.
         # So a drain ends on a 0 only once ``settle_s`` has passed since the park. Measured on a
-        # 2-core machine (tests/zero_downtime/test_caddy_rollout.py, start-first, 200 requests/s,
+        # 2-core machine (tests/zero_downtime/test_balancer_rollouts.py -k caddy, start-first, 200 requests/s,
         # with the probe moved out of rollover's loop so the controller drained at full speed):
         # without it, 1-28 requests per rollout went to a replica after it stopped (502,
         # "connection refused"); with 0.5 s, none in 12 rollouts run alone, yet 14-16 in two

@@ -4,7 +4,7 @@ Why not httpx's own transport: the probe opens a connection for every request (s
 hundreds a second, in rollover's own event loop beside the controller. httpx's default
 transport (httpcore over anyio) is built for pooled keep-alive connections; per request it
 enters some 14 anyio cancel scopes and asks sniffio 28 times which loop it runs on (profiled).
-Measured with ``bench/probe_cost.py`` (200 requests/s to busybox httpd on 127.0.0.1, this
+Measured with ``python -m bench.probe_cost`` (200 requests/s to busybox httpd on 127.0.0.1, this
 2-core machine, median of 3 runs): 1.84 ms of CPU per request over httpx's transport
 (``--transport httpx``), 1.26 ms over this one; the probe as it was, an ``httpx.AsyncClient``
 on httpx's transport, took 2.06 ms. At 200/s that is 41 % of a core before and 25 % now, and
