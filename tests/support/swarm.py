@@ -83,19 +83,26 @@ class ServiceFactory:
     made: list[str] = field(default_factory=list)
 
     def __call__(self, image: str = APP_V1, *, replicas: int = 2, host_port: bool = False,
-                 global_mode: bool = False, healthcheck: bool = True, wait: bool = True) -> str:
-        """A service of the test app; returns once all its tasks run (healthy)."""
+                 global_mode: bool = False, healthcheck: bool = True, wait: bool = True,
+                 ignores_sigterm: bool = False, stop_grace_s: int = 5,
+                 update_config: dict[str, Any] | None = None) -> str:
+        """A service of the test app; returns once all its tasks run (healthy).
+
+        ``ignores_sigterm``: httpd as PID 1 (no entrypoint trapping TERM), so every stop takes
+        the whole ``stop_grace_s``, as many real images do. ``update_config``: the user's own."""
         name = f"rsw-{uuid.uuid4().hex[:8]}"
         ports = [{"TargetPort": 8080, "Protocol": "tcp", "PublishMode": "host"}] if host_port else []
         endpoint = {"Mode": "vip", "Ports": ports} if host_port else {"Mode": "dnsrr"}
         mode = {"Global": {}} if global_mode else {"Replicated": {"Replicas": replicas}}
-        container: dict[str, Any] = {"Image": image, "StopGracePeriod": 5_000_000_000}
+        container: dict[str, Any] = {"Image": image, "StopGracePeriod": stop_grace_s * 1_000_000_000}
+        if ignores_sigterm:
+            container["Command"] = ["httpd", "-f", "-p", "8080", "-h", "/www"]
         if not healthcheck:
             container["Healthcheck"] = {"Test": ["NONE"]}
         self.cluster.client.api.create_service(
             {"ContainerSpec": container, "Networks": [{"Target": OVERLAY}],
              "RestartPolicy": {"Condition": "any", "Delay": 1_000_000_000}},
-            name=name, mode=mode, endpoint_spec=endpoint,
+            name=name, mode=mode, endpoint_spec=endpoint, update_config=update_config,
         )
         self.made.append(name)
         if wait:

@@ -14,12 +14,13 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.support.swarm import APP_V1, APP_V2, CLUSTER_SCRIPT, ServiceFactory, SwarmCluster, running_tasks
+from tests.support.swarm import APP_V1, APP_V2, CLUSTER_SCRIPT, ServiceFactory, SwarmCluster, running_tasks, wait_for
 from tests.support.swarm_cli import (
     assert_handed_back,
     assert_serving,
     first,
     front_of,
+    images_running,
     lock_held,
     rollover,
     rollover_acting_at,
@@ -89,6 +90,45 @@ class TestSwarmFaults:
             warned = next((line for line in again.stderr.splitlines() if "carry none of the replicas" in line), "")
             assert set(strays) <= set(warned.rsplit(": ", 1)[-1].split(", ")), (strays, again)
             front.assert_no_request_lost(again, strays=True)
+
+    def test_a_takeover_with_nothing_left_to_request_hands_the_users_update_config_back(
+        self, single_node_swarm: SwarmCluster, make_service: ServiceFactory
+    ) -> None:
+        """Killed once its one service-wide request went out: Swarm's updater replaces every task
+        by itself, so the takeover finds nothing to request. It must still hand the user's update
+        config back, not leave rollover's pacing (a one-year delay) on the service."""
+        user = {"Parallelism": 3, "Delay": 7_000_000_000, "FailureAction": "pause", "Order": "stop-first"}
+        cluster, name = single_node_swarm, make_service(replicas=2, update_config=user)
+        args = ("--image", APP_V2, "--step", "all", "--order", "stop-first")
+        killed, at = rollover_acting_at(cluster, name, *args, at=first("acknowledged"), act=send(signal.SIGKILL))
+        assert at and killed.code == -signal.SIGKILL, killed
+        wait_for(lambda: images_running(cluster, name) == [APP_V2] * 2, 60, "Swarm to finish the killed request")
+
+        again = rollover(cluster, name, *args)
+
+        assert again.code == 0 and again.of_kind("took_over_lock"), again
+        assert again.summary["result"] == "completed", again
+        assert_serving(cluster, name, 2, APP_V2, again)
+        assert_handed_back(cluster, name, APP_V2)
+        handed_back = service_spec(cluster, name)["Spec"].get("UpdateConfig") or {}
+        assert {key: handed_back.get(key) for key in user} == user
+        assert not lock_held(cluster, name)
+
+    def test_stop_first_with_an_image_that_ignores_sigterm_completes(
+        self, single_node_swarm: SwarmCluster, make_service: ServiceFactory
+    ) -> None:
+        """Each old task takes its whole 10 s stop grace period before Swarm starts its replacement:
+        the replacement's timeout (healthcheck budget + 10 s) counts from that start, not from the
+        request (it used to fail, and its rollback failed the same way)."""
+        cluster = single_node_swarm
+        name = make_service(replicas=2, ignores_sigterm=True, stop_grace_s=10)
+
+        outcome = rollover(cluster, name, "--image", APP_V2, "--order", "stop-first")
+
+        assert outcome.code == 0, outcome
+        assert outcome.summary["result"] == "completed", outcome
+        assert_serving(cluster, name, 2, APP_V2, outcome)
+        assert_handed_back(cluster, name, APP_V2)
 
     def test_a_task_removed_by_someone_else_ends_consistent(
         self, single_node_swarm: SwarmCluster, make_service: ServiceFactory

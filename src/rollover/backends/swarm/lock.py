@@ -63,6 +63,9 @@ class SwarmLock:
             # by id: never a new one someone made meanwhile
             await self._manager.remove_config(str(held["ID"]), f"remove stale Swarm config {self.name}")
             taken_over = stale_lock(held_labels, reason)
+            # A takeover's lock keeps the first dead rollout's time and count (see LockRecord.carrying).
+            record = record.carrying(taken_over)
+            labels = {**labels, **record.labels()}
         raise Locked(f"rollout of Swarm service {self._service} already running: its lock keeps changing hands")
 
     async def release(self) -> None:
