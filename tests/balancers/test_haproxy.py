@@ -139,3 +139,22 @@ def test_a_dynamic_server_with_sessions_left_is_kept_as_a_spare(
     assert loop.run_until_complete(scenario()).status_code == 200
     port, admin_state = proxy.servers()[dynamic_server_name(new.replica)]
     assert port == newer.port and not admin_state & MAINT
+
+
+def test_a_backend_named_like_its_frontend_is_drained(
+    loop: asyncio.AbstractEventLoop, stubs: StubFarm, haproxy: HAProxyLauncher
+) -> None:
+    """Frontend and backend both called ``web`` (a common config): 'show stat web' answers for the
+    frontend, which has no servers, and every drain ended in 'server vanished'."""
+    old, new = stubs.start("old1"), stubs.start("new1")
+    proxy = haproxy.launch([old], backend="web")
+    balancer = HAProxyBalancer(str(proxy.admin_socket), "web")
+
+    async def scenario() -> tuple[DrainResult, Counter[str]]:
+        await balancer.attach([old.replica])
+        await balancer.admit(new.replica)
+        drained = await balancer.drain(old.replica, timeout=5)
+        return drained, await who_answers(proxy.url, 3)
+
+    drained, answers = loop.run_until_complete(scenario())
+    assert drained.sessions_left == 0 and answers == {"new1": 3}

@@ -24,8 +24,8 @@ defaults
     timeout server 10s
 frontend web
     bind 127.0.0.1:{port}
-    default_backend app
-backend app
+    default_backend {backend}
+backend {backend}
     balance {balance}
 {servers}
 """
@@ -53,16 +53,19 @@ class HAProxyLauncher:
         self._processes: list[subprocess.Popen[bytes]] = []
 
     def launch(
-        self, servers: Sequence[StubServer], balance: str = "roundrobin", extra: Sequence[str] = ()
+        self, servers: Sequence[StubServer], balance: str = "roundrobin", extra: Sequence[str] = (),
+        backend: str = "app",
     ) -> RunningHAProxy:
-        """HAProxy whose backend ``app`` carries ``servers`` (named after them) plus ``extra`` lines."""
+        """HAProxy whose backend ``backend`` carries ``servers`` (named after them) plus ``extra``
+        lines; its frontend is ``web``."""
         lines = [f"    server {s.name} 127.0.0.1:{s.port}" for s in servers] + [f"    {x}" for x in extra]
         instance = self._workdir / str(len(self._processes))  # files of their own per launch
         instance.mkdir()
         admin_socket, port, api_port = instance / "admin.sock", closed_port(), closed_port()
         config = instance / "haproxy.cfg"
         config.write_text(
-            CONFIG.format(socket=admin_socket, api_port=api_port, port=port, balance=balance, servers="\n".join(lines))
+            CONFIG.format(socket=admin_socket, api_port=api_port, port=port, balance=balance, backend=backend,
+                          servers="\n".join(lines))
         )
         log = instance / "haproxy.log"
         with log.open("wb") as sink:
