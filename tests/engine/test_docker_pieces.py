@@ -19,7 +19,7 @@ from rollover.backends.docker.clone import (
 from rollover.backends.docker.compose import ComposeProject, scale_up_command
 from rollover.backends.docker.events import EventFeed, replica_event
 from rollover.backends.docker.inspect import fixed_host_ports, health_budget_s
-from rollover.backends.docker.lock import LockRecord, stale_lock
+from rollover.backends.lease import LockRecord, stale_lock
 from rollover.core.model import Replica, ReplicaDown, ReplicaUp
 from rollover.core.recovery import made_by
 from rollover.errors import PlatformError

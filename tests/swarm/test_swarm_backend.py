@@ -15,8 +15,13 @@ from typing import Any
 import docker.errors
 import pytest
 
-from rollover.backends.docker.inspect import LOCK_HOLDER_LABEL
-from rollover.backends.docker.lock import LOCK_HOST_LABEL, LOCK_PROCESS_LABEL, LOCK_REPLICAS_LABEL, LOCK_SINCE_LABEL
+from rollover.backends.lease import (
+    LOCK_HOLDER_LABEL,
+    LOCK_HOST_LABEL,
+    LOCK_PROCESS_LABEL,
+    LOCK_REPLICAS_LABEL,
+    LOCK_SINCE_LABEL,
+)
 from rollover.backends.swarm.backend import SwarmBackend
 from rollover.backends.swarm.lock import lock_name
 from rollover.backends.swarm.service import is_swarm_service

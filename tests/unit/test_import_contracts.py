@@ -49,8 +49,8 @@ def test_a_core_module_importing_a_backend_breaks_the_build(tmp_path: Path) -> N
 def test_a_docker_sdk_import_outside_the_engine_breaks_the_build(tmp_path: Path) -> None:
     shutil.copytree(SOURCE / "rollover", tmp_path / "rollover")
     lock = tmp_path / "rollover" / "backends" / "swarm" / "lock.py"
-    lock.write_text(lock.read_text().replace("from rollover.backends.docker.inspect import",
-                                             "import docker.errors\n\nfrom rollover.backends.docker.inspect import", 1))
+    lock.write_text(lock.read_text().replace("from rollover.backends.lease import",
+                                             "import docker.errors\n\nfrom rollover.backends.lease import", 1))
     run = lint_imports(tmp_path)
     assert run.returncode != 0
     assert "rollover.backends.swarm.lock -> docker" in run.stdout

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from rollover.backends.docker.lock import LockRecord, stale_lock
+from rollover.backends.lease import LockRecord, stale_lock
 from rollover.core.model import StaleLock
 
 FIRST_BEGAN = datetime(2026, 12, 6, 12, 0, 0, 123456, tzinfo=UTC)

@@ -42,17 +42,17 @@ from rollover.backends.docker.events import (
     replica_event,
 )
 from rollover.backends.docker.inspect import (
-    LOCK_HOLDER_LABEL,
     is_lock,
     is_target,
     replica_from_inspect,
 )
 from rollover.backends.docker.leftovers import settle_leftovers
-from rollover.backends.docker.lock import LockRecord, take_lock
+from rollover.backends.docker.lock import take_lock
 from rollover.backends.docker.replacements import replacements_for
 from rollover.backends.docker.restore import restore_replica
 from rollover.backends.docker.scope import ServiceScope, replica_order
 from rollover.backends.docker.workshop import Workshop
+from rollover.backends.lease import LOCK_HOLDER_LABEL, LockRecord
 from rollover.core.model import Order, Replica, ReplicaEvent, ServiceSnapshot, StaleLock
 from rollover.errors import PlatformError, ServiceNotFound
 

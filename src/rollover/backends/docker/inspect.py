@@ -10,6 +10,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+from rollover.backends.lease import LOCK_HOLDER_LABEL
 from rollover.core.model import Replica
 
 Inspect = dict[str, Any]
@@ -18,7 +19,6 @@ COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 COMPOSE_ONEOFF = "com.docker.compose.oneoff"
 COMPOSE_NUMBER = "com.docker.compose.container-number"
-LOCK_HOLDER_LABEL = "rollover.lock.holder"
 # Set on containers rollover created from an image id (a rollback) so the next rollout still knows
 # which reference (repo:tag) the service runs.
 IMAGE_REF_LABEL = "rollover.image-ref"

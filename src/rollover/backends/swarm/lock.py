@@ -13,8 +13,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from rollover.backends.docker.inspect import LOCK_HOLDER_LABEL
-from rollover.backends.docker.lock import LOCK_SINCE_LABEL, LockRecord, stale_lock, stale_reason
+from rollover.backends.lease import LOCK_HOLDER_LABEL, LOCK_SINCE_LABEL, LockRecord, stale_lock, stale_reason
 from rollover.core.model import StaleLock
 from rollover.engine import Engine
 from rollover.errors import Locked
