@@ -16,7 +16,9 @@ the same target must converge. Checked, as a user would check:
 - Compose: behind HAProxy, the final run's probe saw no failed request.
 
 Platforms: ``compose`` (a Compose project behind its own HAProxy) and ``selector`` (plain
-containers carrying a label). Everything is named ``rtest-fault-...`` and removed by name.
+containers carrying a label), drawn by the seed; ``swarm`` (a 6-task service on a single-node
+swarm of the suite's own) when asked for. Everything is named ``rtest-fault-...`` (Swarm:
+``rsw-...``) and removed by name.
 """
 
 from __future__ import annotations
@@ -33,10 +35,14 @@ from typing import Any
 from rollover.backends.docker.lock import lock_name
 from tests.support.engine import APP_V1, APP_V2, remove_containers, remove_volumes
 from tests.support.faults import HANG_S, Faults, Outcome, Rollover
+from tests.support.swarm import ServiceFactory, SwarmCluster
+from tests.support.swarm_cli import assert_handed_back, cli_env, images_running, lock_held, service_spec
 
 REPLICAS = 6
-PLATFORMS = ("compose", "selector")
+PLATFORMS = ("compose", "selector")  # drawn by the seed; "swarm" only when asked for
 STEPS = ("1", "2", "half")
+# A Swarm user's own update config: it must be theirs again after any round.
+SWARM_USER_UPDATE = {"Parallelism": 3, "Delay": 7_000_000_000, "FailureAction": "pause", "Order": "stop-first"}
 ORDERS = ("start-first", "stop-first")
 
 
@@ -244,9 +250,62 @@ class SelectorService(Service):
         remove_volumes(self.client, self.volumes)
 
 
-def play(faults: Faults, round_: Round) -> Verdict:
-    """Play one round on ``faults``' engine; the verdict lists every check that failed."""
-    service: Service = (ComposeService if round_.platform == "compose" else SelectorService)(faults, round_)
+class SwarmService(Service):
+    """A 6-task Swarm service on a swarm of the suite's own (tests/support/swarm.py), with the user's
+    own update config (parallelism 3, delay 7 s, failure action pause), rolled with ``--image``.
+
+    Swarm gives every task fresh anonymous volumes (nothing carries them from task to task, with
+    or without rollover), so there are no markers to check; what is checked is the service: every
+    task on the target, the user's update config handed back, no lock."""
+
+    def __init__(self, faults: Faults, round_: Round, cluster: SwarmCluster, factory: ServiceFactory) -> None:
+        self.faults, self.round, self.cluster = faults, round_, cluster
+        self.name = factory(APP_V1, replicas=REPLICAS, update_config=SWARM_USER_UPDATE)
+
+    def point_at(self, image: str) -> None:
+        pass  # rolled with --image
+
+    def write_markers(self) -> None:
+        pass
+
+    def rollover(self, *args: str) -> Rollover:
+        nodes = ",".join(f"{hostname}={host}" for hostname, host in sorted(self.cluster.hosts.items()))
+        rollover = Rollover(["--platform", "swarm", "--swarm-nodes", nodes, "--image", APP_V2, *args],
+                            self.faults.directory, cli_env(self.cluster), service=self.name)
+        self.faults.rollovers.append(rollover)
+        return rollover
+
+    def check(self, target: str, final: Outcome) -> list[str]:
+        problems = []
+        if final.returncode != 0:
+            problems.append(f"final run exited {final.returncode}: {final.stderr.strip()[-300:]}")
+        images = images_running(self.cluster, self.name)
+        if images != [target] * REPLICAS:
+            problems.append(f"running: {images}")
+        try:
+            assert_handed_back(self.cluster, self.name, target)
+        except AssertionError as exc:
+            problems.append(f"not handed back: {exc}")
+        handed = service_spec(self.cluster, self.name)["Spec"].get("UpdateConfig") or {}
+        if {key: handed.get(key) for key in SWARM_USER_UPDATE} != SWARM_USER_UPDATE:
+            problems.append(f"update config {handed}, not the user's")
+        if lock_held(self.cluster, self.name):
+            problems.append("lock left behind")
+        return problems
+
+    def tear_down(self) -> None:
+        pass  # the ServiceFactory removes its services
+
+
+def play(faults: Faults, round_: Round, swarm: tuple[SwarmCluster, ServiceFactory] | None = None) -> Verdict:
+    """Play one round on ``faults``' engine (Swarm rounds on ``swarm``); the verdict lists every
+    check that failed."""
+    service: Service
+    if round_.platform == "swarm":
+        assert swarm is not None, "a Swarm round needs a swarm"
+        service = SwarmService(faults, round_, *swarm)
+    else:
+        service = (ComposeService if round_.platform == "compose" else SelectorService)(faults, round_)
     verdict = Verdict(round_)
     try:
         service.write_markers()

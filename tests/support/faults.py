@@ -66,13 +66,14 @@ class Outcome:
 
 
 class Rollover:
-    """``rollover redeploy web --output json`` as a child process whose events are read as they come
-    (by a thread, so a silent, hung rollover never blocks the test) and that never outlives its test."""
+    """``rollover redeploy SERVICE --output json`` (``web`` unless told) as a child process whose events
+    are read as they come (by a thread, so a silent, hung rollover never blocks the test) and that
+    never outlives its test."""
 
-    def __init__(self, args: list[str], cwd: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, args: list[str], cwd: Path, env: Mapping[str, str], service: str = "web") -> None:
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [ROLLOVER, "redeploy", "web", "--output", "json", *args], cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"},
+            [ROLLOVER, "redeploy", service, "--output", "json", *args], cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.events: list[dict[str, Any]] = []

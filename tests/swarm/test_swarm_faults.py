@@ -11,9 +11,12 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from tests.support.campaign import Round, play
+from tests.support.faults import Faults
 from tests.support.swarm import APP_V1, APP_V2, CLUSTER_SCRIPT, ServiceFactory, SwarmCluster, running_tasks, wait_for
 from tests.support.swarm_cli import (
     assert_handed_back,
@@ -187,3 +190,19 @@ class TestSwarmManagerRestart:  # a class of its own: the restart may leave the 
         assert_serving(cluster, name, REPLICAS, image, outcome)
         assert_handed_back(cluster, name, image)
         assert not lock_held(cluster, name)
+
+
+class TestSwarmKillCampaign:
+    """The SIGKILL campaign's Swarm round, short (bench/kill_campaign.py --platform swarm runs N)."""
+
+    @pytest.mark.parametrize("seed", [10])  # stop-first, step 2, the takeover killed too
+    def test_a_killed_rollout_and_its_takeover_leave_the_service_as_the_user_had_it(
+        self, single_node_swarm: SwarmCluster, make_service: ServiceFactory, tmp_path: Path, seed: int
+    ) -> None:
+        faults = Faults(single_node_swarm.client, tmp_path)
+        try:
+            verdict = play(faults, Round.from_seed(seed, "swarm"), (single_node_swarm, make_service))
+        finally:
+            faults.tear_down()
+        print(verdict.line())  # the figures docs/faults.md quotes (-s)
+        assert verdict.converged, verdict.line() + (f"\n{verdict.final.text()}" if verdict.final else "")

@@ -43,8 +43,9 @@ class Replica:
     # Swarm stop-first stops the old task first (its stop grace period). The replacement's timeout
     # counts from when it starts, so this is added to it (see policy.replacement_timeout).
     start_delay_s: float = field(default=0.0, compare=False)
-    # Made by a rollback: the replica's previous definition again. A takeover never counts it as a
-    # finished replacement, and rolls it like a replica that was there before.
+    # Not on the rollout's target definition although it may be new: made by a rollback (the
+    # previous definition again). A takeover never counts it as a finished replacement, and rolls
+    # it like a replica that was there before.
     restored: bool = field(default=False, compare=False)
     # Volumes that are this replica's own data (Docker: its anonymous volumes, by name), found again
     # only through a container that mounts them. A takeover keeps any replica that is the only one

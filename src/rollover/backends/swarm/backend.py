@@ -39,6 +39,7 @@ every node's daemon, ``replicas`` describes tasks as replicas, ``tasks`` reads t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -174,6 +175,12 @@ class SwarmBackend:
         if not targets:
             raise ServiceNotFound(f"Swarm service {self.service} has no running or starting task")
         replicas = await asyncio.gather(*(self._replica(task, self._original["TaskTemplate"]) for task in targets))
+        if self._forward is not None:
+            # Looked at again by a takeover: a task not made from the rollout's own template (a
+            # killed rollback's restore, say) is no finished replacement, whenever it was made.
+            forward = definition_of(self._forward)
+            replicas = [replace(replica, restored=task.definition != forward)
+                        for replica, task in zip(replicas, targets, strict=True)]
         mode = "global" if self._global else "replicated"
         where = f"Swarm service {self.service} ({mode}, {len(replicas)} tasks on {len(self._nodes.nodes)} nodes)"
         return ServiceSnapshot(self.service, self.platform, tuple(replicas), description=where)
@@ -190,7 +197,22 @@ class SwarmBackend:
     async def acquire_lock(self, holder: str, lease_s: float = DEFAULT_LEASE_S, replicas: int = 0,
                            ) -> StaleLock | None:
         lock = self._lock = SwarmLock(self._connected_manager(), self.service)
-        return await lock.acquire(holder, lease_s, replicas)
+        stale = await lock.acquire(holder, lease_s, replicas)
+        if stale is not None:
+            await self._let_inherited_settle()
+        return stale
+
+    async def _let_inherited_settle(self) -> None:
+        """A dead rollout's last request goes on without it: Swarm's updater keeps making the tasks
+        it asked for. Wait (within a replacement's time, stop grace included) until none is on its
+        way, so the takeover sees them up (adopted) or failed, rather than discarding tasks that
+        were about to come up and leaving their slots to the held updater."""
+        def settled(tasks: list[SwarmTask]) -> bool | None:
+            return True if not any(task.live and not task.up for task in tasks) else None
+
+        limit = self._forward_budget() + 10.0 + self._stop_grace_s() + _GOSSIP_S
+        with contextlib.suppress(PlatformError):  # still not settled: recovery sorts what it finds
+            await self._connected_watch().wait_until(settled, "the dead rollout's tasks to settle", limit)
 
     async def release_lock(self) -> None:
         if self._lock is None or not self._lock.held:
