@@ -23,6 +23,7 @@ swarm of the suite's own) when asked for. Everything is named ``rtest-fault-...`
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import subprocess
@@ -35,7 +36,7 @@ from typing import Any
 from rollover.backends.docker.lock import lock_name
 from tests.support.engine import APP_V1, APP_V2, remove_containers, remove_volumes
 from tests.support.faults import HANG_S, Faults, Outcome, Rollover
-from tests.support.swarm import ServiceFactory, SwarmCluster
+from tests.support.swarm import ServiceFactory, SwarmCluster, wait_for
 from tests.support.swarm_cli import assert_handed_back, cli_env, images_running, lock_held, service_spec
 
 REPLICAS = 6
@@ -279,6 +280,9 @@ class SwarmService(Service):
         problems = []
         if final.returncode != 0:
             problems.append(f"final run exited {final.returncode}: {final.stderr.strip()[-300:]}")
+        # The manager's task list follows the nodes' events (which ended the run) a moment later.
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: images_running(self.cluster, self.name) == [target] * REPLICAS, 30, "the tasks")
         images = images_running(self.cluster, self.name)
         if images != [target] * REPLICAS:
             problems.append(f"running: {images}")
