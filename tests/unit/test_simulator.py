@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import pytest
 
 from rollover.backends.sim import SimBackend
+from rollover.balancers.base import NoBalancer
 from rollover.clock import run_virtual
 from rollover.controller.loop import Controller
 from rollover.core import rollout
@@ -15,6 +17,7 @@ from rollover.core.model import Order, ProgressEvent, Replica, StaleLock
 from rollover.core.plan import decide
 from rollover.core.policy import FailurePolicy, OrderChoice, Policy, parse_step
 from rollover.core.result import RolloutResult
+from rollover.errors import BadInput, BalancerUnavailable, PlatformError
 from rollover.report.output import render_timeline
 
 SEED_HALF = """\
@@ -321,3 +324,29 @@ def test_in_a_request_of_three_the_targets_that_went_are_in_flight_whatever_the_
     for gone in ("app-2", "app-4", "app-3"):  # Swarm stops the displaced tasks: none is a waiting target
         state = rollout.replica_down(state, gone, "removed", at=1.0, gone=True)
     assert state.count(rollout.Phase.SKIPPED) == 0
+
+
+class _BalancerLostAfterTheLock(NoBalancer):
+    """Attaches once (before the lock), then is gone: the takeover's second look fails."""
+
+    def __init__(self) -> None:
+        self.attached = 0
+
+    async def attach(self, replicas: Sequence[Replica]) -> None:
+        self.attached += 1
+        if self.attached > 1:
+            raise BalancerUnavailable("HAProxy backend web at /run/haproxy.sock: Connection refused")
+
+
+def test_a_balancer_lost_once_the_lock_was_taken_over_is_exit_1_not_bad_input() -> None:
+    """Exit 2 says "nothing was touched"; a takeover has taken the lock and sorted the dead
+    rollout's leftovers by the time it attaches the balancer again."""
+    balancer = _BalancerLostAfterTheLock()
+
+    async def main() -> None:
+        backend = SimBackend(3, 1, 10, stale_lock=_dead_rollout(3))
+        await Controller(backend, Policy(step=parse_step("1")), balancer=balancer).run()
+
+    with pytest.raises(PlatformError, match="after taking the lock over: HAProxy backend web") as caught:
+        run_virtual(main())
+    assert not isinstance(caught.value, BadInput) and caught.value.exit_code == 1

@@ -40,7 +40,7 @@ from rollover.core.recovery import Recovery, made_by, plan_recovery
 from rollover.core.result import RolloutResult, conclude, first_failure, summary_figures
 from rollover.core.rollout import Phase, RolloutState
 from rollover.core.steps import replica_steps
-from rollover.errors import EngineLost, RolloverError
+from rollover.errors import BadInput, EngineLost, PlatformError, RolloverError
 
 Reporter = Callable[[ProgressEvent], None]
 
@@ -142,7 +142,10 @@ class Controller:
         # Taking the lock over may have started what the dead rollout left stopped (a replica that
         # is the only one holding its data): look again, and let the balancer learn it too.
         snapshot = await self._link.retrying(self.backend.snapshot)
-        await self.balancer.attach(snapshot.replicas)
+        try:
+            await self.balancer.attach(snapshot.replicas)
+        except BadInput as exc:  # the lock is taken and leftovers sorted: no longer "nothing was touched"
+            raise PlatformError(f"after taking the lock over: {exc}") from exc
         fresh = [replica.id for replica in snapshot.replicas if made_by(replica, stale)]
         seen = await self._link.retrying(lambda: self.backend.observe(fresh))  # the lock is taken: mid-rollout
         up = {event.replica_id for event in seen if isinstance(event, ReplicaUp)}
