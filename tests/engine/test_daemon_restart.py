@@ -173,3 +173,28 @@ def test_a_live_restored_daemon_restart_is_ridden_out(live: Faults, live_restore
     assert kinds.index("stream_lost") < kinds.index("stream_restored"), outcome.text()
     assert outcome.summary["replaced"] == 2, outcome.text()
     assert_rode_it_out(outcome, live, replicas=2)
+
+
+def test_a_kill_then_a_daemon_restart_before_the_takeover_loses_nothing(plain: Faults, plain_daemon: Daemon) -> None:
+    """The SIGKILL campaign's last case: rollover (stop-first) is killed with a replacement starting,
+    then the daemon restarts before anyone takes over (it stops every container; the restart policy
+    brings back those it stopped, not the one rollover stopped). The takeover must still end with
+    every replica on v2, each replica's data (its anonymous /data) on exactly one of them."""
+    project = plain.project(APP_V1, replicas=3, restart="unless-stopped", volumes=True)
+    for n, container in enumerate(sorted(project.containers(), key=lambda c: c.name), start=1):
+        container.exec_run(["sh", "-c", f"echo replica-{n} > /data/marker"])
+    write_service(project, APP_V2, replicas=3, restart="unless-stopped", volumes=True)
+    first = plain.rollover(project, "--step", "1", "--order", "stop-first")
+    first.wait_for("acknowledged")
+    first.kill()
+    plain_daemon.restart()
+
+    outcome = plain.rollover(project, "--step", "1", "--order", "stop-first").finish(HANG_S)
+
+    assert outcome.returncode == 0, outcome.text()
+    assert "took_over_lock" in outcome.kinds(), outcome.text()
+    images = known_images(plain.client, APP_V1, APP_V2)
+    assert wait_until_serving(project, images, 3) == [("running", "healthy", APP_V2)] * 3, outcome.text()
+    markers = sorted(c.exec_run(["cat", "/data/marker"]).output.decode().strip() for c in project.containers())
+    assert markers == ["replica-1", "replica-2", "replica-3"], outcome.text()
+    assert not lock_exists(project)

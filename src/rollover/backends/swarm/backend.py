@@ -325,7 +325,8 @@ class SwarmBackend:
     # -- helpers -----------------------------------------------------------------------------------
 
     def _stop_grace_s(self) -> float:
-        return float((self._original["TaskTemplate"].get("ContainerSpec") or {}).get("StopGracePeriod") or 10 * NS) / NS
+        container = (self._original.get("TaskTemplate") or {}).get("ContainerSpec") or {}
+        return float(container.get("StopGracePeriod") or 10 * NS) / NS  # Swarm's default: 10 s
 
     def _start_delay_s(self, order: Order) -> float:
         """Stop-first: Swarm's agent waits for gossip (2 s), then stops the old task (up to its stop
