@@ -223,11 +223,8 @@ class SelectorService(Service):
             subprocess.run(["docker", "run", "-d", "--name", f"rtest-fault-sel-{value}-{n}", "--label", self.label,
                             "-p", "127.0.0.1::8080", "-v", "/data", "--stop-timeout", "5", self.tag],
                            check=True, capture_output=True)
-        deadline = time.monotonic() + 60
-        while not all(c.attrs["State"].get("Health", {}).get("Status") == "healthy" for c in self.containers()):
-            if time.monotonic() > deadline:
-                raise AssertionError("the selector service never turned healthy")
-            time.sleep(0.2)
+        wait_for(lambda: all(c.attrs["State"].get("Health", {}).get("Status") == "healthy" for c in self.containers()),
+                 60, "the selector service to turn healthy")
 
     def containers(self) -> list[Any]:
         containers = list(self.client.containers.list(all=True, filters={"label": self.label}))
@@ -246,8 +243,7 @@ class SelectorService(Service):
         return lock_name("web", project=None, selector={key: value})
 
     def tear_down(self) -> None:
-        self.containers()
-        remove_containers(self.client, [c.id for c in self.containers()] + [self.lock()])
+        remove_containers(self.client, [c.id for c in self.containers()] + [self.lock()])  # volumes noted first
         remove_volumes(self.client, self.volumes)
 
 

@@ -192,10 +192,7 @@ class DockerBackend:
 
     async def retire(self, replica: Replica) -> None:
         await self._workshop.stop(replica)
-        async with self._workshop.mutations:
-            # Volumes stay: the replacement mounts the anonymous ones by name, and a rollback needs them.
-            await self._workshop.connected().remove(replica.id, force=True, volumes=False)
-        await self._workshop.hand_name_over(replica.id)
+        await self._workshop.remove_replaced([replica.id])
 
     async def discard(self, replica: Replica) -> None:
         self._workshop.drop_renames_to((replica.id,))

@@ -116,12 +116,12 @@ class Workshop:
         await self.connected().remove(container_id, force=True, volumes=True)
 
     async def remove_replaced(self, replaced_ids: Sequence[str]) -> None:
-        """Stop-first, last step: remove the stopped replicas whose replacements now run on their
-        volumes, and hand each one's name over. Until now both were there, so a kill at any moment
-        leaves every volume mounted by a container (see DockerBackend.acquire_lock's takeover)."""
+        """Remove stopped replicas whose replacements now run on their volumes (stop-first's last
+        step, and retire()), and hand each one's name over. Until now both were there, so a kill at
+        any moment leaves every volume mounted by a container (see leftovers.py)."""
         async with self.mutations:
             for old_id in replaced_ids:
-                # Volumes stay: the replacement mounts the anonymous ones by name.
+                # Volumes stay: the replacement mounts the anonymous ones by name, and a rollback needs them.
                 await self.connected().remove(old_id, force=True, volumes=False)
         for old_id in replaced_ids:
             await self.hand_name_over(old_id)
