@@ -1,0 +1,171 @@
+"""`rollover up` end to end: the console script against the real engine and real Compose v2, on
+the issue's four-service project (db, api, web, worker). Each test checks what a user would:
+the exit code, the JSON plan and summary, which container ids changed, what `docker compose`
+says afterwards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.engine import APP_BROKEN, APP_V1, APP_V2
+from tests.support.http_stubs import closed_port
+from tests.support.project_up import cli_env, four_services, max_in_flight, up_project
+
+pytestmark = pytest.mark.engine
+
+
+def _healthy(container: Any) -> bool:
+    container.reload()
+    health = container.attrs["State"].get("Health")
+    return container.status == "running" and (health is None or health["Status"] == "healthy")
+
+
+def test_first_up_then_a_change_rolls_exactly_the_changed_services(
+        docker_client: Any, app_images: dict[str, str], tmp_path: Path) -> None:
+    with up_project(docker_client, tmp_path / "p", four_services(closed_port()), {"data": {}}) as project:
+        first = project.up()
+        assert first.code == 0, first
+        # Dependencies first: db before api before web; worker depends on nothing.
+        order = first.done_order()
+        assert order.index("db") < order.index("api") < order.index("web"), order
+        assert set(first.results().values()) == {"completed"}, first.summary
+        assert {service: len(ids) for service, ids in project.all_ids().items()} == {
+            "api": 3, "db": 1, "web": 2, "worker": 2}
+        assert all(_healthy(container) for container in project.containers())
+
+        before = project.all_ids()
+        project.services["api"]["image"] = APP_V2
+        project.services["worker"]["environment"] = {"MODE": "b"}
+        project.write()
+        objects = project.engine_objects()
+        dry = project.up("--dry-run")
+        assert dry.code == 0, dry
+        assert {service: item["action"] for service, item in dry.plan.items()} == {
+            "db": "untouched", "api": "roll", "web": "untouched", "worker": "roll"}
+        assert dry.plan["api"]["step"] == "2" and dry.plan["api"]["order"] == "start-first"
+        assert dry.plan["api"]["sources"] == {"step": "update_config.parallelism", "order": "update_config.order"}
+        assert dry.plan["api"]["prediction"]["duration_s"] > 0, dry.plan["api"]
+        assert project.engine_objects() == objects  # --dry-run touched nothing
+
+        rolled = project.up()
+        assert rolled.code == 0, rolled
+        assert rolled.plan_order() == dry.plan_order()
+        assert rolled.results() == {"db": "untouched", "worker": "completed", "api": "completed",
+                                    "web": "untouched"}
+        after = project.all_ids()
+        assert after["db"] == before["db"] and after["web"] == before["web"]
+        assert not after["api"] & before["api"] and not after["worker"] & before["worker"]
+        assert len(after["api"]) == 3 and len(after["worker"]) == 2
+        assert max_in_flight(rolled.service_events("api")) == 2
+        assert {container.attrs["Image"] for container in project.containers("api")} == {app_images[APP_V2]}
+
+        # Compose agrees: nothing left to recreate, and it lists every container.
+        project.compose("up", "-d", "--wait", "--wait-timeout", "60")
+        assert project.all_ids() == after
+        listed = json.loads("[" + ",".join(project.compose("ps", "--format", "json").split("\n")[:-1]) + "]")
+        assert sorted(item["ID"] for item in listed) == sorted(
+            container.id[:12] for container in project.containers())
+
+
+def test_new_services_are_created_and_orphans_removed_only_when_asked(
+        docker_client: Any, app_images: dict[str, str], tmp_path: Path) -> None:
+    services = {"web": {"image": APP_V1, "init": True, "deploy": {"replicas": 2}},
+                "worker": {"image": APP_V1, "init": True}}
+    with up_project(docker_client, tmp_path / "p", services) as project:
+        assert (first := project.up()).code == 0, first
+        web, worker = project.ids("web"), project.ids("worker")
+        del project.services["worker"]
+        project.services["cache"] = {"image": APP_V1, "init": True}
+        project.write()
+
+        added = project.up()
+        assert added.code == 0, added
+        assert added.plan["cache"]["action"] == "create" and added.plan["worker"]["action"] == "orphan"
+        assert len(project.ids("cache")) == 1 and project.ids("web") == web and project.ids("worker") == worker
+
+        removed = project.up("--remove-orphans")
+        assert removed.code == 0, removed
+        assert removed.plan["worker"]["action"] == "remove"
+        assert project.containers("worker", running_only=False) == [] and project.ids("web") == web
+
+
+def test_a_failing_image_is_rolled_back_and_its_dependents_are_not_touched(
+        docker_client: Any, app_images: dict[str, str], tmp_path: Path) -> None:
+    with up_project(docker_client, tmp_path / "p", four_services(closed_port()), {"data": {}}) as project:
+        assert (first := project.up()).code == 0, first
+        before = project.all_ids()
+        project.services["api"]["image"] = APP_BROKEN
+        project.services["api"]["deploy"]["update_config"]["failure_action"] = "rollback"
+        project.services["web"]["environment"] = {"CHANGED": "yes"}  # web would roll too
+        project.write()
+
+        failed = project.up()
+        assert failed.code == 1, failed
+        results = failed.results()
+        assert results["api"] == "rolled-back" and results["web"] == "blocked", failed.summary
+        assert "api" in (failed.summary["services"][-1]["reason"] or "") or any(
+            "api" in (item["reason"] or "") for item in failed.summary["services"] if item["service"] == "web")
+        after = project.all_ids()
+        assert after["web"] == before["web"] and after["db"] == before["db"]
+        assert {container.attrs["Image"] for container in project.containers("api")} == {app_images[APP_V1]}
+        assert len(after["api"]) == 3 and all(_healthy(container) for container in project.containers("api"))
+
+
+@pytest.mark.parametrize(("edit", "args", "named"), [
+    ("broken-file", (), "yaml"),
+    ("unknown-service", ("nosuch",), "nosuch"),
+    ("unknown-profile", ("--profile", "nosuch"), "nosuch"),
+    ("bad-update-config", (), "failure_action"),
+    ("unknown-x-rollover-key", (), "probe_url"),
+], ids=lambda value: value if isinstance(value, str) else None)
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(
+        docker_client: Any, app_images: dict[str, str], tmp_path: Path, edit: str, args: tuple[str, ...],
+        named: str) -> None:
+    services = {"web": {"image": APP_V1, "init": True}}
+    with up_project(docker_client, tmp_path / "p", services) as project:
+        if edit == "bad-update-config":
+            services["web"]["deploy"] = {"update_config": {"failure_action": "explode"}}
+        if edit == "unknown-x-rollover-key":
+            services["web"]["x-rollover"] = {"probe_url": "http://127.0.0.1:1/"}
+        project.write()
+        if edit == "broken-file":
+            project.file.write_text(project.file.read_text() + "\n  oops: [\n")
+        outcome = project.up(*args)
+        assert outcome.code == 2, outcome
+        [line] = outcome.stderr.strip().splitlines()
+        assert line.startswith("error: ") and named in line.lower(), line
+        assert project.engine_objects() == (set(), set(), set())
+
+
+def test_files_env_files_profiles_and_compose_variables_select_what_compose_would(
+        docker_client: Any, app_images: dict[str, str], tmp_path: Path) -> None:
+    services = {"web": {"image": "${WEB_IMAGE:-" + APP_V1 + "}", "init": True},
+                "tools": {"image": APP_V1, "init": True, "profiles": ["tools"]}}
+    with up_project(docker_client, tmp_path / "p", services) as project:
+        override = project.directory / "override.yaml"
+        override.write_text(json.dumps({"services": {"web": {"deploy": {"replicas": 2}}}}))
+        env_file = project.directory / "v2.env"
+        env_file.write_text(f"WEB_IMAGE={APP_V2}\n")
+
+        plain = project.up("--dry-run")
+        assert plain.code == 0 and set(plain.plan) == {"web"}, plain
+        assert plain.plan["web"]["wanted"] == 1
+
+        chosen = project.up("-f", "compose.yaml", "-f", "override.yaml", "--env-file", "v2.env",
+                            "--profile", "tools")
+        assert chosen.code == 0, chosen
+        assert set(chosen.plan) == {"web", "tools"} and chosen.plan["web"]["wanted"] == 2
+        assert {container.attrs["Image"] for container in project.containers("web")} == {app_images[APP_V2]}
+        assert len(project.ids("web")) == 2 and len(project.ids("tools")) == 1
+
+        # The same selection through Compose's own variables, from another directory: unchanged.
+        variables = cli_env(COMPOSE_FILE=f"{project.file}:{override}", COMPOSE_PROFILES="tools",
+                            COMPOSE_PROJECT_NAME=project.name)
+        again = project.up("--env-file", str(env_file), env=variables, cwd=tmp_path)
+        assert again.code == 0, again
+        assert {service: item["action"] for service, item in again.plan.items()} == {
+            "web": "untouched", "tools": "untouched"}
