@@ -116,12 +116,12 @@ def test_a_failing_image_is_rolled_back_and_its_dependents_are_not_touched(
 
 
 @pytest.mark.parametrize(("edit", "args", "named"), [
-    ("broken-file", (), "yaml"),
-    ("unknown-service", ("nosuch",), "nosuch"),
-    ("unknown-profile", ("--profile", "nosuch"), "nosuch"),
-    ("bad-update-config", (), "failure_action"),
-    ("unknown-x-rollover-key", (), "probe_url"),
-], ids=lambda value: value if isinstance(value, str) else None)
+    pytest.param("broken-file", (), "yaml", id="broken-file"),
+    pytest.param("unknown-service", ("nosuch",), "nosuch", id="unknown-service"),
+    pytest.param("unknown-profile", ("--profile", "nosuch"), "nosuch", id="unknown-profile"),
+    pytest.param("bad-update-config", (), "failure_action", id="invalid-update-config"),
+    pytest.param("unknown-x-rollover-key", (), "probe_url", id="unknown-x-rollover-key"),
+])
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(
         docker_client: Any, app_images: dict[str, str], tmp_path: Path, edit: str, args: tuple[str, ...],
         named: str) -> None:

@@ -83,7 +83,7 @@ def _probe_times(inspect: Inspect) -> list[tuple[float, float]]:
 
 
 async def _first_healthy(engine: Engine, container_id: str, started: float) -> float | None:
-    events = await engine.past_events(started, engine.now_on_engine(), {
-        "container": [container_id], "event": ["health_status"]})
+    # Not filtered by event on the engine's side: that filter misses health_status (moby#25798).
+    events = await engine.past_events(started, engine.now_on_engine(), {"container": [container_id]})
     healthy = [event.get("timeNano", 0) / _NS for event in events if event.get("status") == "health_status: healthy"]
     return min(healthy) if healthy else None
