@@ -5,15 +5,18 @@ says afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 from tests.support.engine import APP_BROKEN, APP_V1, APP_V2
 from tests.support.http_stubs import closed_port
-from tests.support.project_up import cli_env, four_services, max_in_flight, up_project
+from tests.support.project_up import cli_env, four_services, max_in_flight, project_name, up_project
 
 pytestmark = pytest.mark.engine
 
@@ -71,9 +74,19 @@ def test_first_up_then_a_change_rolls_exactly_the_changed_services(
             container.id[:12] for container in project.containers())
 
 
-def test_new_services_are_created_and_orphans_removed_only_when_asked(
-        docker_client: Any, app_images: dict[str, str], tmp_path: Path) -> None:
-    services = {"web": {"image": APP_V1, "init": True, "deploy": {"replicas": 2}},
+@pytest.fixture
+def moving_tag(docker_client: Any, app_images: dict[str, str]) -> Iterator[str]:
+    """A tag of the test's own on app:v1, for the test to move as a pull would; removed after."""
+    tag = f"{project_name()}/app:live"
+    docker_client.images.get(APP_V1).tag(tag)
+    yield tag
+    with contextlib.suppress(docker.errors.NotFound):
+        docker_client.images.remove(tag, force=True)
+
+
+def test_new_services_are_created_orphans_removed_only_when_asked_and_a_moved_tag_rolls(
+        docker_client: Any, app_images: dict[str, str], moving_tag: str, tmp_path: Path) -> None:
+    services = {"web": {"image": moving_tag, "init": True, "deploy": {"replicas": 2}},
                 "worker": {"image": APP_V1, "init": True}}
     with up_project(docker_client, tmp_path / "p", services) as project:
         assert (first := project.up()).code == 0, first
@@ -91,6 +104,15 @@ def test_new_services_are_created_and_orphans_removed_only_when_asked(
         assert removed.code == 0, removed
         assert removed.plan["worker"]["action"] == "remove"
         assert project.containers("worker", running_only=False) == [] and project.ids("web") == web
+
+        # Same file, same config hash; the tag now names another image: web rolls onto it.
+        docker_client.images.get(APP_V2).tag(moving_tag)
+        moved = project.up()
+        assert moved.code == 0, moved
+        assert moved.plan["web"]["action"] == "roll" and "now points to another image" in moved.plan["web"]["why"]
+        assert moved.plan["cache"]["action"] == "untouched"
+        assert not project.ids("web") & web
+        assert {container.attrs["Image"] for container in project.containers("web")} == {app_images[APP_V2]}
 
 
 def test_a_failing_image_is_rolled_back_and_its_dependents_are_not_touched(

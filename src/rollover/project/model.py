@@ -60,7 +60,9 @@ async def load_project(args: ProjectArgs, env: Mapping[str, str]) -> LoadedProje
     """The model Compose resolves; a file Compose refuses is bad input (exit 2, nothing touched)."""
     rendered = _parse(await _compose(args, ["config", "--format", "yaml"], env), "config")
     everything = _parse(await _compose(args, ["config", "--format", "yaml"], env, profiles=("*",)), "config")
-    _check_profiles(args.profiles, everything)
+    # Profiles asked for by flag, else by COMPOSE_PROFILES (Compose's own precedence).
+    asked = args.profiles or tuple(name.strip() for name in env.get("COMPOSE_PROFILES", "").split(",") if name.strip())
+    _check_profiles(asked, everything)
     hashes = dict(line.split(" ", 1) for line in (
         await _compose(args, ["config", "--hash", "*"], env)).split("\n") if " " in line)
     services = {name: defined_service(name, body or {}, hashes.get(name, "").strip())
