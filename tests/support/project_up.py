@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -104,6 +106,24 @@ class UpProject:
                               env=env or cli_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
                               check=False)
         return UpRun(done.returncode, done.stdout, done.stderr)
+
+    def up_killed_after(self, marker: str, timeout_s: float = RUN_TIMEOUT_S) -> int:
+        """``rollover up --output json``, SIGKILLed as soon as a line of its output holds ``marker``;
+        its exit status (negative: the signal)."""
+        process = subprocess.Popen([str(ROLLOVER), "up", "--output", "json"], cwd=self.directory, env=cli_env(),
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert process.stdout is not None
+        timer = threading.Timer(timeout_s, process.kill)  # bounds the wait if the marker never comes
+        timer.start()
+        try:
+            for line in process.stdout:
+                if marker in line:
+                    process.send_signal(signal.SIGKILL)
+                    break
+        finally:
+            timer.cancel()
+            process.stdout.close()
+        return process.wait(timeout=30)
 
     def compose(self, *args: str) -> str:
         return run("docker", "compose", "-p", self.name, *args, cwd=self.directory)
