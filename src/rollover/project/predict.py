@@ -2,7 +2,7 @@
 a virtual clock), fed with what the service's running replicas took to come up.
 
 Time to up, per replica, from the engine's own history: creation -> start (what a request takes
-to be acknowledged), then start -> its first ``health_status: healthy`` event (the engine keeps
+to be acknowledged; the smallest of them), then start -> its first ``health_status: healthy`` event (the engine keeps
 its last few hundred events). When that history has rolled off: the first probe's time, the
 healthcheck's interval plus what its probes take (the health log). The prediction says which.
 """
@@ -61,7 +61,10 @@ async def _time_to_up(engine: Engine, running: Sequence[Inspect]) -> tuple[float
         healthy = await _first_healthy(engine, str(inspect["Id"]), started)
         if healthy is not None:
             ups.append(healthy - started)
-    request_s = statistics.median(requests) if requests else 0.5
+    # Compose creates a service's containers together and starts them one after another: the
+    # smallest creation -> start gap is one request's time (3 created at 0 s, started at 1.9,
+    # 3.5 and 4.6 s -> 1.9 s).
+    request_s = min(requests) if requests else 0.5
     if ups:
         return request_s, statistics.median(ups), f"measured from {len(ups)} replica(s)' start and healthy events"
     # The engine's event buffer is short (its healthchecks' own exec events flood it): then a
