@@ -215,3 +215,33 @@ def test_a_killed_up_is_finished_by_the_next_one(
         assert len(project.ids("api")) == 3
         assert not docker_client.containers.list(all=True, filters={"name": f"rollover-lock-{project.name}-api"})
         assert project.up("--dry-run").plan["api"]["action"] == "untouched"
+
+
+def test_services_that_cannot_run_twice_are_replaced_stop_first_with_their_data(
+        docker_client: Any, app_images: dict[str, str], tmp_path: Path) -> None:
+    port = closed_port()
+    services = {
+        "db": {"image": APP_V1, "init": True, "stop_grace_period": "5s", "volumes": ["data:/data"],
+               "ports": [f"127.0.0.1:{port}:8080"]},
+        "single": {"image": APP_V1, "init": True, "stop_grace_period": "5s"},
+    }
+    with up_project(docker_client, tmp_path / "p", services, {"data": {}}) as project:
+        services["single"]["container_name"] = f"{project.name}-the-single"
+        project.write()
+        assert (first := project.up()).code == 0, first
+        [db] = project.containers("db")
+        assert db.exec_run(["sh", "-c", "echo kept > /data/mark"]).exit_code == 0
+        for name in services:
+            services[name]["image"] = APP_V2
+        project.write()
+
+        rolled = project.up()
+        assert rolled.code == 0, rolled
+        assert rolled.plan["db"]["action"] == "roll" and rolled.plan["db"]["order"] == "stop-first"
+        assert f"fixed host port 127.0.0.1:{port}" in rolled.plan["db"]["order_why"]
+        assert rolled.plan["single"]["action"] == "recreate" and "container_name" in rolled.plan["single"]["why"]
+        [new_db] = project.containers("db")
+        assert new_db.id != db.id and new_db.attrs["Image"] == app_images[APP_V2]
+        assert new_db.exec_run(["cat", "/data/mark"]).output == b"kept\n"
+        [single] = project.containers("single")
+        assert single.name == f"{project.name}-the-single" and single.attrs["Image"] == app_images[APP_V2]

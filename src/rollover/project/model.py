@@ -8,6 +8,7 @@ YAML, not JSON: Compose's JSON rendering drops a service's ``x-`` extensions (``
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,13 +59,16 @@ class LoadedProject:
 
 async def load_project(args: ProjectArgs, env: Mapping[str, str]) -> LoadedProject:
     """The model Compose resolves; a file Compose refuses is bad input (exit 2, nothing touched)."""
-    rendered = _parse(await _compose(args, ["config", "--format", "yaml"], env), "config")
-    everything = _parse(await _compose(args, ["config", "--format", "yaml"], env, profiles=("*",)), "config")
+    texts = await asyncio.gather(  # three reads of the same files: at once
+        _compose(args, ["config", "--format", "yaml"], env),
+        _compose(args, ["config", "--format", "yaml"], env, profiles=("*",)),
+        _compose(args, ["config", "--hash", "*"], env),
+    )
+    rendered, everything = _parse(texts[0], "config"), _parse(texts[1], "config")
     # Profiles asked for by flag, else by COMPOSE_PROFILES (Compose's own precedence).
     asked = args.profiles or tuple(name.strip() for name in env.get("COMPOSE_PROFILES", "").split(",") if name.strip())
     _check_profiles(asked, everything)
-    hashes = dict(line.split(" ", 1) for line in (
-        await _compose(args, ["config", "--hash", "*"], env)).split("\n") if " " in line)
+    hashes = dict(line.split(" ", 1) for line in texts[2].split("\n") if " " in line)
     services = {name: defined_service(name, body or {}, hashes.get(name, "").strip())
                 for name, body in (rendered.get("services") or {}).items()}
     name = str(rendered.get("name") or "")
