@@ -16,7 +16,14 @@ import pytest
 
 from tests.support.engine import APP_BROKEN, APP_V1, APP_V2
 from tests.support.http_stubs import closed_port
-from tests.support.project_up import cli_env, four_services, max_in_flight, project_name, up_project
+from tests.support.project_up import (
+    PATIENT_HEALTHCHECK,
+    cli_env,
+    four_services,
+    max_in_flight,
+    project_name,
+    up_project,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -86,13 +93,14 @@ def moving_tag(docker_client: Any, app_images: dict[str, str]) -> Iterator[str]:
 
 def test_new_services_are_created_orphans_removed_only_when_asked_and_a_moved_tag_rolls(
         docker_client: Any, app_images: dict[str, str], moving_tag: str, tmp_path: Path) -> None:
-    services = {"web": {"image": moving_tag, "init": True, "deploy": {"replicas": 2}},
-                "worker": {"image": APP_V1, "init": True}}
+    quick = {"init": True, "healthcheck": PATIENT_HEALTHCHECK}
+    services = {"web": {"image": moving_tag, **quick, "deploy": {"replicas": 2}},
+                "worker": {"image": APP_V1, **quick}}
     with up_project(docker_client, tmp_path / "p", services) as project:
         assert (first := project.up()).code == 0, first
         web, worker = project.ids("web"), project.ids("worker")
         del project.services["worker"]
-        project.services["cache"] = {"image": APP_V1, "init": True}
+        project.services["cache"] = {"image": APP_V1, **quick}
         project.write()
 
         added = project.up()
@@ -149,7 +157,7 @@ def test_a_failing_image_is_rolled_back_and_its_dependents_are_not_touched(
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(
         docker_client: Any, app_images: dict[str, str], tmp_path: Path, edit: str, args: tuple[str, ...],
         named: str) -> None:
-    services = {"web": {"image": APP_V1, "init": True}}
+    services = {"web": {"image": APP_V1, "init": True, "healthcheck": PATIENT_HEALTHCHECK}}
     with up_project(docker_client, tmp_path / "p", services) as project:
         if edit == "bad-update-config":
             services["web"]["deploy"] = {"update_config": {"failure_action": "explode"}}
@@ -167,8 +175,9 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(
 
 def test_files_env_files_profiles_and_compose_variables_select_what_compose_would(
         docker_client: Any, app_images: dict[str, str], tmp_path: Path) -> None:
-    services = {"web": {"image": "${WEB_IMAGE:-" + APP_V1 + "}", "init": True},
-                "tools": {"image": APP_V1, "init": True, "profiles": ["tools"]}}
+    quick = {"init": True, "healthcheck": PATIENT_HEALTHCHECK}
+    services = {"web": {"image": "${WEB_IMAGE:-" + APP_V1 + "}", **quick},
+                "tools": {"image": APP_V1, **quick, "profiles": ["tools"]}}
     with up_project(docker_client, tmp_path / "p", services) as project:
         override = project.directory / "override.yaml"
         override.write_text(json.dumps({"services": {"web": {"deploy": {"replicas": 2}}}}))
@@ -222,8 +231,9 @@ def test_services_that_cannot_run_twice_are_replaced_stop_first_with_their_data(
     port = closed_port()
     services = {
         "db": {"image": APP_V1, "init": True, "stop_grace_period": "5s", "volumes": ["data:/data"],
-               "ports": [f"127.0.0.1:{port}:8080"]},
-        "single": {"image": APP_V1, "init": True, "stop_grace_period": "5s"},
+               "ports": [f"127.0.0.1:{port}:8080"], "healthcheck": PATIENT_HEALTHCHECK},
+        "single": {"image": APP_V1, "init": True, "stop_grace_period": "5s",
+                   "healthcheck": PATIENT_HEALTHCHECK},
     }
     with up_project(docker_client, tmp_path / "p", services, {"data": {}}) as project:
         services["single"]["container_name"] = f"{project.name}-the-single"

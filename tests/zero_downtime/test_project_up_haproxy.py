@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.engine import APP_V1, APP_V2
 from tests.support.haproxy_front import HAProxy
-from tests.support.project_up import up_project
+from tests.support.project_up import PATIENT_HEALTHCHECK, up_project
 
 pytestmark = pytest.mark.engine
 
@@ -29,6 +29,7 @@ def test_two_services_roll_behind_haproxy_with_no_failed_request(
         docker_client: Any, app_images: dict[str, str], tmp_path: Path) -> None:
     def service(**extra: Any) -> dict[str, Any]:
         return {"image": APP_V1, "init": True, "stop_grace_period": "5s", "ports": ["127.0.0.1::8080"],
+                "healthcheck": PATIENT_HEALTHCHECK,
                 "deploy": {"replicas": 2, "update_config": {"parallelism": 1, "order": "start-first"}}, **extra}
 
     services = {"api": service(), "web": service(depends_on={"api": {"condition": "service_healthy"}})}
@@ -48,9 +49,10 @@ def test_two_services_roll_behind_haproxy_with_no_failed_request(
             project.write()
 
             rolled = project.up()
-            assert rolled.code == 0, rolled
-            assert rolled.results() == {"api": "completed", "web": "completed"}, rolled.summary
             summaries = {event["service"]: event for event in rolled.events if event["event"] == "summary"}
+            said = f"{summaries}; " + "; ".join(f"{name}: {front.describe()}" for name, front in fronts.items())
+            assert rolled.code == 0, said
+            assert rolled.results() == {"api": "completed", "web": "completed"}, rolled.summary
             for name, front in fronts.items():
                 probe = summaries[name]["probe"]
                 assert probe["sent"] > 0 and probe["failed"] == 0, summaries[name]
