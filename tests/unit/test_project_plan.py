@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from rollover.backends.sim import SimBackend
+from rollover.cli import main
 from rollover.clock import run_virtual
 from rollover.controller import Controller
 from rollover.core.events import EventKind
@@ -24,6 +25,7 @@ from rollover.core.project import (
 from rollover.core.result import Outcome, RolloutResult
 from rollover.core.settings import Overrides, service_settings
 from rollover.errors import InvalidOption
+from rollover.project.up import ProjectRun, ServiceOutcome
 
 
 def _service(name: str, **options: Any) -> DefinedService:
@@ -189,3 +191,23 @@ def test_a_rollback_rolls_as_rollback_config_says() -> None:
 
 def _restores(events: list[ProgressEvent]) -> list[float]:
     return [event.at for event in events if event.kind is EventKind.REQUEST_SENT and event.fields()["restore"]]
+
+
+# -- the project's exit code -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("results", "code"), [
+    (["completed", "untouched", "skipped", "left"], 0),
+    (["completed", "rolled-back", "blocked"], 1),
+    (["completed", "locked"], 3),
+    (["locked", "failed"], 1),
+    (["completed", "interrupted", "not-started"], 130),
+])
+def test_the_exit_code_follows_the_services_results(results: list[str], code: int) -> None:
+    run = ProjectRun([ServiceOutcome(f"s{number}", Action.ROLL, result) for number, result in enumerate(results)])
+    assert run.exit_code == code
+
+
+def test_no_deps_without_services_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["up", "--no-deps"], environ={}) == 2
+    assert capsys.readouterr().err == "error: InvalidOption: --no-deps needs the services to deploy\n"
