@@ -19,14 +19,15 @@ from dataclasses import dataclass, field, replace
 from rollover.assembly import TrafficOptions, check_probe_url, make_balancer, make_probe, parse_balancers, parse_hook
 from rollover.backends.docker.backend import DockerBackend
 from rollover.backends.docker.compose import docker_cli_env, run_docker
+from rollover.backends.docker.inspect import COMPOSE_SERVICE, labels_of
 from rollover.controller.loop import Controller, Reporter
 from rollover.core.events import EventKind
 from rollover.core.model import ProgressEvent
 from rollover.core.project import Action, PlanRequest, ProjectPlan, ServicePlan, blocked_by, plan_project
 from rollover.core.result import Outcome
 from rollover.core.settings import ServiceSettings
-from rollover.engine import Engine
-from rollover.errors import ImageNotFound, InvalidOption, Locked, RolloverError
+from rollover.engine import Engine, Inspect
+from rollover.errors import ImageNotFound, InvalidOption, Locked, PlatformError, RolloverError
 from rollover.project.actions import compose_up, remove_orphan
 from rollover.project.model import LoadedProject, ProjectArgs, load_project
 from rollover.project.predict import predict_durations
@@ -85,10 +86,12 @@ async def rollover_up(request: UpRequest, emit: Emit, reporter_for: ReporterFor)
     engine = await Engine.connect(None)
     try:
         loaded = await load_project(request.args, env)
-        if request.pull and not request.dry_run:
-            await run_docker([*request.args.cli_args(), "pull", "--quiet", "--ignore-buildable",
-                              *request.plan.selected], env=env)
         loaded, plan, containers = await _look(engine, loaded, request.plan)
+        if request.pull and not request.dry_run:
+            # After a first look (which validated the selection): a moved tag is then a change.
+            await _pull(request, [item.service for item in plan.services
+                                  if item.action not in (Action.ORPHAN, Action.REMOVE, Action.SKIP)], env)
+            loaded, plan, containers = await _look(engine, loaded, request.plan)
         traffic = {item.service: traffic_options(item) for item in plan.services if item.action is Action.ROLL}
         _check_images(loaded, plan, request.pull)
         predictions = await predict_durations(engine, plan, containers) if request.dry_run else {}
@@ -106,19 +109,26 @@ async def rollover_up(request: UpRequest, emit: Emit, reporter_for: ReporterFor)
 
 
 async def _look(engine: Engine, loaded: LoadedProject,
-                request: PlanRequest) -> tuple[LoadedProject, ProjectPlan, dict[str, list[dict[str, object]]]]:
+                request: PlanRequest) -> tuple[LoadedProject, ProjectPlan, dict[str, list[Inspect]]]:
+    """The plan from the model and what runs now; the project's containers by service."""
     loaded.services.update(await with_image_ids(engine, loaded.services))
     containers = await project_containers(engine, loaded.name)
-    plan = plan_project(_named(request, loaded.name), loaded.services, running_services(containers), loaded.known)
-    by_service: dict[str, list[dict[str, object]]] = {}
+    plan = plan_project(replace(request, project=loaded.name), loaded.services, running_services(containers),
+                        loaded.known)
+    by_service: dict[str, list[Inspect]] = {}
     for inspect in containers:
-        by_service.setdefault(str((inspect.get("Config") or {}).get("Labels", {}).get(
-            "com.docker.compose.service", "")), []).append(inspect)
+        by_service.setdefault(labels_of(inspect).get(COMPOSE_SERVICE, ""), []).append(inspect)
     return loaded, plan, by_service
 
 
-def _named(request: PlanRequest, project: str) -> PlanRequest:
-    return replace(request, project=project)
+async def _pull(request: UpRequest, services: list[str], env: Mapping[str, str]) -> None:
+    """``docker compose pull`` of the services about to be deployed; a failure touched nothing else."""
+    if not services:
+        return
+    try:
+        await run_docker([*request.args.cli_args(), "pull", "--quiet", "--ignore-buildable", *services], env=env)
+    except PlatformError as exc:
+        raise ImageNotFound(f"--pull: {exc}") from exc
 
 
 def traffic_options(plan: ServicePlan) -> TrafficOptions:
