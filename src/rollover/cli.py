@@ -328,6 +328,41 @@ def simulate(replicas: int, request_time: str, redeploy_time: str, step: str, gr
     return _finish(result, choice, json_reporter)
 
 
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.argument("services", nargs=-1)
+@click.option("-f", "--file", "files", multiple=True, help="Compose file (repeatable), as for docker compose.")
+@click.option("-p", "--project-name", default=None, help="Project name, as for docker compose.")
+@click.option("--project-directory", default=None, help="Project directory, as for docker compose.")
+@click.option("--env-file", "env_files", multiple=True, help="Environment file (repeatable), as for docker compose.")
+@click.option("--profile", "profiles", multiple=True, help="Profile to enable (repeatable), as for docker compose.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and the predicted durations; touch nothing.")
+@click.option("--force-recreate", is_flag=True, help="Roll unchanged services too.")
+@click.option("--remove-orphans", is_flag=True, help="Remove the containers of services no longer in the file.")
+@click.option("--no-deps", is_flag=True, help="Only the named services, not what they depend on.")
+@click.option("--pull/--no-pull", default=False, envvar="ROLLOVER_PULL", help="Pull the images first.")
+@_with([click.option(f"--{name}", default=None, envvar=f"ROLLOVER_{var}",
+                     help=f"Every service's {name}, over the file's ({hint}).")
+        for name, var, hint in (("step", "STEP", "update_config.parallelism"), ("grace", "GRACE_PERIOD",
+                                "update_config.delay"), ("order", "ORDER", "update_config.order"),
+                                ("timeout", "TIMEOUT", "x-rollover.timeout"),
+                                ("on-failure", "ON_FAILURE", "update_config.failure_action"),
+                                ("drain-timeout", "DRAIN_TIMEOUT", "x-rollover.drain_timeout"))])
+@click.option("--max-probe-failures", type=int, default=None, envvar="ROLLOVER_MAX_PROBE_FAILURES",
+              help="Every service's probe failure limit, over x-rollover.max_probe_failures.")
+@_with(_output_options)
+def up(services: tuple[str, ...], files: tuple[str, ...], project_name: str | None, project_directory: str | None,
+       env_files: tuple[str, ...], profiles: tuple[str, ...], dry_run: bool, force_recreate: bool,
+       remove_orphans: bool, no_deps: bool, pull: bool, output: str, timeline: bool, verbose: int, quiet: bool,
+       **overrides: Any) -> int:
+    """What `docker compose up -d` does, without downtime: every changed service rolled, in order."""
+    from rollover.project.command import run_up
+
+    return run_up(services, files=files, project_name=project_name, project_directory=project_directory,
+                  env_files=env_files, profiles=profiles, dry_run=dry_run, force_recreate=force_recreate,
+                  remove_orphans=remove_orphans, no_deps=no_deps, pull=pull,
+                  output=_output_choice(output, timeline, quiet, verbose), redact=_redactor(), **overrides)
+
+
 def _say_error(exc: BaseException, code_name: str, verbose: bool) -> None:
     redact = _redactor()
     text = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)

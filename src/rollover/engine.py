@@ -204,6 +204,14 @@ class Engine:
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
             raise engine_error(exc, "subscribe to events", self.address) from exc
 
+    async def past_events(self, since: float, until: float, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        """The events the engine still holds between two engine times (it keeps the last few hundred)."""
+        def read() -> list[dict[str, Any]]:
+            stream = self._api.events(since=f"{since:.9f}", until=f"{until:.9f}", filters=filters, decode=True)
+            return list(stream)
+
+        return await self._call("read past events", read)
+
     # -- Swarm (on a manager) ------------------------------------------------------------------------
 
     async def swarm_state(self) -> Inspect:

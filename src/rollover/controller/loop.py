@@ -34,7 +34,15 @@ from rollover.core import rollout
 from rollover.core.events import EventKind
 from rollover.core.model import Order, ProgressEvent, ReplicaDown, ReplicaUp, ServiceSnapshot, StaleLock
 from rollover.core.plan import Decision, decide, needs_repair
-from rollover.core.policy import FailurePolicy, Policy, batch_size, choose_order, lock_lease_s, replacement_timeout
+from rollover.core.policy import (
+    FailurePolicy,
+    Policy,
+    batch_size,
+    choose_order,
+    lock_lease_s,
+    replacement_timeout,
+    tolerated_failures,
+)
 from rollover.core.probe_report import ProbeReport
 from rollover.core.recovery import Recovery, made_by, plan_recovery
 from rollover.core.result import RolloutResult, conclude, first_failure, summary_figures
@@ -198,15 +206,19 @@ class Controller:
         # A failure or a signal puts back what needs repair (under 'rollback', every replaced
         # replica); under 'pause' everything stays as it is, and without the engine nothing can move.
         back: RolloutState | None = None
-        rolling_back = self.policy.on_failure is FailurePolicy.ROLLBACK
-        if self.policy.on_failure is not FailurePolicy.PAUSE and self._engine_lost is None and (
+        tolerated = tolerated_failures(self.policy, len(forward.progress))
+        # Failures max_failure_ratio absorbs leave the policy unapplied: only repairs are owed.
+        within = self._interrupted_by is None and forward.count(Phase.FAILED) <= tolerated
+        rolling_back = self.policy.on_failure is FailurePolicy.ROLLBACK and not within
+        if (self.policy.on_failure is not FailurePolicy.PAUSE or within) and self._engine_lost is None and (
                 self._interrupted_by is not None or first_failure(forward) is not None):
             back = await self._roll_back(forward, batch, everything=rolling_back)
         probe = await self.probe.stop() if self.probe is not None else None
         outcome, failure = conclude(forward, back, self.policy.on_failure, interrupted_by=self._interrupted_by,
                                     problems=self._effects.problems, probe=probe,
                                     max_probe_failures=self.max_probe_failures,
-                                    engine_lost=None if self._engine_lost is None else str(self._engine_lost))
+                                    engine_lost=None if self._engine_lost is None else str(self._engine_lost),
+                                    tolerated=tolerated)
         result = RolloutResult(outcome, snapshot, self._order, forward, back, self._t0,
                                round(self._now() - self._t0, 6), failure, probe)
         self._emit(EventKind.SUMMARY, "", None, summary_figures(result))
@@ -220,15 +232,19 @@ class Controller:
         done = [item for item in forward.progress
                 if (everything and item.phase is Phase.UP and item.replacement and not item.refill)
                 or needs_repair(item, self._order)]
+        # rollback_config: how a rollback rolls, when it says; else like the rollout.
+        grace_s = self.policy.grace_s if self.policy.rollback_grace_s is None else self.policy.rollback_grace_s
+        if self.policy.rollback_step is not None:
+            batch = batch_size(self.policy.rollback_step, len(done))
         if not done:
-            return rollout.start([], batch, self.policy.grace_s)
+            return rollout.start([], batch, grace_s)
         kept = [item.replacement.name for item in forward.progress
                 if everything and item.refill and item.phase is Phase.UP and item.replacement]
         self._report(EventKind.ROLLBACK, replicas=[item.target.name for item in done], kept_refills=kept)
         replacements = [item.replacement for item in done if item.replacement is not None]
         originals = [item.target for item in done]
         return await self._run_phase(
-            rollout.start(replacements, batch, self.policy.grace_s, restore_from=originals, admission=self._admission)
+            rollout.start(replacements, batch, grace_s, restore_from=originals, admission=self._admission)
         )
 
     async def _run_phase(self, state: RolloutState) -> RolloutState:

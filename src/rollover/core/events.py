@@ -40,3 +40,8 @@ class EventKind(StrEnum):
     STREAM_RESTORED = "stream_restored"  # the event stream is open again; what it missed is looked up
     LOCK_NOT_RELEASED = "lock_not_released"  # the lock could not be released: the next rollout finds it stale
     SUMMARY = "summary"  # the last event: the outcome and its figures
+
+    # `rollover up`: a whole project (each rolled service's own events carry "service" too).
+    PROJECT_PLAN = "project_plan"  # every selected service: action, why, settings and where they came from
+    SERVICE_DONE = "service_done"  # one service's action finished (created, rolled, blocked, removed...)
+    PROJECT_SUMMARY = "project_summary"  # the last line: per service what happened, and the totals

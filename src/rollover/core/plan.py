@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rollover.core.model import Order
-from rollover.core.policy import FailurePolicy, Policy, StepKind
+from rollover.core.policy import FailurePolicy, Policy, StepKind, tolerated_failures
 from rollover.core.rollout import IN_FLIGHT, Phase, RolloutState, TargetProgress
 
 
@@ -97,7 +97,8 @@ def decide(state: RolloutState, policy: Policy, order: Order, now: float) -> Dec
     run to their outcome. The rollout is finished when nothing is in flight and nothing more
     will be sent.
     """
-    failed = state.count(Phase.FAILED) > 0
+    # More failures than max_failure_ratio absorbs (none, by default) apply the failure policy.
+    failed = state.count(Phase.FAILED) > tolerated_failures(policy, len(state.progress))
     halt = failed and policy.on_failure is not FailurePolicy.CONTINUE
     issuing = not (state.stopped_issuing or halt)
     request = next_request(state, policy) if issuing else ()

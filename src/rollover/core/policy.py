@@ -55,6 +55,12 @@ class Policy:
     order: OrderChoice = OrderChoice.AUTO
     timeout_s: float | None = None  # None: derived per replica, see replacement_timeout
     on_failure: FailurePolicy = FailurePolicy.ROLLBACK
+    # Failed replacements absorbed before on_failure applies, as a fraction of the targets
+    # (Compose's update_config.max_failure_ratio); see tolerated_failures.
+    max_failure_ratio: float = 0.0
+    # How a rollback rolls (Compose's rollback_config); None: like the rollout itself.
+    rollback_step: Step | None = None
+    rollback_grace_s: float | None = None
 
     def __post_init__(self) -> None:
         # The grace period holds back the *next* redeploy after one comes up. Step 'all' (the
@@ -87,6 +93,15 @@ def parse_step(text: str) -> Step:
             raise InvalidOption(f"step {text!r}: must be at least 1")
         return Step(StepKind.COUNT, value)
     raise InvalidOption(f"step {text!r}: expected a number N >= 1, N%, 'half' or 'all'")
+
+
+def tolerated_failures(policy: Policy, targets: int) -> int:
+    """Failed replacements a rollout absorbs before its failure policy applies.
+
+    max_failure_ratio 0.25 of 6 targets -> floor(1.5) = 1: the second failure stops it; 0 -> 0,
+    the first one does. (The epsilon keeps 0.3 x 10 at 3, not 2.9999.)
+    """
+    return math.floor(policy.max_failure_ratio * targets + 1e-9)
 
 
 def batch_size(step: Step, targets: int) -> int:

@@ -57,7 +57,8 @@ def first_failure(state: RolloutState) -> str | None:
 
 def conclude(forward: RolloutState, back: RolloutState | None, on_failure: FailurePolicy, *,
              interrupted_by: str | None, problems: Sequence[str], probe: ProbeReport | None,
-             max_probe_failures: int | None, engine_lost: str | None = None) -> tuple[Outcome, str | None]:
+             max_probe_failures: int | None, engine_lost: str | None = None,
+             tolerated: int = 0) -> tuple[Outcome, str | None]:
     """The outcome and its reason, once the forward phase and any rollback (``back``) are over.
 
     ``engine_lost`` (why) ended the rollout where it stood, which fails it whatever else happened.
@@ -70,6 +71,11 @@ def conclude(forward: RolloutState, back: RolloutState | None, on_failure: Failu
         outcome, failure = Outcome.INTERRUPTED, f"interrupted by {interrupted_by}"
     elif failure is None:
         outcome = Outcome.COMPLETED
+    elif forward.count(Phase.FAILED) <= tolerated:
+        # Within max_failure_ratio: the policy did not apply, but the service is not converged.
+        outcome = Outcome.FAILED
+        failure = (f"{forward.count(Phase.FAILED)} replacement(s) failed, within max_failure_ratio"
+                   f" ({tolerated} tolerated): not {on_failure.value}; first: {failure}")
     elif on_failure is FailurePolicy.ROLLBACK:
         assert back is not None  # a failure under 'rollback' is always rolled back
         outcome = Outcome.ROLLED_BACK if back.count(Phase.FAILED) == 0 else Outcome.FAILED

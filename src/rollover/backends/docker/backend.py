@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from rollover.backends.base import DEFAULT_LEASE_S
-from rollover.backends.docker.compose import docker_cli_env, resolve_project_name
+from rollover.backends.docker.compose import ComposeProject, docker_cli_env, resolve_project_name
 from rollover.backends.docker.events import (
     EventFeed,
     action_of,
@@ -70,6 +70,7 @@ class DockerBackend:
         pull: bool = False,
         docker_host: str | None = None,
         clock: Callable[[], float],
+        compose_project: ComposeProject | None = None,
     ) -> None:
         self._scope = ServiceScope(service, project, dict(selector) if selector is not None else None)
         self.platform = "compose" if self._scope.is_compose else "docker"
@@ -77,7 +78,7 @@ class DockerBackend:
         self._clock = clock
         self._workshop = Workshop()
         self._replacements = replacements_for(self._scope, self._workshop, image=image, pull=pull,
-                                              docker_host=docker_host)
+                                              docker_host=docker_host, compose_project=compose_project)
         self._lock_id: str | None = None
         self._feeds: list[EventFeed] = []
         self._snapshot_ids: tuple[str, ...] = ()  # the replicas the last snapshot found

@@ -52,10 +52,11 @@ class Replacements(Protocol):
 
 
 def replacements_for(scope: ServiceScope, workshop: Workshop, *, image: str | None, pull: bool,
-                     docker_host: str | None) -> Replacements:
+                     docker_host: str | None, compose_project: ComposeProject | None = None) -> Replacements:
     """Compose's way for a Compose service, cloning for a label-selected one."""
     if scope.is_compose:
-        return ComposeReplacements(workshop, image=image, pull=pull, docker_host=docker_host)
+        return ComposeReplacements(workshop, image=image, pull=pull, docker_host=docker_host,
+                                   project=compose_project)
     return SelectorReplacements(workshop, image=image, pull=pull)
 
 
@@ -74,11 +75,13 @@ async def ensure_image(workshop: Workshop, ref: str, pull: bool) -> None:
 class ComposeReplacements:
     """Replacements made by Compose, as ``docker compose up --scale`` would make them."""
 
-    def __init__(self, workshop: Workshop, *, image: str | None, pull: bool, docker_host: str | None) -> None:
+    def __init__(self, workshop: Workshop, *, image: str | None, pull: bool, docker_host: str | None,
+                 project: ComposeProject | None = None) -> None:
         self._workshop = workshop
         self._image = image
         self._pull = pull
         self._docker_host = docker_host
+        self._given_project = project  # `rollover up`: the files it loaded, which may differ from the labels'
 
     async def prepare(self, scope: ServiceScope, snapshot: ServiceSnapshot) -> None:
         service = scope.service
@@ -153,7 +156,9 @@ class ComposeReplacements:
         return await self._workshop.create(request, container_name(fresh))
 
     def _project(self, scope: ServiceScope) -> ComposeProject:
-        """The project's files, as Compose recorded them on the service's containers."""
+        """The project's files: as given, else as Compose recorded them on the service's containers."""
+        if self._given_project is not None:
+            return self._given_project
         recorded = self._workshop.any_definition()
         if recorded is None:
             raise PlatformError("take a snapshot first: it finds the compose project's files")

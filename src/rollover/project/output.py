@@ -1,0 +1,57 @@
+"""Where ``rollover up``'s events go: text lines or JSON lines, every rolled service's own events
+marked with its name, and the project summary last."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import click
+
+from rollover.controller.loop import Reporter
+from rollover.core.events import EventKind
+from rollover.core.model import ProgressEvent
+from rollover.project.report import plan_lines, summary_lines
+from rollover.report.output import JsonReporter, TextReporter
+from rollover.report.redact import Redactor
+
+
+class ProjectOutput:
+    def __init__(self, *, json: bool, quiet: bool, redact: Redactor) -> None:
+        self._json = json
+        self._quiet = quiet
+        self._redact = redact
+        self._project = JsonReporter(redact=redact) if json else None
+
+    def emit(self, event: ProgressEvent) -> None:
+        if self._project is not None:
+            self._project(event)
+            return
+        fields = event.fields()
+        if event.kind is EventKind.PROJECT_PLAN:
+            self._say(plan_lines(fields))
+        elif event.kind is EventKind.PROJECT_SUMMARY:
+            self._say(summary_lines(fields))
+        elif event.kind is EventKind.SERVICE_DONE and (not self._quiet or fields["result"] != "completed"):
+            reason = f" ({fields['reason']})" if fields.get("reason") else ""
+            self._say([f"{fields['service']}: {fields['action']} {fields['result']}"
+                       f" in {fields['duration_s']:.1f}s{reason}"])
+
+    def _say(self, lines: list[str]) -> None:
+        for line in lines:
+            click.echo(self._redact(line))
+
+    def reporter_for(self, service: str) -> tuple[Reporter, Callable[[], None]]:
+        """A rolled service's reporter (its events carry ``service``) and the call that prints its
+        held-back summary (JSON), so the project summary stays the last line."""
+        inner: JsonReporter | TextReporter = (JsonReporter(redact=self._redact) if self._json
+                                              else TextReporter(quiet=self._quiet, redact=self._redact))
+
+        def report(event: ProgressEvent) -> None:
+            inner(replace(event, detail=(("service", service), *event.detail)))
+
+        def flush() -> None:
+            if isinstance(inner, JsonReporter):
+                inner.finish(None)
+
+        return report, flush
