@@ -158,23 +158,32 @@ class LocalMaster:
                                       " is no nginx master process")
         self._pid = pid
 
-    def _processes(self) -> list[Process]:
-        found = []
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = Path(entry.path, "stat").read_text()
-            except OSError:  # gone meanwhile
-                continue
-            # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'
-            fields = stat[stat.rfind(")") + 2:].split()
-            if len(fields) > 1 and int(fields[1]) == self._pid:
-                found.append(Process(int(entry.name), self._pid, self._title(int(entry.name))))
-        return found
+    def _children(self) -> list[Process]:
+        """The master's children, from /proc/PID/task/PID/children (one read: the master has one
+        thread), else by reading every process's stat (a kernel without CONFIG_PROC_CHILDREN)."""
+        try:
+            pids = [int(p) for p in Path(f"/proc/{self._pid}/task/{self._pid}/children").read_text().split()]
+        except FileNotFoundError:
+            pids = [pid for pid in self._all_pids() if self._parent(pid) == self._pid]
+        except OSError:
+            pids = []  # the master is gone: it has no workers
+        return [Process(pid, self._pid, self._title(pid)) for pid in pids]
+
+    @staticmethod
+    def _all_pids() -> list[int]:
+        return [int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()]
+
+    @staticmethod
+    def _parent(pid: int) -> int:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:  # gone meanwhile
+            return 0
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'
+        return int(stat[stat.rfind(")") + 2:].split()[1])
 
     async def workers(self) -> dict[int, bool]:
-        return workers_of(self._pid, self._processes())
+        return workers_of(self._pid, await asyncio.to_thread(self._children))
 
     async def test(self) -> str | None:
         command = master_command(self._title(self._pid))
