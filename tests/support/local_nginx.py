@@ -201,7 +201,7 @@ def nginx_image(client: Any, context: Path, prefix: str = "rngx") -> str:
         shutil.copy(Path(source).resolve(), target)
     (root / "etc" / "passwd").write_text("root:x:0:0::/:/bin/false\nnobody:x:65534:65534::/:/bin/false\n")
     (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
-    for directory in ("tmp", "var/log/nginx", "run", "srv"):
+    for directory in ("tmp", "var/log/nginx", "var/lib/nginx", "run", "srv"):  # Debian builds its temp paths in
         (root / directory).mkdir(parents=True, exist_ok=True)
     (context / "Dockerfile").write_text(
         "FROM scratch\nCOPY root/ /\nSTOPSIGNAL SIGQUIT\n"
