@@ -159,7 +159,7 @@ def answers(samples: Iterable[Sample]) -> Counter[str]:
 
 def wrk_figures(output: str) -> dict[str, float]:
     """Requests/s, requests, non-2xx responses and socket errors from wrk's report."""
-    figures: dict[str, float] = {"non_2xx": 0, "socket_errors": 0}
+    figures: dict[str, float] = {"non_2xx": 0, "socket_errors": 0, "read_errors": 0, "connect_write_timeout_errors": 0}
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
     total = re.search(r"(\d+) requests in ([\d.]+)s", output)
     assert rate and total, output
@@ -169,7 +169,10 @@ def wrk_figures(output: str) -> dict[str, float]:
         figures["non_2xx"] = float(non_2xx.group(1))
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     if errors:
-        figures["socket_errors"] = float(sum(int(n) for n in errors.groups()))
+        connect, read, write, timeout = (int(n) for n in errors.groups())
+        figures["socket_errors"] = float(connect + read + write + timeout)
+        figures["read_errors"] = float(read)
+        figures["connect_write_timeout_errors"] = float(connect + write + timeout)
     return figures
 
 
