@@ -151,3 +151,22 @@ def test_a_refused_reload_leaves_nginx_and_the_file_as_they_were(
     assert front.upstream_file.read_text() == before
     assert sorted(front.workers()) == workers and _reloads(front) == 0
     assert loop.run_until_complete(who_answers(front.url, 3)) == {"old": 3}
+
+
+def test_a_server_a_killed_rollout_added_for_a_replica_now_gone_is_dropped(
+    loop: asyncio.AbstractEventLoop, stubs: StubFarm, nginx: Launcher
+) -> None:
+    """A rollout killed after admitting a replacement, which the takeover removed: its server (marked
+    ``# added by rollover``) goes at the next reload; a server of someone else's stays."""
+    old, new = stubs.start("old"), stubs.start("new")
+    front = nginx.launch([old])
+    front.upstream_file.write_text(front.upstream_file.read_text().replace(
+        "}", "    server 127.0.0.1:1 max_fails=0; # added by rollover\n    server 127.0.0.1:2 max_fails=0;\n}"))
+    balancer = _balancer(front)
+
+    async def scenario() -> None:
+        await balancer.attach([old.replica])
+        await balancer.admit(new.replica)
+
+    loop.run_until_complete(scenario())
+    assert front.routed() == sorted(["127.0.0.1:2", f"127.0.0.1:{old.port}", f"127.0.0.1:{new.port}"])

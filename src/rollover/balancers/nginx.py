@@ -19,8 +19,9 @@ or no new generation within ``reload_timeout``) puts the file back as it was, le
 previous configuration, and fails the replicas of that change alone (a batch that fails is tried
 again one change at a time).
 
-Servers that point at none of the replicas at attach (another application's, or left by an
-interrupted rollout) are kept as they are, as with HAProxy.
+Servers that point at none of the replicas at attach are kept as they are (another application's,
+as with HAProxy), except those rollover marked as its own (``# added by rollover``): a rollout
+killed after admitting a replacement that the takeover then removed left them, and they go.
 """
 
 from __future__ import annotations
@@ -122,6 +123,13 @@ class NginxBalancer:
         servers: dict[str | None, list[Server]] = {None: []}
         for index, server in enumerate(parsed.servers):
             servers.setdefault(carried.get(index), []).append(server)
+        # Admitted by a rollout that was killed, for a replacement that no longer runs: dropped at
+        # the next reload, so nginx's servers come back to the running replicas.
+        dead = [s for s in servers[None] if s.added]
+        servers[None] = [s for s in servers[None] if not s.added]
+        if dead:
+            log.warning("%s: dropping servers an earlier rollout added, for replicas that no longer run: %s",
+                        where, ", ".join(s.address for s in dead))
         if servers[None]:
             log.warning("servers of %s carry none of the replicas: %s", where,
                         ", ".join(s.address for s in servers[None]))
@@ -158,8 +166,8 @@ class NginxBalancer:
             raise PlatformError(f"nginx balancer cannot admit {replica.name}: {exc}") from exc
 
         def put(servers: dict[str | None, list[Server]]) -> None:
-            kept = servers.get(replica.id) or [Server("")]
-            servers[replica.id] = [Server(str(endpoint), kept[0].parameters)]
+            kept = servers.get(replica.id) or [Server("", added=True)]
+            servers[replica.id] = [Server(str(endpoint), kept[0].parameters, added=kept[0].added)]
 
         await self._submit(put, f"admit {replica.name}")
 

@@ -5,17 +5,21 @@ Only the block is rewritten; every byte of the file outside it is kept. Inside i
 that are not ``server`` (``keepalive 16;``, ``least_conn;``, ``zone ...;``) are kept in their order,
 comments inside the block are not, and the servers follow, one a line:
 
-    upstream web {            upstream web {
-        # the app                 keepalive 16;
-        keepalive 16;    ->       server 172.18.0.7:8080;
-        server 172.18.0.5:8080;   server 172.18.0.8:8080 max_fails=0;
+    upstream web {                         upstream web {
+        # the app                              keepalive 16;
+        keepalive 16;                 ->       server 172.18.0.6:8080 max_fails=0;
+        server 172.18.0.5:8080;                server 172.18.0.7:8080; # added by rollover
         server 172.18.0.6:8080 max_fails=0;
-    }                         }
+    }                                      }
 
-(.5 drained, .7 admitted: a new server carries no parameters; .6 -> .8 shows that a server kept
-keeps its own.) nginx refuses an upstream without servers, so an empty list is written as one
-server marked ``down`` on a port nothing listens on (127.0.0.1:1): requests get 502 until a
-replica is admitted, which is what "no replica in rotation" means.
+(.5 drained, .7 admitted: a new server carries no parameters, but a mark on its line; a server
+kept keeps its own parameters.) A marked server that points at none of the running replicas when
+a rollout starts was admitted by a rollout that was killed, for a replacement that is gone: it is
+dropped (nginx.py), where other such servers are kept.
+
+nginx refuses an upstream without servers, so an empty list is written as one server marked
+``down`` on a port nothing listens on (127.0.0.1:1): requests get 502 until a replica is
+admitted, which is what "no replica in rotation" means.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 PLACEHOLDER = "server 127.0.0.1:1 down;"
+MARK = "# added by rollover"
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _TOKEN = re.compile(r"""\s+|#[^\n]*|"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|[{};]|[^\s{};"'#]+""")
 
@@ -46,6 +51,7 @@ class Server:
 
     address: str  # as written: 172.18.0.5:8080, [::1]:80, unix:/run/app.sock, app.internal
     parameters: str = ""  # as written, e.g. "max_fails=0 weight=2"
+    added: bool = False  # written by rollover for a replacement (marked so on its line)
 
     @property
     def host_port(self) -> tuple[str, int] | None:
@@ -72,7 +78,8 @@ class Server:
         return (host, port) if port > 0 else None
 
     def line(self) -> str:
-        return f"server {self.address} {self.parameters};" if self.parameters else f"server {self.address};"
+        text = f"server {self.address} {self.parameters};" if self.parameters else f"server {self.address};"
+        return f"{text} {MARK}" if self.added else text
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,8 @@ def parse_upstream_file(text: str, upstream: str) -> UpstreamFile:
             raise UpstreamFileError(f"a block inside upstream {upstream}")
         if token == ";":
             if statement[:1] == ["server"] and len(statement) >= 2:
-                servers.append(Server(statement[1], " ".join(statement[2:])))
+                rest_of_line = text[tokens[index][1] + 1:].split("\n", 1)[0]
+                servers.append(Server(statement[1], " ".join(statement[2:]), added=MARK in rest_of_line))
             elif statement:
                 directives.append(" ".join(statement) + ";")
             statement = []
