@@ -3,7 +3,7 @@ prefix directory, pid file and a free 127.0.0.1 port; the upstream file rollover
 directory of its own (``upstreams/web.conf``), which the configuration includes.
 
 ``NginxFront`` fits the zero-downtime proof's ``Front``: it reaches the replicas at their
-published loopback ports, and its access log (``$status $upstream_addr``) is its own account of
+published loopback ports, and its access log (``$status $upstream_addr $request_time $msec``) is its own account of
 what every client got. ``proxy_next_upstream off``: nginx must not hide a failed request by
 trying it again on another replica.
 
@@ -43,7 +43,7 @@ error_log {prefix}/error.log info;
 daemon off;
 events {{ worker_connections 2048; }}
 http {{
-    log_format rollover '$status $upstream_addr $request_time';
+    log_format rollover '$status $upstream_addr $request_time $msec';
     access_log {prefix}/access.log rollover;
     include {upstreams}/web.conf;
     server {{

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.engine import loopback_endpoints
+from tests.support.engine import APP_BROKEN, APP_V1, loopback_endpoints, service_containers
 from tests.support.local_nginx import NGINX, NginxContainer, NginxFront, nginx_image
 from tests.support.zero_downtime import (
     MATRIX,
@@ -180,3 +180,25 @@ def test_control_rewrite_and_reload_without_waiting_loses_requests(
     # ...but the clients pay for it: nginx itself answers 502 for requests it sent to stopped
     # replicas (the proof's own check, no 5xx in nginx's log, is what this shows can fail).
     assert sum(n for status, n in front.statuses().items() if status >= 500) > 0, front.describe()
+
+
+def test_a_rollback_leaves_nginx_on_exactly_the_running_replicas(
+    nginx_for: Callable[..., tuple[ZdProject, NginxFront]], docker_client: Any, app_images: dict[str, str],
+) -> None:
+    """Stop-first to an image whose healthcheck never passes: the first replica is drained and
+    stopped, its replacement times out, the rollback restores it and nginx takes it back; no
+    answer is a 5xx, and nginx ends on exactly the running (v1) replicas."""
+    project, front = nginx_for()
+    args = redeploy_args(project, front, "--order", "stop-first", "--step", "1", "--image", APP_BROKEN,
+                         "--timeout", "8")
+    run, samples = asyncio.run(roll_under_load(project, args, front))
+    report("nginx rollback, stop-first step 1", run, samples, front)
+
+    assert run.exit_code == 1, run.describe()
+    assert run.summary["result"] == "rolled-back", run.summary
+    containers = service_containers(docker_client, project.name)
+    assert len(containers) == REPLICAS
+    assert all(c.status == "running" and c.image.id == app_images[APP_V1] for c in containers)
+    assert front.routed() == loopback_endpoints(docker_client, project.name)
+    front.assert_clean()
+    assert not [s for s in samples if not s.ok and s.answer != "timeout"], front.describe()
