@@ -230,15 +230,23 @@ class NginxBalancer:
             return Reloaded(frozenset())
         original = self._path.read_text()
         self._write(self._rendered(wanted))
+        signalled = False
         try:
             refused = await self._master.test()
             if refused is not None:
                 raise PlatformError(f"nginx -t refuses the new server list: {refused}")
             previous = frozenset(await self._master.workers())
             await self._master.reload()
+            signalled = True
             await self._wait_for_new_generation(previous)
+        except asyncio.CancelledError:
+            if signalled:  # nginx reads the new file whether or not we see it do so: keep it
+                self._servers = wanted
+            else:
+                self._write(original)
+            raise
         except BaseException:
-            self._write(original)  # nginx stays on (or goes back to) what the file said before
+            self._write(original)  # nginx stays on what the file said before (a failed reload keeps it)
             raise
         self._servers = wanted
         return Reloaded(previous)
