@@ -18,7 +18,7 @@ from rollover.clock import Clock
 from rollover.errors import InvalidOption
 from rollover.probe.open_loop import Probe
 
-BALANCER_KINDS = ("haproxy", "traefik", "caddy")
+BALANCER_KINDS = ("haproxy", "traefik", "caddy", "nginx")
 
 
 class Platform(StrEnum):
@@ -70,6 +70,7 @@ class BalancerSpec:
 
     'haproxy:/run/haproxy/admin.sock:web' -> haproxy, '/run/haproxy/admin.sock', backend 'web'
     'traefik:http://127.0.0.1:8081:web@docker' -> traefik, 'http://127.0.0.1:8081', service 'web@docker'
+    'nginx:/etc/nginx/rollover/web.conf:web' -> nginx, '/etc/nginx/rollover/web.conf', upstream 'web'
     """
 
     kind: str
@@ -82,8 +83,8 @@ class BalancerSpec:
         address, _, name = rest.rpartition(":")
         if kind not in BALANCER_KINDS or not address or not name:
             raise InvalidOption(
-                f"balancer {text!r}: expected haproxy:SOCKET:BACKEND, traefik:API_URL:SERVICE"
-                " or caddy:ADMIN_URL:ROUTE_ID"
+                f"balancer {text!r}: expected haproxy:SOCKET:BACKEND, traefik:API_URL:SERVICE,"
+                " caddy:ADMIN_URL:ROUTE_ID or nginx:UPSTREAM_FILE:UPSTREAM"
             )
         return cls(kind, address, name)
 
@@ -99,6 +100,7 @@ class TrafficOptions:
     probe_url: str | None = None
     probe_rate: float = 50.0
     max_probe_failures: int | None = None
+    nginx_master: str = "pid:/run/nginx.pid"
 
 
 def make_balancer(options: TrafficOptions, clock: Clock) -> Balancer | None:
@@ -129,6 +131,11 @@ def _one_balancer(spec: BalancerSpec, options: TrafficOptions, clock: Clock) -> 
 
         return CaddyBalancer(spec.address, spec.name, address_mode=mode, network=network or None,
                              port=options.port, clock=clock)
+    if spec.kind == "nginx":
+        from rollover.balancers.nginx import NginxBalancer
+
+        return NginxBalancer(spec.address, spec.name, master=options.nginx_master, address_mode=mode,
+                             network=network or None, port=options.port, clock=clock)
     from rollover.balancers.traefik import TraefikBalancer
 
     return TraefikBalancer(spec.address, spec.name, network=network or None, clock=clock)
@@ -162,6 +169,13 @@ def parse_hook(text: str | None, what: str) -> tuple[str, ...] | None:
         return tuple(split_hook(text))
     except InvalidOption as exc:
         raise InvalidOption(f"{what}: {exc}") from None
+
+
+def parse_nginx_master(text: str) -> str:
+    """``pid:PIDFILE`` or ``container:NAME``, checked (InvalidOption otherwise)."""
+    from rollover.balancers.nginx_master import MasterSpec
+
+    return str(MasterSpec.parse(text))
 
 
 def parse_balancers(values: Sequence[str]) -> tuple[BalancerSpec, ...]:

@@ -30,6 +30,7 @@ from rollover.assembly import (
     make_probe,
     parse_balancers,
     parse_hook,
+    parse_nginx_master,
 )
 from rollover.backends.base import Backend
 from rollover.backends.sim import SimBackend
@@ -171,7 +172,10 @@ _output_options: list[Callable[[Any], Any]] = [
 
 _traffic_options: list[Callable[[Any], Any]] = [
     click.option("--balancer", "balancers", multiple=True, envvar="ROLLOVER_BALANCER",
-                 help="haproxy:SOCKET:BACKEND, traefik:API_URL:SERVICE or caddy:ADMIN_URL:ROUTE_ID (repeatable)."),
+                 help="haproxy:SOCKET:BACKEND, traefik:API_URL:SERVICE, caddy:ADMIN_URL:ROUTE_ID or"
+                 " nginx:UPSTREAM_FILE:UPSTREAM (repeatable)."),
+    click.option("--nginx-master", default="pid:/run/nginx.pid", envvar="ROLLOVER_NGINX_MASTER", show_default=True,
+                 help="The nginx an nginx balancer reloads: pid:PIDFILE or container:NAME."),
     click.option("--balancer-address", default="auto", envvar="ROLLOVER_BALANCER_ADDRESS", show_default=True,
                  help="How the balancer reaches a replica: auto, published, or network:NAME."),
     click.option("--balancer-port", type=int, default=None, envvar="ROLLOVER_BALANCER_PORT",
@@ -244,7 +248,7 @@ def redeploy(service: str, platform: str, swarm_nodes: str | None, project: str 
              step: str, grace: str,
              order: str, timeout: str | None, on_failure: str, image: str | None, pull: bool,
              balancers: tuple[str, ...], balancer_address: str, balancer_port: int | None, drain_timeout: str,
-             pre_stop: str | None, post_start: str | None, probe_url: str | None, probe_rate: float,
+             nginx_master: str, pre_stop: str | None, post_start: str | None, probe_url: str | None, probe_rate: float,
              max_probe_failures: int | None, output: str, timeline: bool, verbose: int, quiet: bool) -> int:
     """Replace every running replica of SERVICE, STEP at a time, with a fresh one."""
     choice = _output_choice(output, timeline, quiet, verbose)
@@ -259,6 +263,7 @@ def redeploy(service: str, platform: str, swarm_nodes: str | None, project: str 
         pre_stop=parse_hook(pre_stop, "pre-stop hook"), post_start=parse_hook(post_start, "post-start hook"),
         probe_url=check_probe_url(probe_url), probe_rate=_positive(probe_rate, "probe rate"),
         max_probe_failures=_not_negative(max_probe_failures, "max probe failures"),
+        nginx_master=parse_nginx_master(nginx_master),
     )
     target = BackendChoice(
         service=service, platform=parse_enum(Platform, platform, "platform"), project=project,

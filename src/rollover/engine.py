@@ -310,5 +310,29 @@ class Engine:
         with contextlib.suppress(docker.errors.NotFound):
             self._api.remove_config(config_id)
 
+    async def top(self, container: str) -> list[tuple[int, int, str]]:
+        """The container's processes as (pid, ppid, command line), pids as the engine's host sees them."""
+        listing = await self._call(f"list the processes of container {container}", self._api.top, container)
+        titles = [str(t) for t in listing.get("Titles") or []]
+        try:
+            pid, ppid, command = titles.index("PID"), titles.index("PPID"), titles.index("CMD")
+        except ValueError as exc:
+            raise PlatformError(f"the processes of container {container}: columns {titles}") from exc
+        return [(int(row[pid]), int(row[ppid]), str(row[command])) for row in listing.get("Processes") or []]
+
+    async def exec_run(self, container: str, command: list[str]) -> tuple[int, str]:
+        """Run ``command`` in the running container; its exit code and its output (both streams)."""
+        return await self._call(f"run {command[0]} in container {container}", self._exec_blocking, container, command)
+
+    def _exec_blocking(self, container: str, command: list[str]) -> tuple[int, str]:
+        exec_id = self._api.exec_create(container, command, stdout=True, stderr=True)["Id"]
+        output = self._api.exec_start(exec_id)
+        code = self._api.exec_inspect(exec_id).get("ExitCode")
+        return int(code if code is not None else -1), bytes(output).decode(errors="replace")
+
+    async def signal(self, container: str, signal_name: str) -> None:
+        """Send a signal to the container's PID 1."""
+        await self._call(f"send {signal_name} to container {container}", self._api.kill, container, signal_name)
+
     async def close(self) -> None:
         await asyncio.to_thread(self._client.close)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import shutil
 import sys
 import uuid
@@ -151,6 +152,28 @@ class LoadClient:
 
 def answers(samples: Iterable[Sample]) -> Counter[str]:
     return Counter(s.answer if s.ok else f"!{s.answer}" for s in samples)
+
+
+# --- wrk's report ---------------------------------------------------------------------------
+
+
+def wrk_figures(output: str) -> dict[str, float]:
+    """Requests/s, requests, non-2xx responses and socket errors from wrk's report."""
+    figures: dict[str, float] = {"non_2xx": 0, "socket_errors": 0, "read_errors": 0, "connect_write_timeout_errors": 0}
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    total = re.search(r"(\d+) requests in ([\d.]+)s", output)
+    assert rate and total, output
+    figures["rate"], figures["requests"] = float(rate.group(1)), float(total.group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    if non_2xx:
+        figures["non_2xx"] = float(non_2xx.group(1))
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    if errors:
+        connect, read, write, timeout = (int(n) for n in errors.groups())
+        figures["socket_errors"] = float(connect + read + write + timeout)
+        figures["read_errors"] = float(read)
+        figures["connect_write_timeout_errors"] = float(connect + write + timeout)
+    return figures
 
 
 # --- rollover as a process --------------------------------------------------------------------

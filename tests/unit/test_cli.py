@@ -75,6 +75,8 @@ def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], ar
         ["web", "--image", "Not A Ref"],
         ["web", "--project", "p", "--selector", "a=b"],
         ["web", "--platform", "kubernetes"],
+        ["web", "--nginx-master", "pidfile:/run/nginx.pid"],
+        ["web", "--balancer", "nginx:/etc/nginx/web.conf"],
     ],
 )
 def test_redeploy_rejects_bad_input_before_reaching_any_engine(

@@ -47,11 +47,12 @@ def start_service(
     docker_client: Any, app_images: dict[str, str], tmp_path: Path
 ) -> Iterator[Callable[..., ZdProject]]:
     """Factory: ``web``, 6 replicas of app:v1 (healthcheck every 0.5 s) with these compose options,
-    up and healthy."""
+    up and healthy; the project is ``name`` (``rtest-zd-proj-...`` when not given)."""
     made: list[ZdProject] = []
 
-    def start(**options: Any) -> ZdProject:
-        project = ZdProject(zd_name("proj"), tmp_path / f"project{len(made)}", docker_client, options=options)
+    def start(*, name: str | None = None, **options: Any) -> ZdProject:
+        project = ZdProject(name or zd_name("proj"), tmp_path / f"project{len(made)}", docker_client,
+                            options=options)
         made.append(project)
         project.directory.mkdir()
         project.write_version(APP_V1)

@@ -15,7 +15,6 @@ rollout without the integration and must fail: proof that these tests can fail.
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import subprocess
 import time
@@ -37,6 +36,7 @@ from tests.support.zero_downtime import (
     report,
     roll_under_load,
     v2_replicas,
+    wrk_figures,
 )
 
 pytestmark = pytest.mark.engine
@@ -48,21 +48,6 @@ def test_rollout_through_haproxy_loses_no_request(
     app_images: dict[str, str],
 ) -> None:
     prove_rollout(order, step, service, haproxy_for(service), docker_client, app_images)
-
-
-def _wrk_figures(output: str) -> dict[str, float]:
-    figures: dict[str, float] = {"non_2xx": 0, "socket_errors": 0}
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    total = re.search(r"(\d+) requests in ([\d.]+)s", output)
-    assert rate and total, output
-    figures["rate"], figures["requests"] = float(rate.group(1)), float(total.group(1))
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    if non_2xx:
-        figures["non_2xx"] = float(non_2xx.group(1))
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    if errors:
-        figures["socket_errors"] = float(sum(int(n) for n in errors.groups()))
-    return figures
 
 
 def test_wrk_sees_no_error_during_a_start_first_step_2_rollout(
@@ -85,7 +70,7 @@ def test_wrk_sees_no_error_during_a_start_first_step_2_rollout(
         except subprocess.TimeoutExpired:
             wrk.kill()
             output, _ = wrk.communicate()
-    figures = _wrk_figures(output)
+    figures = wrk_figures(output)
     report("wrk start-first step 2", run, samples, proxy)
     print(f"ZD wrk: {figures}")
 

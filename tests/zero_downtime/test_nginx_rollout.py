@@ -1,0 +1,204 @@
+"""The zero-downtime proof through nginx: rolling 6 real replicas under steady load, rollover steering
+nginx by its upstream file and graceful reloads (``--balancer nginx:FILE:web``).
+
+Each test starts ``web`` (6 replicas of app:v1 on random 127.0.0.1 ports; the project is named
+``rngx-...``) and a real nginx (Debian's binary, its own prefix directory, pid file and free
+loopback port) whose configuration includes the upstream file, one ``server`` per replica and
+``proxy_next_upstream off`` (nginx hides no failure by retrying). rollover finds the master by
+``ROLLOVER_NGINX_MASTER=pid:...`` (the variable of ``--nginx-master``).
+
+The same proof as the other balancers': 0 failed requests (probe at 200/s and the independent
+client), no 5xx in nginx's access log, only v2 answers once the last old replica was drained,
+and the upstream holding exactly the v2 replicas at the end. The suite runs three cells of the
+matrix (two on the host, ``NGINX_SUITE_MATRIX``, and stop-first step 2 through nginx in a
+container); ``python -m bench.nginx_matrix`` runs all six on the host
+(``ROLLOVER_NGINX_FULL_MATRIX=1``). Beside it: ``wrk`` with keep-alive connections through an
+nginx that keeps connections to the replicas alive too (``keepalive 16``), nginx in a container
+with the upstream file's directory on a bind mount, and the control: the same drain done by hooks
+that only rewrite and reload (``nginx -s reload``'s way), without waiting for anything, loses
+requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.engine import APP_BROKEN, APP_V1, loopback_endpoints, service_containers
+from tests.support.local_nginx import NGINX, NginxContainer, NginxFront, nginx_image
+from tests.support.zero_downtime import (
+    MATRIX,
+    RANDOM_LOOPBACK_PORT,
+    REPLICAS,
+    ZdProject,
+    assert_no_request_lost,
+    prove_rollout,
+    redeploy_args,
+    report,
+    roll_under_load,
+    v2_replicas,
+    wrk_figures,
+)
+
+pytestmark = pytest.mark.engine
+
+# The suite's three cells: two here, stop-first step 2 through nginx in a container below.
+NGINX_SUITE_MATRIX = {"start-first-step-1", "start-first-step-half"}
+FULL = os.environ.get("ROLLOVER_NGINX_FULL_MATRIX") == "1"
+CELLS = [cell for cell in MATRIX if FULL or cell.id in NGINX_SUITE_MATRIX]
+HOOK = Path(__file__).resolve().parent.parent / "support" / "nginx_naive_hook.py"
+
+
+def rngx_name(kind: str) -> str:
+    return f"rngx-{kind}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def nginx_for(
+    start_service: Callable[..., ZdProject], docker_client: Any, tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Callable[..., tuple[ZdProject, NginxFront]]]:
+    """Factory: ``web`` and nginx in front of it (on the host, or ``container=True``)."""
+    if not Path(NGINX).exists():
+        pytest.fail("nginx is not installed: scripts/setup installs it (a skip would hide it in CI)")
+    started: list[NginxFront] = []
+
+    def launch(*, keepalive: bool = False, container: bool = False) -> tuple[ZdProject, NginxFront]:
+        project = start_service(name=rngx_name("proj"), ports=[RANDOM_LOOPBACK_PORT])
+        servers = loopback_endpoints(docker_client, project.name)
+        assert len(servers) == REPLICAS, servers
+        workdir = tmp_path_factory.mktemp("rngx-nginx")
+        if container:
+            image = nginx_image(docker_client, tmp_path_factory.mktemp("rngx-image"))
+            front: NginxFront = NginxContainer(docker_client, image, rngx_name("nginx"), workdir, servers,
+                                               keepalive=keepalive)
+        else:
+            front = NginxFront(workdir, servers, keepalive=keepalive)
+        started.append(front)
+        front.start()
+        monkeypatch.setenv("ROLLOVER_NGINX_MASTER", front.master)
+        return project, front
+
+    try:
+        yield launch
+    finally:
+        for front in started:
+            front.stop()
+
+
+@pytest.mark.parametrize(("order", "step"), CELLS)
+def test_rollout_through_nginx_loses_no_request(
+    order: str, step: str, nginx_for: Callable[..., tuple[ZdProject, NginxFront]], docker_client: Any,
+    app_images: dict[str, str],
+) -> None:
+    project, front = nginx_for()
+    prove_rollout(order, step, project, front, docker_client, app_images)
+
+
+def test_wrk_keep_alive_through_nginx_sees_no_error_during_a_step_2_rollout(
+    nginx_for: Callable[..., tuple[ZdProject, NginxFront]], docker_client: Any, app_images: dict[str, str],
+) -> None:
+    """wrk (keep-alive, closed loop, 8 connections) through nginx with ``keepalive 16`` upstream
+    connections, for the whole start-first step-2 rollout; the probe runs too, at 50/s.
+
+    Every answer is a 200 and no request times out or fails to connect. What wrk does count are
+    read errors: each reload makes the old workers close their idle keep-alive connections at
+    once (nginx 1.22 has no way to answer one more request with ``Connection: close`` first), and
+    a closed-loop client like wrk has its next request already on the way on some of them. An
+    HTTP client retries such a request (RFC 9112, 9.3.1: the connection closed before any byte of
+    an answer); wrk counts it. They are counted, reported, and bounded by the reloads: at most one
+    per connection per reload.
+    """
+    project, front = nginx_for(keepalive=True)
+    args = redeploy_args(project, front, "--order", "start-first", "--step", "2", probe_rate=50)
+    wrk = subprocess.Popen(["wrk", "-t1", "-c8", "-d300s", "--timeout", "2s", front.url],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        run, samples = asyncio.run(roll_under_load(project, args, front))
+    finally:
+        wrk.send_signal(signal.SIGINT)  # wrk prints its figures when interrupted
+        try:
+            output, _ = wrk.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            wrk.kill()
+            output, _ = wrk.communicate()
+    figures = wrk_figures(output)
+    report("nginx wrk start-first step 2", run, samples, front)
+    print(f"ZD nginx wrk: {figures}")
+
+    assert run.exit_code == 0, run.describe()
+    front.assert_clean()
+    reloads = (front.workdir / "error.log").read_text().count("(SIGHUP) received")
+    print(f"ZD nginx wrk: {reloads} reloads")
+    assert figures["non_2xx"] == 0 and figures["connect_write_timeout_errors"] == 0, output
+    assert figures["read_errors"] <= 8 * reloads, output
+    assert figures["rate"] >= 200, output
+    assert run.probe["failed"] == 0, run.probe
+    assert not [s for s in samples if not s.ok]
+    assert len(v2_replicas(docker_client, project, app_images)) == REPLICAS
+    assert front.routed() == loopback_endpoints(docker_client, project.name)
+
+
+def test_nginx_in_a_container_with_the_file_on_a_bind_mount(
+    nginx_for: Callable[..., tuple[ZdProject, NginxFront]], docker_client: Any, app_images: dict[str, str],
+) -> None:
+    """``--nginx-master container:NAME``: the reload through the Engine API, the generations from
+    the container's process table, ``nginx -t`` by an exec; stop-first, step 2."""
+    project, front = nginx_for(container=True)
+    args = redeploy_args(project, front, "--order", "stop-first", "--step", "2")
+    run, samples = asyncio.run(roll_under_load(project, args, front))
+    report("nginx in a container, stop-first step 2", run, samples, front)
+    assert_no_request_lost(run, samples, front, project, docker_client, app_images)
+
+
+def test_control_rewrite_and_reload_without_waiting_loses_requests(
+    nginx_for: Callable[..., tuple[ZdProject, NginxFront]], docker_client: Any, app_images: dict[str, str],
+) -> None:
+    """The same stop-first step-1 rollout, nginx steered by hooks instead (no ``--balancer``): the
+    post-start hook adds the replacement's server and reloads, the pre-stop hook removes the
+    outgoing one's and reloads, and neither waits for nginx (what a script around ``nginx -s
+    reload`` does). The replica is stopped while nginx's workers still send to it: failures."""
+    project, front = nginx_for()
+    hook = f"{sys.executable} {HOOK} {front.upstream_file} {front.pid_file}"
+    args = redeploy_args(project, front, "--order", "stop-first", "--step", "1", balancer=False)
+    args += ["--pre-stop", hook, "--post-start", hook]
+    run, samples = asyncio.run(roll_under_load(project, args, front))
+    report("nginx control: rewrite and reload without waiting, stop-first step 1", run, samples, front)
+
+    assert run.exit_code == 0, run.describe()  # the rollout itself succeeds, the hooks kept up...
+    assert len(v2_replicas(docker_client, project, app_images)) == REPLICAS
+    assert front.routed() == loopback_endpoints(docker_client, project.name)
+    # ...but the clients pay for it: nginx itself answers 502 for requests it sent to stopped
+    # replicas (the proof's own check, no 5xx in nginx's log, is what this shows can fail).
+    assert sum(n for status, n in front.statuses().items() if status >= 500) > 0, front.describe()
+
+
+def test_a_rollback_leaves_nginx_on_exactly_the_running_replicas(
+    nginx_for: Callable[..., tuple[ZdProject, NginxFront]], docker_client: Any, app_images: dict[str, str],
+) -> None:
+    """Stop-first to an image whose healthcheck never passes: the first replica is drained and
+    stopped, its replacement times out, the rollback restores it and nginx takes it back; no
+    answer is a 5xx, and nginx ends on exactly the running (v1) replicas."""
+    project, front = nginx_for()
+    args = redeploy_args(project, front, "--order", "stop-first", "--step", "1", "--image", APP_BROKEN,
+                         "--timeout", "8")
+    run, samples = asyncio.run(roll_under_load(project, args, front))
+    report("nginx rollback, stop-first step 1", run, samples, front)
+
+    assert run.exit_code == 1, run.describe()
+    assert run.summary["result"] == "rolled-back", run.summary
+    containers = service_containers(docker_client, project.name)
+    assert len(containers) == REPLICAS
+    assert all(c.status == "running" and c.image.id == app_images[APP_V1] for c in containers)
+    assert front.routed() == loopback_endpoints(docker_client, project.name)
+    front.assert_clean()
+    assert not [s for s in samples if not s.ok and s.answer != "timeout"], front.describe()
