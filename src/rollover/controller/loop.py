@@ -342,7 +342,10 @@ class Controller:
         for before, after in zip(state.progress, new.progress, strict=True):
             if before != after:
                 for kind, name, at, detail in replica_steps(before, after, self.policy.grace_s):
-                    self._emit(kind, name, at, detail)
+                    if kind is EventKind.FAILED:
+                        self._effects.explain_failure(after, at, detail)
+                    else:
+                        self._emit(kind, name, at, detail)
                 if after.phase is Phase.SKIPPED and before.phase is not Phase.SKIPPED:
                     self._effects.forget_removed(after)
         return new
