@@ -36,6 +36,7 @@ from rollover.backends.base import Backend
 from rollover.backends.sim import SimBackend
 from rollover.clock import run_virtual
 from rollover.controller.loop import Controller, Reporter
+from rollover.core.model import ProgressEvent
 from rollover.core.policy import (
     FailurePolicy,
     OrderChoice,
@@ -46,6 +47,7 @@ from rollover.core.policy import (
 )
 from rollover.core.result import RolloutResult
 from rollover.errors import InvalidOption, RolloverError
+from rollover.report.html import Recorder, check_report_path, read_events, write_report
 from rollover.report.output import JsonReporter, TextReporter, render_timeline
 from rollover.report.redact import Redactor, secret_values
 
@@ -119,6 +121,7 @@ class OutputChoice:
     quiet: bool
     verbose: int
     marks: tuple[float, ...] = ()
+    report_file: str | None = None  # --report FILE.html
 
 
 def build_policy(step: str, grace: str, order: str, timeout: str | None, on_failure: str) -> Policy:
@@ -141,19 +144,29 @@ def _redactor() -> Redactor:
     return Redactor(secret_values(os.environ))
 
 
-def _reporter(choice: OutputChoice) -> tuple[Reporter, JsonReporter | None]:
-    if choice.json:
-        json_reporter = JsonReporter(redact=_redactor())
-        return json_reporter, json_reporter
-    return TextReporter(quiet=choice.quiet, redact=_redactor()), None
+def _reporter(choice: OutputChoice) -> tuple[Reporter, JsonReporter | None, Recorder | None]:
+    json_reporter = JsonReporter(redact=_redactor()) if choice.json else None
+    shown: Reporter = json_reporter or TextReporter(quiet=choice.quiet, redact=_redactor())
+    if choice.report_file is None:
+        return shown, json_reporter, None
+    recorder = Recorder(_redactor())
+
+    def both(event: ProgressEvent) -> None:
+        shown(event)
+        recorder(event)
+
+    return both, json_reporter, recorder
 
 
 async def _run_controller(make_backend: Callable[[], Backend], policy: Policy, report: Reporter) -> RolloutResult:
     return await Controller(make_backend(), policy, report=report).run()
 
 
-def _finish(result: RolloutResult, choice: OutputChoice, json_reporter: JsonReporter | None) -> int:
+def _finish(result: RolloutResult, choice: OutputChoice, json_reporter: JsonReporter | None,
+            recorder: Recorder | None = None) -> int:
     chart = render_timeline(result, choice.marks) if choice.timeline else None
+    if recorder is not None and choice.report_file is not None:
+        write_report(choice.report_file, recorder.records)
     if json_reporter is not None:
         json_reporter.finish(chart)
     elif chart is not None:
@@ -166,6 +179,8 @@ _output_options: list[Callable[[Any], Any]] = [
                  help="text, or json: one JSON object per event per line, the summary last."),
     click.option("--timeline/--no-timeline", default=False, envvar="ROLLOVER_TIMELINE",
                  help="Draw the rollout in the seed's chart notation at the end."),
+    click.option("--report", "report_file", default=None, envvar="ROLLOVER_REPORT",
+                 help="Also write the rollout as a self-contained HTML report to this file."),
     click.option("-v", "--verbose", count=True, help="Tracebacks on errors."),
     click.option("-q", "--quiet", is_flag=True, envvar="ROLLOVER_QUIET", help="Only failures and the summary."),
 ]
@@ -217,10 +232,13 @@ def _with(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
 
 
 def _output_choice(output: str, timeline: bool, quiet: bool, verbose: int,
-                   marks: tuple[float, ...] = ()) -> OutputChoice:
+                   marks: tuple[float, ...] = (), report_file: str | None = None) -> OutputChoice:
     if output not in ("text", "json"):
         raise InvalidOption(f"output {output!r}: expected text or json")
-    return OutputChoice(json=output == "json", timeline=timeline, quiet=quiet, verbose=verbose, marks=marks)
+    if report_file is not None:
+        check_report_path(report_file)
+    return OutputChoice(json=output == "json", timeline=timeline, quiet=quiet, verbose=verbose, marks=marks,
+                        report_file=report_file)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -249,9 +267,10 @@ def redeploy(service: str, platform: str, swarm_nodes: str | None, project: str 
              order: str, timeout: str | None, on_failure: str, image: str | None, pull: bool,
              balancers: tuple[str, ...], balancer_address: str, balancer_port: int | None, drain_timeout: str,
              nginx_master: str, pre_stop: str | None, post_start: str | None, probe_url: str | None, probe_rate: float,
-             max_probe_failures: int | None, output: str, timeline: bool, verbose: int, quiet: bool) -> int:
+             max_probe_failures: int | None, output: str, timeline: bool, report_file: str | None, verbose: int,
+             quiet: bool) -> int:
     """Replace every running replica of SERVICE, STEP at a time, with a fresh one."""
-    choice = _output_choice(output, timeline, quiet, verbose)
+    choice = _output_choice(output, timeline, quiet, verbose, report_file=report_file)
     policy = build_policy(step, grace, order, timeout, on_failure)
     labels = parse_selector(selector)
     if labels and project:
@@ -270,9 +289,9 @@ def redeploy(service: str, platform: str, swarm_nodes: str | None, project: str 
         selector=labels or None, image=reference, pull=pull, swarm_nodes=parse_node_hosts(swarm_nodes or ""),
         timeout_s=policy.timeout_s,
     )
-    report, json_reporter = _reporter(choice)
+    report, json_reporter, recorder = _reporter(choice)
     result = asyncio.run(_redeploy(target, policy, traffic, report))
-    return _finish(result, choice, json_reporter)
+    return _finish(result, choice, json_reporter, recorder)
 
 
 def _not_negative(value: int | None, what: str) -> int | None:
@@ -311,11 +330,11 @@ async def _redeploy(target: BackendChoice, policy: Policy, traffic: TrafficOptio
 @_with(_output_options)
 def simulate(replicas: int, request_time: str, redeploy_time: str, step: str, grace: str,
              order: str, timeout: str | None, on_failure: str, fail_replica: tuple[int, ...],
-             extra_at: tuple[str, ...], mark: tuple[str, ...], output: str, timeline: bool, verbose: int,
-             quiet: bool) -> int:
+             extra_at: tuple[str, ...], mark: tuple[str, ...], output: str, timeline: bool, report_file: str | None,
+             verbose: int, quiet: bool) -> int:
     """Predict a rollout on virtual time: the same controller, an in-memory platform."""
     marks = tuple(parse_duration(value, "mark") for value in mark)
-    choice = _output_choice(output, timeline, quiet, verbose, marks)
+    choice = _output_choice(output, timeline, quiet, verbose, marks, report_file)
     policy = build_policy(step, grace, order, timeout, on_failure)
     if replicas < 1:
         raise InvalidOption(f"replicas {replicas}: must be at least 1")
@@ -324,13 +343,23 @@ def simulate(replicas: int, request_time: str, redeploy_time: str, step: str, gr
     if redeploy_s < request_s:
         raise InvalidOption("redeploy time must be at least the request time (a replica is up after its ack)")
     extras = tuple(parse_duration(value, "extra-at") for value in extra_at)
-    report, json_reporter = _reporter(choice)
+    report, json_reporter, recorder = _reporter(choice)
 
     def make() -> Backend:
         return SimBackend(replicas, request_s, redeploy_s, fail_replicas=fail_replica, extra_at=extras)
 
     result = run_virtual(_run_controller(make, policy, report))
-    return _finish(result, choice, json_reporter)
+    return _finish(result, choice, json_reporter, recorder)
+
+
+@cli.command("report")
+@click.argument("events")
+@click.option("-o", "--out", "html_file", required=True, help="The HTML file to write.")
+def report_command(events: str, html_file: str) -> int:
+    """Draw the HTML report of a saved `--output json` run (EVENTS: its JSON lines)."""
+    check_report_path(html_file)
+    write_report(html_file, read_events(events))
+    return 0
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,14 +25,21 @@ from typing import Any
 
 import pytest
 
-from tests.support.engine import APP_V1, ComposeProject
-from tests.support.faults import ROLLOVER
+from tests.support.browser import browser, console_errors
+from tests.support.engine import APP_V1, ComposeProject, haproxy_servers
+from tests.support.event_schema import assert_valid_events
+from tests.support.faults import LOOPBACK_PORT, ROLLOVER
+from tests.support.haproxy_front import HAProxy
+
+__all__ = ["browser"]  # the fixture
 
 pytestmark = pytest.mark.engine
 
 SECRET = "rrep-hunter2-secret"
 ROLLOVER_ENV = {**os.environ, "RREP_API_TOKEN": SECRET}
 HEALTH_MESSAGE = "rrep: database unreachable"
+# Screenshots the browser tests leave behind for a person to look at (CI keeps the folder).
+ARTEFACTS = Path(os.environ.get("ROLLOVER_TEST_ARTEFACTS", "/tmp/rollover-test-artefacts"))
 
 # The new definition: each start adds one to /shared/starts; from the FAIL_FROM-th start (0-based)
 # on, the replica prints why it is broken and its healthcheck fails with HEALTH_MESSAGE.
@@ -47,6 +56,7 @@ def service_yaml(project: str, replicas: int, fail_from: int | None) -> str:
     """``fail_from`` None: the plain v1 service; else the counting one described above."""
     lines = [f"name: {project}", "services:", "  web:", f"    image: {APP_V1}", "    init: true",
              "    stop_grace_period: 2s", "    deploy:", f"      replicas: {replicas}",
+             "    ports:", f'      - "{LOOPBACK_PORT}"',
              "    volumes:", "      - shared:/shared"]
     if fail_from is not None:
         lines += ["    environment:", f"      RREP_SHOWN: {json.dumps(SECRET)}", f"      FAIL_FROM: \"{fail_from}\"",
@@ -65,13 +75,21 @@ class Rolled:
     directory: Path
 
 
-def roll(docker_client: Any, directory: Path, replicas: int, fail_from: int, *args: str) -> Rolled:
-    """Start the v1 service, switch its file to the counting definition and run rollover on it."""
+def roll(docker_client: Any, directory: Path, replicas: int, fail_from: int, *args: str,
+         fronted: bool = False) -> Rolled:
+    """Start the v1 service (with ``fronted``, behind its own HAProxy, which rollover drives and probes
+    through), switch its file to the counting definition and run rollover on it."""
     project = ComposeProject(f"rrep-{uuid.uuid4().hex[:8]}", directory, docker_client)
     directory.mkdir(parents=True, exist_ok=True)
     project.file.write_text(service_yaml(project.name, replicas, None))
+    front: HAProxy | None = None
     try:
         project.compose("up", "-d", "--wait", "--wait-timeout", "60")
+        if fronted:
+            # A short directory of its own: a unix socket path must stay under 108 bytes.
+            front = HAProxy(Path(tempfile.mkdtemp(prefix="rrep-lb-")), haproxy_servers(docker_client, project.name))
+            args = ("--balancer", front.spec, "--balancer-address", front.balancer_address, "--probe", front.url,
+                    "--probe-rate", "50", *args)
         project.file.write_text(service_yaml(project.name, replicas, fail_from))
         done = subprocess.run([ROLLOVER, "redeploy", "web", "--step", "1", "--timeout", "20", *args],
                               cwd=directory, env=ROLLOVER_ENV, capture_output=True, text=True, timeout=180,
@@ -79,6 +97,10 @@ def roll(docker_client: Any, directory: Path, replicas: int, fail_from: int, *ar
     except BaseException:
         project.tear_down()
         raise
+    finally:
+        if front is not None:
+            front.stop()
+            shutil.rmtree(front.directory, ignore_errors=True)
     return Rolled(project, done.returncode, done.stdout, done.stderr, directory)
 
 
@@ -88,7 +110,7 @@ def failed_rollout(docker_client: Any, app_images: dict[str, str],
     """The 3-replica rollout with a failure and a rollback, as JSON events and an HTML report."""
     directory = tmp_path_factory.mktemp("rrep-failed")
     rolled = roll(docker_client, directory / "project", 3, 1, "--output", "json",
-                  "--report", str(directory / "report.html"))
+                  "--report", str(directory / "project" / "report.html"), fronted=True)
     try:
         yield rolled
     finally:
@@ -104,7 +126,7 @@ def test_the_failure_event_carries_the_health_check_output_and_the_log(failed_ro
     assert failed_rollout.returncode == 1, failed_rollout.stdout + failed_rollout.stderr
     summary = events[-1]
     assert (summary["result"], summary["replaced"], summary["failed"], summary["rolled_back"]) == (
-        "rolled-back", 0, 1, 1), summary
+        "rolled-back", 1, 1, 1), summary
     [failed] = [event for event in events if event["event"] == "failed"]
     diagnosis = failed["diagnosis"]
     assert diagnosis["exit_code"] is None and diagnosis["state"] == "running", diagnosis  # unhealthy, not exited
@@ -130,3 +152,69 @@ def test_the_text_output_shows_why_a_replacement_failed(docker_client: Any, app_
         assert SECRET not in rolled.stdout
     finally:
         rolled.project.tear_down()
+
+
+def test_every_event_of_a_real_rollout_follows_the_schema(failed_rollout: Rolled) -> None:
+    events = events_of(failed_rollout)
+    assert {"plan", "request_sent", "acknowledged", "up", "admitted", "drained", "failed", "rollback",
+            "summary"} <= {event["event"] for event in events}, [event["event"] for event in events]
+    assert_valid_events(events)
+
+
+# The rows the report must draw, by the order the plan lists the targets: the first replaced (its old
+# replica drained, then retired) and put back by the rollback (its replacement drained in turn), the
+# second failed (its old replica serves on), the third never touched.
+REPLACED_THEN_ROLLED_BACK = ["serving", "request", "starting", "up", "admitted", "draining", "restore-request",
+                             "restore-starting", "restore-serving", "draining"]
+FAILED = ["serving", "request", "starting"]
+UNTOUCHED = ["serving"]
+
+
+def _open_report(browser: Any, path: Path, screenshot: Path) -> None:
+    browser.get(path.as_uri())
+    browser.save_screenshot(str(screenshot))
+
+
+def _assert_not_blank(browser: Any, screenshot: Path) -> None:
+    """The control: a blank page's screenshot, same window, same browser. A PNG compresses a blank
+    page to almost nothing; the report's chart and tables make it many times larger."""
+    browser.get("about:blank")
+    blank = len(browser.get_screenshot_as_png())
+    assert screenshot.stat().st_size > 5 * blank, (screenshot.stat().st_size, blank)
+
+
+def test_the_report_draws_the_real_rollout_in_a_browser(failed_rollout: Rolled, browser: Any,
+                                                       tmp_path: Path) -> None:
+    events = events_of(failed_rollout)
+    plan, summary = events[0], events[-1]
+    report = failed_rollout.directory / "report.html"
+    screenshot = ARTEFACTS / "report-real-rollout.png"
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    _open_report(browser, report, screenshot)
+    assert console_errors(browser) == []
+
+    rows = browser.find_elements("css selector", ".gantt-row")
+    assert [row.get_attribute("data-replica") for row in rows] == plan["targets"]
+    phases = [(row.get_attribute("data-phases") or "").split() for row in rows]
+    assert phases == [REPLACED_THEN_ROLLED_BACK, FAILED, UNTOUCHED], phases
+    marks = [[mark.get_attribute("data-mark") for mark in row.find_elements("css selector", ".mark")]
+             for row in rows]
+    assert "rolled-back" in marks[0] and "failed" in marks[1] and marks[2] == [], marks
+
+    panel = browser.find_element("css selector", "#probe-requests")
+    probe = summary["probe"]
+    assert (int(panel.get_attribute("data-ok")), int(panel.get_attribute("data-failed"))) == (
+        probe["ok"], probe["failed"]), probe
+    assert browser.find_elements("css selector", "#probe-latency polyline.p50_ms")
+    diagnosis = browser.find_element("css selector", "tr.event-failed pre.diagnosis").text
+    assert f"health check exit 1: {HEALTH_MESSAGE}" in diagnosis and SECRET not in browser.page_source
+    _assert_not_blank(browser, screenshot)
+
+    # `rollover report` draws the same page from the saved JSON lines.
+    saved = tmp_path / "events.jsonl"
+    saved.write_text(failed_rollout.stdout)
+    again = tmp_path / "again.html"
+    drawn = subprocess.run([ROLLOVER, "report", str(saved), "-o", str(again)], capture_output=True, text=True,
+                           check=False)
+    assert drawn.returncode == 0, drawn.stderr
+    assert again.read_text() == report.read_text()

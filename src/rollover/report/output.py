@@ -173,6 +173,15 @@ def _summary_text(detail: dict[str, object]) -> str:
     return text
 
 
+def event_record(event: ProgressEvent) -> dict[str, object]:
+    """An event as its JSON line has it (report/events.schema.json), before redaction."""
+    record: dict[str, object] = {"event": str(event.kind), "t": event.at}
+    if event.replica:
+        record["replica"] = event.replica
+    record.update(event.fields())
+    return record
+
+
 class JsonReporter:
     """One JSON object per line per event. The summary is held back and printed by ``finish``,
     so it is always the last line, with the timeline in it when one was asked for."""
@@ -183,10 +192,7 @@ class JsonReporter:
         self.summary: dict[str, object] | None = None
 
     def __call__(self, event: ProgressEvent) -> None:
-        record: dict[str, object] = {"event": event.kind, "t": event.at}
-        if event.replica:
-            record["replica"] = event.replica
-        record.update(event.fields())
+        record = event_record(event)
         if event.kind == EventKind.SUMMARY:
             self.summary = record
         else:
