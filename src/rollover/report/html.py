@@ -82,8 +82,12 @@ def _summary_line(summary: Record) -> str:
     if not summary:
         return "no summary: the run did not finish"
     return (f"{summary.get('result')}: {summary.get('replaced')} replaced, {summary.get('failed')} failed, "
-            f"{summary.get('rolled_back')} rolled back in {float(summary.get('duration_s') or 0):.1f}s"
+            f"{summary.get('rolled_back')} rolled back in {_seconds(summary.get('duration_s')):.1f}s"
             + (f" ({summary['reason']})" if summary.get("reason") else ""))
+
+
+def _seconds(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) else 0.0
 
 
 def _legend() -> str:
