@@ -119,7 +119,7 @@ def gantt_rows(records: Iterable[Record]) -> tuple[list[GanttRow], float]:
                     rows[name].marks.append(("rolled back", _float(record.get("t"))))
     for name, row in rows.items():
         state = open_bars[name]
-        if state.phase is not None:
+        if state.phase is not None and end > state.since:
             row.bars.append((state.phase, state.since, end))
         row.bars.insert(0, ("serving", 0.0, serving_until.get(name, end)))
     return [rows[name] for name in targets], end
