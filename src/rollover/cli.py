@@ -14,8 +14,8 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, MutableMapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 import click
 
@@ -48,6 +48,7 @@ from rollover.core.policy import (
 from rollover.core.result import RolloutResult
 from rollover.errors import InvalidOption, RolloverError
 from rollover.report.html import Recorder, check_report_path, read_events, write_report
+from rollover.report.live import LiveReporter
 from rollover.report.output import JsonReporter, TextReporter, render_timeline
 from rollover.report.redact import Redactor, secret_values
 
@@ -122,6 +123,7 @@ class OutputChoice:
     verbose: int
     marks: tuple[float, ...] = ()
     report_file: str | None = None  # --report FILE.html
+    live: bool = False  # a live view: stdout is a terminal, text output, not quiet (redeploy only)
 
 
 def build_policy(step: str, grace: str, order: str, timeout: str | None, on_failure: str) -> Policy:
@@ -144,18 +146,26 @@ def _redactor() -> Redactor:
     return Redactor(secret_values(os.environ))
 
 
-def _reporter(choice: OutputChoice) -> tuple[Reporter, JsonReporter | None, Recorder | None]:
+class Outputs(NamedTuple):
+    report: Reporter  # every event goes here
+    json: JsonReporter | None  # --output json: finished with the summary
+    recorder: Recorder | None  # --report: the records the HTML report is drawn from
+    live: LiveReporter | None  # a terminal's live view: redrawn beside the rollout
+
+
+def _reporter(choice: OutputChoice) -> Outputs:
     json_reporter = JsonReporter(redact=_redactor()) if choice.json else None
-    shown: Reporter = json_reporter or TextReporter(quiet=choice.quiet, redact=_redactor())
+    live = LiveReporter(sys.stdout, _redactor()) if choice.live else None
+    shown: Reporter = json_reporter or live or TextReporter(quiet=choice.quiet, redact=_redactor())
     if choice.report_file is None:
-        return shown, json_reporter, None
+        return Outputs(shown, json_reporter, None, live)
     recorder = Recorder(_redactor())
 
     def both(event: ProgressEvent) -> None:
         shown(event)
         recorder(event)
 
-    return both, json_reporter, recorder
+    return Outputs(both, json_reporter, recorder, live)
 
 
 async def _run_controller(make_backend: Callable[[], Backend], policy: Policy, report: Reporter) -> RolloutResult:
@@ -289,9 +299,9 @@ def redeploy(service: str, platform: str, swarm_nodes: str | None, project: str 
         selector=labels or None, image=reference, pull=pull, swarm_nodes=parse_node_hosts(swarm_nodes or ""),
         timeout_s=policy.timeout_s,
     )
-    report, json_reporter, recorder = _reporter(choice)
-    result = asyncio.run(_redeploy(target, policy, traffic, report))
-    return _finish(result, choice, json_reporter, recorder)
+    outputs = _reporter(replace(choice, live=not choice.json and not choice.quiet and sys.stdout.isatty()))
+    result = asyncio.run(_redeploy(target, policy, traffic, outputs.report, outputs.live))
+    return _finish(result, choice, outputs.json, outputs.recorder)
 
 
 def _not_negative(value: int | None, what: str) -> int | None:
@@ -301,19 +311,26 @@ def _not_negative(value: int | None, what: str) -> int | None:
 
 
 async def _redeploy(target: BackendChoice, policy: Policy, traffic: TrafficOptions,
-                    report: Reporter) -> RolloutResult:
+                    report: Reporter, live: LiveReporter | None = None) -> RolloutResult:
     clock = asyncio.get_running_loop().time
+    probe = make_probe(traffic, clock)
     controller = Controller(
         await make_backend(target, clock), policy, report=report, balancer=make_balancer(traffic, clock),
-        drain_timeout_s=traffic.drain_timeout_s, probe=make_probe(traffic, clock),
+        drain_timeout_s=traffic.drain_timeout_s, probe=probe,
         max_probe_failures=traffic.max_probe_failures,
     )
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, controller.interrupt, signal.Signals(signal_number).name)
+    ticking = None
+    if live is not None:
+        live.probe = probe.progress if probe is not None else None
+        ticking = asyncio.create_task(live.ticking())
     try:
         return await controller.run()
     finally:
+        if ticking is not None:
+            ticking.cancel()
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signal_number)
 
@@ -343,13 +360,13 @@ def simulate(replicas: int, request_time: str, redeploy_time: str, step: str, gr
     if redeploy_s < request_s:
         raise InvalidOption("redeploy time must be at least the request time (a replica is up after its ack)")
     extras = tuple(parse_duration(value, "extra-at") for value in extra_at)
-    report, json_reporter, recorder = _reporter(choice)
+    outputs = _reporter(choice)
 
     def make() -> Backend:
         return SimBackend(replicas, request_s, redeploy_s, fail_replicas=fail_replica, extra_at=extras)
 
-    result = run_virtual(_run_controller(make, policy, report))
-    return _finish(result, choice, json_reporter, recorder)
+    result = run_virtual(_run_controller(make, policy, outputs.report))
+    return _finish(result, choice, outputs.json, outputs.recorder)
 
 
 @cli.command("report")

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +78,14 @@ class Rolled:
     directory: Path
 
 
+def run_plain(command: list[str], cwd: Path) -> tuple[int, str, str]:
+    done = subprocess.run(command, cwd=cwd, env=ROLLOVER_ENV, capture_output=True, text=True, timeout=180,
+                          check=False)
+    return done.returncode, done.stdout, done.stderr
+
+
 def roll(docker_client: Any, directory: Path, replicas: int, fail_from: int, *args: str,
-         fronted: bool = False) -> Rolled:
+         fronted: bool = False, run: Callable[[list[str], Path], tuple[int, str, str]] = run_plain) -> Rolled:
     """Start the v1 service (with ``fronted``, behind its own HAProxy, which rollover drives and probes
     through), switch its file to the counting definition and run rollover on it."""
     project = ComposeProject(f"rrep-{uuid.uuid4().hex[:8]}", directory, docker_client)
@@ -91,9 +100,8 @@ def roll(docker_client: Any, directory: Path, replicas: int, fail_from: int, *ar
             args = ("--balancer", front.spec, "--balancer-address", front.balancer_address, "--probe", front.url,
                     "--probe-rate", "50", *args)
         project.file.write_text(service_yaml(project.name, replicas, fail_from))
-        done = subprocess.run([ROLLOVER, "redeploy", "web", "--step", "1", "--timeout", "20", *args],
-                              cwd=directory, env=ROLLOVER_ENV, capture_output=True, text=True, timeout=180,
-                              check=False)
+        returncode, stdout, stderr = run([ROLLOVER, "redeploy", "web", "--step", "1", "--timeout", "20", *args],
+                                         directory)
     except BaseException:
         project.tear_down()
         raise
@@ -101,7 +109,7 @@ def roll(docker_client: Any, directory: Path, replicas: int, fail_from: int, *ar
         if front is not None:
             front.stop()
             shutil.rmtree(front.directory, ignore_errors=True)
-    return Rolled(project, done.returncode, done.stdout, done.stderr, directory)
+    return Rolled(project, returncode, stdout, stderr, directory)
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +226,74 @@ def test_the_report_draws_the_real_rollout_in_a_browser(failed_rollout: Rolled, 
                            check=False)
     assert drawn.returncode == 0, drawn.stderr
     assert again.read_text() == report.read_text()
+
+
+# -- the live view, on a real terminal (tmux) ------------------------------------------------------
+
+
+class Terminal:
+    """A tmux server of our own (its own socket, named rrep-...) with one 120x40 window: the screen a
+    user would see, read with ``capture-pane``."""
+
+    def __init__(self) -> None:
+        self.socket = f"rrep-{uuid.uuid4().hex[:8]}"
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", *args], capture_output=True,
+                              text=True, check=True, timeout=30).stdout
+
+    def start(self, command: list[str], cwd: Path) -> None:
+        environment = " ".join(f"{name}={shlex.quote(value)}" for name, value in
+                               (("RREP_API_TOKEN", SECRET), ("PATH", os.environ["PATH"]),
+                                ("DOCKER_HOST", os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))))
+        # The shell stays (waiting on 'read') once rollover exits, so its last screen can be read.
+        script = (f"cd {shlex.quote(str(cwd))} && env {environment} {shlex.join(command)}; "
+                  "echo rrep-exit=$?; read never")
+        self.tmux("new-session", "-d", "-x", "120", "-y", "40", script)
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-S", "-200")
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False, timeout=30)
+
+
+def run_on_a_terminal(command: list[str], cwd: Path) -> tuple[int, str, str]:
+    """Run rollover in a terminal; every distinct screen seen until it exits, joined (as stdout)."""
+    terminal = Terminal()
+    screens: list[str] = []
+    try:
+        terminal.start(command, cwd)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            screen = terminal.screen()
+            if not screens or screen != screens[-1]:
+                screens.append(screen)
+            exited = re.search(r"rrep-exit=(\d+)", screen)
+            if exited:
+                return int(exited.group(1)), "\n=====\n".join(screens), ""
+            time.sleep(0.1)  # the screen's next state: polled, bounded by the deadline
+        raise AssertionError("rollover never exited on the terminal; last screen:\n" + (screens or [""])[-1])
+    finally:
+        terminal.close()
+
+
+def test_the_live_view_shows_each_replica_in_flight_and_the_bar_reaches_the_end(
+        docker_client: Any, app_images: dict[str, str], tmp_path: Path) -> None:
+    rolled = roll(docker_client, tmp_path / "project", 3, 99, fronted=True, run=run_on_a_terminal)
+    try:
+        screens = rolled.stdout.split("\n=====\n")
+        assert rolled.returncode == 0, screens[-1]
+        name = rf"{rolled.project.name}-web-\d+"
+        in_flight = [line for screen in screens for line in screen.splitlines()
+                     if re.fullmatch(rf"\s+{name}  (requesting|starting, health checks running|health checks passed,"
+                                     rf" admitting|admitted, in its grace period|drain.*|draining and stopping the old"
+                                     rf" replica)  \d+\.\ds", line)]
+        assert in_flight, screens
+        assert any(re.search(r"replaced 1/3 .*(about \d+s left)", screen) for screen in screens), screens
+        assert any(re.search(r"probe: \d+ requests/s, \d+ ok, 0 failed", screen) for screen in screens), screens
+        last = screens[-1]
+        assert re.search(r"replaced 3/3 ", last) and "completed: 3 replaced, 0 failed" in last, last
+        assert SECRET not in rolled.stdout
+    finally:
+        rolled.project.tear_down()
