@@ -14,6 +14,7 @@ from rollover.cli import main
 from rollover.core.gantt import gantt_rows
 from rollover.core.probe_report import ProbeSample, latency_series, request_series
 from rollover.core.timeline import Row, Segment, choose_scale, render
+from rollover.report.eta import remaining_s
 from rollover.report.output import diagnosis_text
 from tests.unit.test_simulator import simulate
 
@@ -152,3 +153,27 @@ def test_simulate_report_draws_a_row_per_replica(tmp_path: Path) -> None:
                  "--report", str(path)], environ={}) == 0
     page = path.read_text()
     assert page.count("class=gantt-row") == 4 and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+
+
+# -- the ETA ---------------------------------------------------------------------------------------
+
+
+def _twelve_by_three_after_one_wave() -> list[dict[str, object]]:
+    """report/eta.py's worked example: 12 targets, step 3; 3 settled (ack 1 s, up 10 s after their
+    request); the next 3 requested at 10 s."""
+    names = [f"web-{n}" for n in range(1, 13)]
+    records: list[dict[str, object]] = [{"event": "plan", "t": 0.0, "targets": names, "batch": 3, "grace_s": 0.0,
+                                         "order": "start-first"}]
+    for name in names[:3]:
+        records += [{"event": "request_sent", "t": 0.0, "replica": name, "restore": False},
+                    {"event": "acknowledged", "t": 1.0, "replica": name},
+                    {"event": "up", "t": 10.0, "replica": name}, {"event": "settled", "t": 10.0, "replica": name}]
+    records += [{"event": "request_sent", "t": 10.0, "replica": name, "restore": False} for name in names[3:6]]
+    return records
+
+
+def test_the_eta_is_the_simulated_rest_minus_what_is_in_flight() -> None:
+    records = _twelve_by_three_after_one_wave()
+    assert remaining_s(records, now=14.0) == pytest.approx(28.0)
+    assert remaining_s(records[:1], now=0.5) is None  # nothing up yet: nothing observed
+    assert remaining_s([*records, {"event": "rollback", "t": 15.0, "replicas": []}], now=15.0) is None

@@ -9,8 +9,9 @@ off; a start-first rollout's last old replica still drains after its replacement
 drain is added.
 
 Worked example: 12 targets, step 3, grace 0; 3 settled, each acknowledged 1 s and up 10 s after
-its request; 3 in flight for 4 s: the simulator rolls 9 replicas 3 at a time in 30 s, minus 4 s ->
-26 s left.
+its request; 3 in flight for 4 s: the simulator rolls 9 replicas 3 at a time in 32 s (it
+acknowledges a wave's requests one after another, 1 s each, as the seed's charts draw them), minus
+4 s -> 28 s left.
 """
 
 from __future__ import annotations
