@@ -37,9 +37,11 @@ def one_round(client: docker.DockerClient, replicas: int, step: int, grace: floa
     with tempfile.TemporaryDirectory(prefix="rrep-bench-") as folder:
         project = ComposeProject(f"rrep-bench-{uuid.uuid4().hex[:8]}", Path(folder), client)
         try:
-            project.write(APP_V1, replicas=replicas, ports=[LOOPBACK_PORT])
-            project.compose("up", "-d", "--wait", "--wait-timeout", "120")
-            project.write(APP_V2, replicas=replicas, ports=[LOOPBACK_PORT])
+            # A loaded machine can make the image's 3 x 2 s health checks time out as 12 replicas start.
+            patient = {"retries": "20"}
+            project.write(APP_V1, replicas=replicas, ports=[LOOPBACK_PORT], healthcheck=patient)
+            project.compose("up", "-d", "--wait", "--wait-timeout", "180")
+            project.write(APP_V2, replicas=replicas, ports=[LOOPBACK_PORT], healthcheck=patient)
             done = subprocess.run([ROLLOVER, "redeploy", "web", "--step", str(step), "--grace", f"{grace:g}",
                                    "--output", "json"], cwd=folder, capture_output=True, text=True, check=False,
                                   env=dict(os.environ), timeout=900)

@@ -36,9 +36,9 @@ def live_screen(replicas: int) -> str:
     shot: list[str] = []
 
     def run(command: list[str], cwd: Path) -> tuple[int, str, str]:
-        terminal = Terminal()
+        terminal = Terminal(110, 30)
         try:
-            terminal.tmux("new-session", "-d", "-x", "110", "-y", "30", f"cd {cwd} && {' '.join(command)}; read x")
+            terminal.start(command, cwd)
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline and not shot:
                 screen = terminal.tmux("capture-pane", "-p", "-e")
@@ -46,7 +46,7 @@ def live_screen(replicas: int) -> str:
                 if found and int(found.group(1)) >= replicas // 3 and "left" in screen:
                     shot.append(screen)
                 time.sleep(0.2)
-            while time.monotonic() < deadline and "completed:" not in terminal.screen():
+            while time.monotonic() < deadline and "rrep-exit=" not in terminal.screen():
                 time.sleep(0.5)
         finally:
             terminal.close()

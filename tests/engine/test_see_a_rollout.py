@@ -61,11 +61,13 @@ def service_yaml(project: str, replicas: int, fail_from: int | None) -> str:
              "    stop_grace_period: 2s", "    deploy:", f"      replicas: {replicas}",
              "    ports:", f'      - "{LOOPBACK_PORT}"',
              "    volumes:", "      - shared:/shared"]
-    if fail_from is not None:
+    if fail_from is None:  # the image's own check, patient: a loaded machine can take seconds to answer
+        lines += ["    healthcheck:", "      interval: 500ms", "      timeout: 10s", "      retries: 5"]
+    else:
         lines += ["    environment:", f"      RREP_SHOWN: {json.dumps(SECRET)}", f"      FAIL_FROM: \"{fail_from}\"",
                   f"    entrypoint: {json.dumps(['/bin/sh', '-c', _ENTRYPOINT])}",
                   "    healthcheck:", f"      test: {json.dumps(['CMD-SHELL', _HEALTH])}",
-                  "      interval: 500ms", "      timeout: 2s", "      retries: 2", "      start_period: 0s"]
+                  "      interval: 500ms", "      timeout: 10s", "      retries: 2", "      start_period: 0s"]
     return "\n".join([*lines, "volumes:", "  shared: {}", ""])
 
 
@@ -232,11 +234,12 @@ def test_the_report_draws_the_real_rollout_in_a_browser(failed_rollout: Rolled, 
 
 
 class Terminal:
-    """A tmux server of our own (its own socket, named rrep-...) with one 120x40 window: the screen a
-    user would see, read with ``capture-pane``."""
+    """A tmux server of our own (its own socket, named rrep-...) with one window (120x40 unless told):
+    the screen a user would see, read with ``capture-pane``."""
 
-    def __init__(self) -> None:
+    def __init__(self, columns: int = 120, lines: int = 40) -> None:
         self.socket = f"rrep-{uuid.uuid4().hex[:8]}"
+        self.size = (str(columns), str(lines))
 
     def tmux(self, *args: str) -> str:
         return subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", *args], capture_output=True,
@@ -249,13 +252,15 @@ class Terminal:
         # The shell stays (waiting on 'read') once rollover exits, so its last screen can be read.
         script = (f"cd {shlex.quote(str(cwd))} && env {environment} {shlex.join(command)}; "
                   "echo rrep-exit=$?; read never")
-        self.tmux("new-session", "-d", "-x", "120", "-y", "40", script)
+        self.tmux("new-session", "-d", "-x", self.size[0], "-y", self.size[1], script)
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-S", "-200")
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False, timeout=30)
+        folder = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+        (folder / self.socket).unlink(missing_ok=True)  # a killed server may leave its socket behind
 
 
 def run_on_a_terminal(command: list[str], cwd: Path) -> tuple[int, str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rollover.backends.diagnosis import diagnosis_of, log_lines
+from rollover.backends.diagnosis import diagnosis_of, log_lines, task_history
 from rollover.cli import main
 from rollover.core.gantt import gantt_rows
 from rollover.core.probe_report import ProbeSample, latency_series, request_series
@@ -115,6 +115,18 @@ def test_an_exited_replacement_shows_its_exit_code_and_an_empty_log() -> None:
     assert diagnosis_text(found) == ["exited with code 3 (container state: exited)",
                                      "killed by the kernel: out of memory", "the log is empty"]
     assert diagnosis_text(diagnosis_of(None, None)) == ["the replacement was already removed: nothing left to look at"]
+
+
+def test_a_swarm_slots_history_is_oldest_first_without_repeating_the_state_as_its_error() -> None:
+    history = task_history([("2026-12-06T10:00:05", "failed", "task: non-zero exit (3)"),
+                            ("2026-12-06T10:00:00", "shutdown", "shutdown"),
+                            ("2026-12-06T10:00:09", "running", "running")])
+    assert history == [{"at": "2026-12-06T10:00:00", "state": "shutdown", "error": ""},
+                       {"at": "2026-12-06T10:00:05", "state": "failed", "error": "task: non-zero exit (3)"},
+                       {"at": "2026-12-06T10:00:09", "state": "running", "error": ""}]
+    found = {"state": "failed", "exit_code": 3, "health_checks": [], "log": [], "task_error": "x",
+             "task_history": history}
+    assert "task failed: task: non-zero exit (3)" in diagnosis_text(found)
 
 
 def test_the_log_keeps_its_last_twenty_lines() -> None:
