@@ -329,8 +329,9 @@ async def _redeploy(target: BackendChoice, policy: Policy, traffic: TrafficOptio
     try:
         return await controller.run()
     finally:
-        if ticking is not None:
+        if ticking is not None and live is not None:
             ticking.cancel()
+            live.close()
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signal_number)
 

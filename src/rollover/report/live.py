@@ -92,6 +92,12 @@ class LiveReporter:
         elif event.kind in (EventKind.SETTLED, EventKind.UP):
             self._estimate()
 
+    def close(self) -> None:
+        """Leave the terminal as it was (cursor shown) even when the rollout ended in an error
+        (locked, the engine lost) before its summary."""
+        if self._live.is_started:
+            self._live.stop()
+
     def _follow(self, event: ProgressEvent) -> None:
         now = time.monotonic()
         if event.kind is EventKind.PLAN:
