@@ -153,7 +153,7 @@ class LiveReporter:
         if self._rolling_back:
             return "rolling back"
         if self._eta is None:
-            return "ETA after the first replacement is up"
+            return "time left: known once a replacement is done"
         return f"about {max(0.0, self._eta - (now - self._eta_at)):.0f}s left"
 
 
