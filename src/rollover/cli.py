@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple
+from typing import Any
 
 import click
 
@@ -36,7 +36,6 @@ from rollover.backends.base import Backend
 from rollover.backends.sim import SimBackend
 from rollover.clock import run_virtual
 from rollover.controller.loop import Controller, Reporter
-from rollover.core.model import ProgressEvent
 from rollover.core.policy import (
     FailurePolicy,
     OrderChoice,
@@ -49,7 +48,8 @@ from rollover.core.result import RolloutResult
 from rollover.errors import InvalidOption, RolloverError
 from rollover.report.html import Recorder, check_report_path, read_events, write_report
 from rollover.report.live import LiveReporter
-from rollover.report.output import JsonReporter, TextReporter, render_timeline
+from rollover.report.output import JsonReporter, render_timeline
+from rollover.report.outputs import Outputs, choose_outputs
 from rollover.report.redact import Redactor, secret_values
 
 # The seed script's variables, still honoured: (old name, new name).
@@ -146,26 +146,9 @@ def _redactor() -> Redactor:
     return Redactor(secret_values(os.environ))
 
 
-class Outputs(NamedTuple):
-    report: Reporter  # every event goes here
-    json: JsonReporter | None  # --output json: finished with the summary
-    recorder: Recorder | None  # --report: the records the HTML report is drawn from
-    live: LiveReporter | None  # a terminal's live view: redrawn beside the rollout
-
-
 def _reporter(choice: OutputChoice) -> Outputs:
-    json_reporter = JsonReporter(redact=_redactor()) if choice.json else None
-    live = LiveReporter(sys.stdout, _redactor()) if choice.live else None
-    shown: Reporter = json_reporter or live or TextReporter(quiet=choice.quiet, redact=_redactor())
-    if choice.report_file is None:
-        return Outputs(shown, json_reporter, None, live)
-    recorder = Recorder(_redactor())
-
-    def both(event: ProgressEvent) -> None:
-        shown(event)
-        recorder(event)
-
-    return Outputs(both, json_reporter, recorder, live)
+    return choose_outputs(json=choice.json, quiet=choice.quiet, live=choice.live,
+                          report=choice.report_file is not None, redactor=_redactor)
 
 
 async def _run_controller(make_backend: Callable[[], Backend], policy: Policy, report: Reporter) -> RolloutResult:
