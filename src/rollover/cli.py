@@ -172,8 +172,6 @@ _output_options: list[Callable[[Any], Any]] = [
                  help="text, or json: one JSON object per event per line, the summary last."),
     click.option("--timeline/--no-timeline", default=False, envvar="ROLLOVER_TIMELINE",
                  help="Draw the rollout in the seed's chart notation at the end."),
-    click.option("--report", "report_file", default=None, envvar="ROLLOVER_REPORT",
-                 help="Also write the rollout as a self-contained HTML report to this file."),
     click.option("-v", "--verbose", count=True, help="Tracebacks on errors."),
     click.option("-q", "--quiet", is_flag=True, envvar="ROLLOVER_QUIET", help="Only failures and the summary."),
 ]
@@ -216,6 +214,11 @@ _rollout_options: list[Callable[[Any], Any]] = [
 ]
 
 
+# redeploy and simulate (not up: one report draws one rollout)
+_report_option = click.option("--report", "report_file", default=None, envvar="ROLLOVER_REPORT",
+                              help="Also write the rollout as a self-contained HTML report to this file.")
+
+
 def _with(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
     def decorate(function: Any) -> Any:
         for option in reversed(options):
@@ -255,6 +258,7 @@ def cli() -> None:
 @click.option("--pull/--no-pull", default=False, envvar="ROLLOVER_PULL", help="Pull the image before rolling.")
 @_with(_traffic_options)
 @_with(_output_options)
+@_report_option
 def redeploy(service: str, platform: str, swarm_nodes: str | None, project: str | None, selector: tuple[str, ...],
              step: str, grace: str,
              order: str, timeout: str | None, on_failure: str, image: str | None, pull: bool,
@@ -329,6 +333,7 @@ async def _redeploy(target: BackendChoice, policy: Policy, traffic: TrafficOptio
 @click.option("--extra-at", multiple=True, help="A time at which an extra replica comes up (repeatable).")
 @click.option("--mark", multiple=True, help="A reference tick on the timeline's axis, in seconds (repeatable).")
 @_with(_output_options)
+@_report_option
 def simulate(replicas: int, request_time: str, redeploy_time: str, step: str, grace: str,
              order: str, timeout: str | None, on_failure: str, fail_replica: tuple[int, ...],
              extra_at: tuple[str, ...], mark: tuple[str, ...], output: str, timeline: bool, report_file: str | None,
