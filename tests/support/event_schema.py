@@ -1,6 +1,6 @@
 """Every JSON event a test sees, checked against the schema rollover ships (report/events.schema.json).
 
-The fault, zero-downtime and Swarm helpers call ``assert_valid_events`` on each real rollout's
+The fault, zero-downtime, Swarm and ``rollover up`` helpers call ``assert_valid_events`` on each real rollout's
 output, so every real rollout in the suite checks the contract CI consumers rely on.
 """
 
@@ -29,13 +29,13 @@ def schema_errors(event: dict[str, Any]) -> list[str]:
 
 
 def assert_valid_events(events: Iterable[dict[str, Any]]) -> None:
-    """Each event valid; the plan first with its schema version, the summary last."""
+    """Each event valid; each plan with its schema version; the summary (rollover up: the project's) last."""
     events = list(events)
     for event in events:
         errors = schema_errors(event)
         assert not errors, f"{event.get('event')} breaks the event schema: {errors}\n{event}"
     kinds = [event["event"] for event in events]
-    if "plan" in kinds:
-        assert events[kinds.index("plan")]["schema"] == 1
-    if "summary" in kinds:
-        assert kinds[-1] == "summary", kinds
+    assert all(event["schema"] == 1 for event in events if event["event"] == "plan")
+    last = "project_summary" if "project_plan" in kinds else "summary"  # rollover up: the project's comes last
+    if last in kinds:
+        assert kinds[-1] == last, kinds
