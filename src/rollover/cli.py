@@ -14,7 +14,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import click
@@ -46,7 +46,10 @@ from rollover.core.policy import (
 )
 from rollover.core.result import RolloutResult
 from rollover.errors import InvalidOption, RolloverError
-from rollover.report.output import JsonReporter, TextReporter, render_timeline
+from rollover.report.html import Recorder, check_report_path, read_events, write_report
+from rollover.report.live import LiveReporter
+from rollover.report.output import JsonReporter, render_timeline
+from rollover.report.outputs import Outputs, choose_outputs
 from rollover.report.redact import Redactor, secret_values
 
 # The seed script's variables, still honoured: (old name, new name).
@@ -119,6 +122,8 @@ class OutputChoice:
     quiet: bool
     verbose: int
     marks: tuple[float, ...] = ()
+    report_file: str | None = None  # --report FILE.html
+    live: bool = False  # a live view: stdout is a terminal, text output, not quiet (redeploy only)
 
 
 def build_policy(step: str, grace: str, order: str, timeout: str | None, on_failure: str) -> Policy:
@@ -141,19 +146,20 @@ def _redactor() -> Redactor:
     return Redactor(secret_values(os.environ))
 
 
-def _reporter(choice: OutputChoice) -> tuple[Reporter, JsonReporter | None]:
-    if choice.json:
-        json_reporter = JsonReporter(redact=_redactor())
-        return json_reporter, json_reporter
-    return TextReporter(quiet=choice.quiet, redact=_redactor()), None
+def _reporter(choice: OutputChoice) -> Outputs:
+    return choose_outputs(json=choice.json, quiet=choice.quiet, live=choice.live,
+                          report=choice.report_file is not None, redactor=_redactor)
 
 
 async def _run_controller(make_backend: Callable[[], Backend], policy: Policy, report: Reporter) -> RolloutResult:
     return await Controller(make_backend(), policy, report=report).run()
 
 
-def _finish(result: RolloutResult, choice: OutputChoice, json_reporter: JsonReporter | None) -> int:
+def _finish(result: RolloutResult, choice: OutputChoice, json_reporter: JsonReporter | None,
+            recorder: Recorder | None = None) -> int:
     chart = render_timeline(result, choice.marks) if choice.timeline else None
+    if recorder is not None and choice.report_file is not None:
+        write_report(choice.report_file, recorder.records)
     if json_reporter is not None:
         json_reporter.finish(chart)
     elif chart is not None:
@@ -208,6 +214,11 @@ _rollout_options: list[Callable[[Any], Any]] = [
 ]
 
 
+# redeploy and simulate (not up: one report draws one rollout)
+_report_option = click.option("--report", "report_file", default=None, envvar="ROLLOVER_REPORT",
+                              help="Also write the rollout as a self-contained HTML report to this file.")
+
+
 def _with(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
     def decorate(function: Any) -> Any:
         for option in reversed(options):
@@ -217,10 +228,13 @@ def _with(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
 
 
 def _output_choice(output: str, timeline: bool, quiet: bool, verbose: int,
-                   marks: tuple[float, ...] = ()) -> OutputChoice:
+                   marks: tuple[float, ...] = (), report_file: str | None = None) -> OutputChoice:
     if output not in ("text", "json"):
         raise InvalidOption(f"output {output!r}: expected text or json")
-    return OutputChoice(json=output == "json", timeline=timeline, quiet=quiet, verbose=verbose, marks=marks)
+    if report_file is not None:
+        check_report_path(report_file)
+    return OutputChoice(json=output == "json", timeline=timeline, quiet=quiet, verbose=verbose, marks=marks,
+                        report_file=report_file)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -244,14 +258,16 @@ def cli() -> None:
 @click.option("--pull/--no-pull", default=False, envvar="ROLLOVER_PULL", help="Pull the image before rolling.")
 @_with(_traffic_options)
 @_with(_output_options)
+@_report_option
 def redeploy(service: str, platform: str, swarm_nodes: str | None, project: str | None, selector: tuple[str, ...],
              step: str, grace: str,
              order: str, timeout: str | None, on_failure: str, image: str | None, pull: bool,
              balancers: tuple[str, ...], balancer_address: str, balancer_port: int | None, drain_timeout: str,
              nginx_master: str, pre_stop: str | None, post_start: str | None, probe_url: str | None, probe_rate: float,
-             max_probe_failures: int | None, output: str, timeline: bool, verbose: int, quiet: bool) -> int:
+             max_probe_failures: int | None, output: str, timeline: bool, report_file: str | None, verbose: int,
+             quiet: bool) -> int:
     """Replace every running replica of SERVICE, STEP at a time, with a fresh one."""
-    choice = _output_choice(output, timeline, quiet, verbose)
+    choice = _output_choice(output, timeline, quiet, verbose, report_file=report_file)
     policy = build_policy(step, grace, order, timeout, on_failure)
     labels = parse_selector(selector)
     if labels and project:
@@ -270,9 +286,9 @@ def redeploy(service: str, platform: str, swarm_nodes: str | None, project: str 
         selector=labels or None, image=reference, pull=pull, swarm_nodes=parse_node_hosts(swarm_nodes or ""),
         timeout_s=policy.timeout_s,
     )
-    report, json_reporter = _reporter(choice)
-    result = asyncio.run(_redeploy(target, policy, traffic, report))
-    return _finish(result, choice, json_reporter)
+    outputs = _reporter(replace(choice, live=not choice.json and not choice.quiet and sys.stdout.isatty()))
+    result = asyncio.run(_redeploy(target, policy, traffic, outputs.report, outputs.live))
+    return _finish(result, choice, outputs.json, outputs.recorder)
 
 
 def _not_negative(value: int | None, what: str) -> int | None:
@@ -282,19 +298,27 @@ def _not_negative(value: int | None, what: str) -> int | None:
 
 
 async def _redeploy(target: BackendChoice, policy: Policy, traffic: TrafficOptions,
-                    report: Reporter) -> RolloutResult:
+                    report: Reporter, live: LiveReporter | None = None) -> RolloutResult:
     clock = asyncio.get_running_loop().time
+    probe = make_probe(traffic, clock)
     controller = Controller(
         await make_backend(target, clock), policy, report=report, balancer=make_balancer(traffic, clock),
-        drain_timeout_s=traffic.drain_timeout_s, probe=make_probe(traffic, clock),
+        drain_timeout_s=traffic.drain_timeout_s, probe=probe,
         max_probe_failures=traffic.max_probe_failures,
     )
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, controller.interrupt, signal.Signals(signal_number).name)
+    ticking = None
+    if live is not None:
+        live.probe = probe.progress if probe is not None else None
+        ticking = asyncio.create_task(live.ticking())
     try:
         return await controller.run()
     finally:
+        if ticking is not None and live is not None:
+            ticking.cancel()
+            live.close()
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signal_number)
 
@@ -309,13 +333,14 @@ async def _redeploy(target: BackendChoice, policy: Policy, traffic: TrafficOptio
 @click.option("--extra-at", multiple=True, help="A time at which an extra replica comes up (repeatable).")
 @click.option("--mark", multiple=True, help="A reference tick on the timeline's axis, in seconds (repeatable).")
 @_with(_output_options)
+@_report_option
 def simulate(replicas: int, request_time: str, redeploy_time: str, step: str, grace: str,
              order: str, timeout: str | None, on_failure: str, fail_replica: tuple[int, ...],
-             extra_at: tuple[str, ...], mark: tuple[str, ...], output: str, timeline: bool, verbose: int,
-             quiet: bool) -> int:
+             extra_at: tuple[str, ...], mark: tuple[str, ...], output: str, timeline: bool, report_file: str | None,
+             verbose: int, quiet: bool) -> int:
     """Predict a rollout on virtual time: the same controller, an in-memory platform."""
     marks = tuple(parse_duration(value, "mark") for value in mark)
-    choice = _output_choice(output, timeline, quiet, verbose, marks)
+    choice = _output_choice(output, timeline, quiet, verbose, marks, report_file)
     policy = build_policy(step, grace, order, timeout, on_failure)
     if replicas < 1:
         raise InvalidOption(f"replicas {replicas}: must be at least 1")
@@ -324,13 +349,23 @@ def simulate(replicas: int, request_time: str, redeploy_time: str, step: str, gr
     if redeploy_s < request_s:
         raise InvalidOption("redeploy time must be at least the request time (a replica is up after its ack)")
     extras = tuple(parse_duration(value, "extra-at") for value in extra_at)
-    report, json_reporter = _reporter(choice)
+    outputs = _reporter(choice)
 
     def make() -> Backend:
         return SimBackend(replicas, request_s, redeploy_s, fail_replicas=fail_replica, extra_at=extras)
 
-    result = run_virtual(_run_controller(make, policy, report))
-    return _finish(result, choice, json_reporter)
+    result = run_virtual(_run_controller(make, policy, outputs.report))
+    return _finish(result, choice, outputs.json, outputs.recorder)
+
+
+@cli.command("report")
+@click.argument("events")
+@click.option("-o", "--out", "html_file", required=True, help="The HTML file to write.")
+def report_command(events: str, html_file: str) -> int:
+    """Draw the HTML report of a saved `--output json` run (EVENTS: its JSON lines)."""
+    check_report_path(html_file)
+    write_report(html_file, read_events(events))
+    return 0
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})

@@ -127,6 +127,19 @@ class Engine:
         except docker.errors.NotFound:
             return None
 
+    async def container_log_tail(self, container_id: str, lines: int) -> str | None:
+        """The last ``lines`` lines of the container's log (stdout and stderr interleaved, as the
+        engine stored them), or None when the container does not exist (any more)."""
+        return await self._call(f"read the log of container {container_id[:12]}", self._log_tail_or_none,
+                                container_id, lines)
+
+    def _log_tail_or_none(self, container_id: str, lines: int) -> str | None:
+        try:
+            raw = self._api.logs(container_id, stdout=True, stderr=True, tail=lines, timestamps=False)
+        except docker.errors.NotFound:
+            return None
+        return bytes(raw).decode("utf-8", errors="replace")
+
     async def inspect_image(self, ref: str) -> Inspect | None:
         return await self._call(f"inspect image {ref}", self._inspect_image_or_none, ref)
 

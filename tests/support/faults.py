@@ -26,6 +26,7 @@ from typing import Any
 import docker.errors
 
 from tests.support.engine import APP_V1, ComposeProject, compose_yaml, haproxy_servers, loopback_endpoints, run
+from tests.support.event_schema import assert_valid_events
 from tests.support.haproxy_front import HAProxy
 
 ROLLOVER = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "rollover")
@@ -119,7 +120,9 @@ class Rollover:
             self.kill()
             raise AssertionError(f"rollover hung: still running after {deadline_s:g}s; events so far: "
                                  f"{[e['event'] for e in self.drain()]}") from None
-        return Outcome(returncode, self.drain(), "".join(self._stderr), round(time.monotonic() - self.started, 1))
+        events = self.drain()
+        assert_valid_events(events)
+        return Outcome(returncode, events, "".join(self._stderr), round(time.monotonic() - self.started, 1))
 
     def drain(self) -> list[dict[str, Any]]:
         for reader in self._readers:

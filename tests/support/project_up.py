@@ -22,6 +22,7 @@ from typing import Any
 import docker.errors
 
 from tests.support.engine import APP_V1, remove_containers, remove_volumes, run
+from tests.support.event_schema import assert_valid_events
 
 ROLLOVER = Path(sys.executable).with_name("rollover")  # the console script of the venv running pytest
 RUN_TIMEOUT_S = 240
@@ -47,7 +48,9 @@ class UpRun:
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+        events = [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+        assert_valid_events(event for event in events if "event" in event)
+        return events
 
     @property
     def plan(self) -> dict[str, dict[str, Any]]:

@@ -20,6 +20,7 @@ from typing import Any
 import docker.errors
 
 from rollover.backends.swarm.lock import lock_name
+from tests.support.event_schema import assert_valid_events
 from tests.support.haproxy_front import HAProxy
 from tests.support.swarm import SwarmCluster, running_tasks, task_endpoints, wait_for
 
@@ -39,7 +40,9 @@ class Outcome:
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+        events = [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+        assert_valid_events(events)
+        return events
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [event for event in self.events if event["event"] == kind]

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import pytest
 
 from tests.support.engine import APP_V2, ComposeProject, loopback_endpoints, service_containers
+from tests.support.event_schema import assert_valid_events
 from tests.support.fronts import network_addresses
 
 _VENV_ROLLOVER = Path(sys.executable).with_name("rollover")  # the venv's console script
@@ -229,6 +230,7 @@ async def run_rollover(args: Sequence[str], timeout: float = 150.0) -> RolloverR
             events.append(json.loads(line))
     run = RolloverRun(int(process.returncode or 0), events, out.decode(errors="replace"),
                       err.decode(errors="replace"), started, exited)
+    assert_valid_events(events)
     run.summary = next((e for e in reversed(events) if e.get("event") == "summary"), {})
     return run
 

@@ -122,3 +122,17 @@ class Refilling(Protocol):
         rolled to), started, as ``redeploy`` would make replacements but replacing nothing. Not
         idempotent (it is not retried): a failure is a failed replacement."""
         ...
+
+
+@runtime_checkable
+class Diagnosing(Protocol):
+    """Optional: backends that can say why a failed replacement failed, in the platform's words.
+
+    Called once per failed replacement, before it is discarded or put back, so the failure event
+    can carry the evidence (Docker: state, exit code, health-check results, the log's last lines;
+    Swarm: the task's error and state history). The simulator has no such evidence.
+    """
+
+    async def diagnose(self, replica: Replica) -> dict[str, object]:
+        """JSON-able evidence about ``replica`` (see events.schema.json, ``diagnosis``)."""
+        ...

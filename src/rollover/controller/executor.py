@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
-from rollover.backends.base import Backend, Refilling
+from rollover.backends.base import Backend, Diagnosing, Refilling
 from rollover.balancers.base import Balancer
 from rollover.controller.liveness import Broken, Liveness, Report
 from rollover.controller.messages import Acknowledged, Admitted, Message, RequestFailed, Resynced
@@ -21,6 +21,9 @@ from rollover.core.events import EventKind
 from rollover.core.model import Order, Replica
 from rollover.core.rollout import TargetProgress
 from rollover.errors import PlatformError, RolloverError, TargetRemoved
+
+# How long the platform gets to say why a replacement failed, before the failure is told without it.
+DIAGNOSIS_TIMEOUT_S = 10.0
 
 
 class Executor:
@@ -35,6 +38,9 @@ class Executor:
         self._drain_timeout_s = drain_timeout_s
         self._tasks: set[asyncio.Task[None]] = set()
         self._problems: list[str] = []
+        # Failed replacements whose evidence is being gathered, by id: nothing removes or replaces
+        # one before its diagnosis is in.
+        self._explaining: dict[str, asyncio.Task[None]] = {}
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -59,6 +65,15 @@ class Executor:
     def discard(self, item: TargetProgress) -> None:
         self._spawn(self._discard(item))
 
+    def explain_failure(self, item: TargetProgress, at: float | None, detail: dict[str, object]) -> None:
+        """Tell the failure once the platform said why (``Diagnosing``); at once when it cannot."""
+        if item.replacement is None or not isinstance(self._backend, Diagnosing):
+            self._report(EventKind.FAILED, item.target.name, at=at, **detail)
+            return
+        replacement = item.replacement
+        self._explaining[replacement.id] = self._spawn(self._explain(self._backend, replacement, item.target.name,
+                                                                     at, detail))
+
     def forget_removed(self, item: TargetProgress) -> None:
         self._spawn(self._forget_removed(item))
 
@@ -77,10 +92,11 @@ class Executor:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -121,8 +137,28 @@ class Executor:
             for replica in old:
                 await self._balancer.forget(replica)
 
+    async def _explain(self, backend: Diagnosing, replacement: Replica, name: str, at: float | None,
+                       detail: dict[str, object]) -> None:
+        diagnosis: dict[str, object] = {"unavailable": "the rollout was stopped first"}
+        try:
+            diagnosis = await asyncio.wait_for(backend.diagnose(replacement), DIAGNOSIS_TIMEOUT_S)
+        except RolloverError as exc:
+            diagnosis = {"unavailable": str(exc)}
+        except TimeoutError:
+            diagnosis = {"unavailable": f"the platform did not answer within {DIAGNOSIS_TIMEOUT_S:g}s"}
+        finally:  # told even when cancelled (the engine is lost): a failure is never kept quiet
+            self._report(EventKind.FAILED, name, at=at, **detail, diagnosis=diagnosis)
+
+    async def _explained(self, replica_id: str) -> None:
+        """Wait until the evidence about this failed replacement is in (it is about to go)."""
+        task = self._explaining.pop(replica_id, None)
+        if task is not None:
+            await asyncio.wait([task])
+
     async def _make_replacements(self, items: Sequence[TargetProgress], order: Order) -> list[Replica]:
         """One request to the platform; requests never mix refills, redeploys and restores."""
+        for item in items:  # a restore replaces a failed stop-first replacement: its evidence first
+            await self._explained(item.target.id)
         if items[0].refill:
             assert isinstance(self._backend, Refilling)  # only such backends get refills (Controller._recover)
             return await self._backend.refill(len(items))
@@ -185,7 +221,8 @@ class Executor:
         """A failed replacement goes (a failed stop-first one is put back after the phase instead)."""
         if item.replacement is None:
             return
-        await self._balancer.forget(item.replacement)
         replacement = item.replacement
+        await self._explained(replacement.id)
+        await self._balancer.forget(replacement)
         await self._link.retrying(lambda: self._backend.discard(replacement))
         self._report(EventKind.DISCARDED, item.target.name, replacement=item.replacement.name)

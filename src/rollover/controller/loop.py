@@ -31,7 +31,7 @@ from rollover.controller.messages import (
     watched_ids,
 )
 from rollover.core import rollout
-from rollover.core.events import EventKind
+from rollover.core.events import EVENT_SCHEMA_VERSION, EventKind
 from rollover.core.model import Order, ProgressEvent, ReplicaDown, ReplicaUp, ServiceSnapshot, StaleLock
 from rollover.core.plan import Decision, decide, needs_repair
 from rollover.core.policy import (
@@ -182,7 +182,8 @@ class Controller:
     def _report_plan(self, snapshot: ServiceSnapshot, batch: int, why: str) -> None:
         timeouts = sorted({replacement_timeout(self.policy, replica) for replica in snapshot.replicas})
         self._report(
-            EventKind.PLAN, service=snapshot.name, platform=snapshot.platform, where=snapshot.description,
+            EventKind.PLAN, schema=EVENT_SCHEMA_VERSION, service=snapshot.name, platform=snapshot.platform,
+            where=snapshot.description,
             targets=[replica.name for replica in snapshot.replicas], step=str(self.policy.step), batch=batch,
             order=self._order.value, order_reason=why, grace_s=self.policy.grace_s,
             timeout_s=timeouts, on_failure=self.policy.on_failure.value,
@@ -342,7 +343,10 @@ class Controller:
         for before, after in zip(state.progress, new.progress, strict=True):
             if before != after:
                 for kind, name, at, detail in replica_steps(before, after, self.policy.grace_s):
-                    self._emit(kind, name, at, detail)
+                    if kind is EventKind.FAILED:
+                        self._effects.explain_failure(after, at, detail)
+                    else:
+                        self._emit(kind, name, at, detail)
                 if after.phase is Phase.SKIPPED and before.phase is not Phase.SKIPPED:
                     self._effects.forget_removed(after)
         return new

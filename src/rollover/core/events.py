@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# The plan event's "schema": the version of report/events.schema.json the events follow. A change a
+# reader could trip on (a field renamed, removed or retyped, a kind gone) bumps it.
+EVENT_SCHEMA_VERSION = 1
+
 
 class EventKind(StrEnum):
     # Before any replica is touched.

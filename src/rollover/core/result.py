@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from rollover.core.model import Order, ServiceSnapshot
 from rollover.core.policy import FailurePolicy
-from rollover.core.probe_report import ProbeReport
+from rollover.core.probe_report import ProbeReport, latency_series, request_series
 from rollover.core.rollout import IN_FLIGHT, Phase, RolloutState
 
 
@@ -110,7 +110,9 @@ def summary_figures(result: RolloutResult) -> dict[str, object]:
     if in_flight:
         figures["in_flight"] = in_flight
     if result.probe is not None:
-        figures["probe"] = probe_figures(result.probe)
+        figures["probe"] = {**probe_figures(result.probe),
+                            "series": request_series(result.probe.samples, result.started_at),
+                            "latency": latency_series(result.probe.samples, result.started_at)}
     return figures
 
 

@@ -1,6 +1,7 @@
 """PURE: draw a rollout in the seed's chart notation.
 
-One row per target replica, one column per second (or per ``scale`` seconds when long):
+One row per target replica, one column per second (per 0.1 s when the rollout took under 10 s,
+per ``scale`` seconds when long):
 
     -   running, or sending the redeploy request (until the platform acknowledges it)
     _   redeploying (the replacement exists and is starting)
@@ -52,20 +53,30 @@ def _last_time(rows: Sequence[Row]) -> float:
     return max(moments, default=0.0)
 
 
-def choose_scale(rows: Sequence[Row], max_columns: int = MAX_COLUMNS) -> int:
-    """Seconds per column: 1 while the chart fits, else the smallest whole number that fits.
+# Below this many seconds a chart of one column per second says almost nothing (a 3 s rollout is
+# three columns): it gets FINE_SCALE seconds per column instead, and says so on its axis.
+FINE_BELOW_S = 10.0
+FINE_SCALE = 0.1
 
-    Last event at 100 s -> 101 columns -> 1 s each; at 300 s -> ceil(301 / 120) = 3 s each.
+
+def choose_scale(rows: Sequence[Row], max_columns: int = MAX_COLUMNS) -> float:
+    """Seconds per column: 0.1 below 10 s, 1 while the chart fits, else the smallest whole number that fits.
+
+    Last event at 3.2 s -> 0.1 s each (33 columns); at 100 s -> 101 columns -> 1 s each;
+    at 300 s -> ceil(301 / 120) = 3 s each.
     """
-    columns = math.floor(_last_time(rows)) + 1
+    last = _last_time(rows)
+    if last < FINE_BELOW_S:
+        return FINE_SCALE
+    columns = math.floor(last) + 1
     return max(1, math.ceil(columns / max_columns))
 
 
-def _column(moment: float, scale: int) -> int:
+def _column(moment: float, scale: float) -> int:
     return math.floor(moment / scale + 1e-9)
 
 
-def _draw_segment(line: list[str], segment: Segment, scale: int) -> None:
+def _draw_segment(line: list[str], segment: Segment, scale: float) -> None:
     """Extend ``line`` with one segment: '-' until acknowledged, '_' until up, then the mark."""
     end_moment = next(
         (moment for moment in (segment.up_at, segment.failed_at, segment.skipped_at) if moment is not None), None
@@ -82,7 +93,7 @@ def _draw_segment(line: list[str], segment: Segment, scale: int) -> None:
     line.append(mark)
 
 
-def render_rows(rows: Sequence[Row], scale: int) -> list[str]:
+def render_rows(rows: Sequence[Row], scale: float) -> list[str]:
     """A replica never touched (the rollout stopped before its turn) runs on: '-' to the end."""
     last = _column(_last_time(rows), scale)
     lines = []
@@ -96,16 +107,18 @@ def render_rows(rows: Sequence[Row], scale: int) -> list[str]:
     return lines
 
 
-def render_axis(rows: Sequence[Row], scale: int, marks: Sequence[float] = ()) -> str:
+def render_axis(rows: Sequence[Row], scale: float, marks: Sequence[float] = ()) -> str:
     """'|0 |25': the start, the reference marks inside the chart, the column after the last event.
 
-    Labels are seconds: with 3 s per column a chart ending in column 40 is labelled |123.
+    Labels are seconds: with 3 s per column a chart ending in column 40 is labelled |123; with
+    0.1 s per column one ending in column 31 is labelled |3.2, and the axis says the scale.
     """
-    end = (_column(_last_time(rows), scale) + 1) * scale
-    ticks = sorted({0, *(round(mark) for mark in marks if 0 < mark < end), end})
-    axis = " ".join(f"|{tick}" for tick in ticks)
+    end = round((_column(_last_time(rows), scale) + 1) * scale, 6)
+    precision = 1 if scale < 1 else 0
+    ticks = sorted({0, *(round(mark, precision) for mark in marks if 0 < mark < end), end})
+    axis = " ".join(f"|{tick:g}" for tick in ticks)
     if scale != 1:
-        axis += f"  (1 column = {scale}s)"
+        axis += f"  (1 column = {scale:g}s)"
     return axis
 
 

@@ -148,7 +148,7 @@ class Probe:
             self._last_ok_at = max(self._last_ok_at, now)
         else:
             self._failures[answer] += 1
-        self._samples.append(ProbeSample(sent_at, ok, answer))
+        self._samples.append(ProbeSample(sent_at, ok, answer, latency_s=self._now() - sent_at if ok else None))
         self._progressed.set()  # wake every wait_for, then arm a fresh event for the next outcome
         self._progressed = asyncio.Event()
 

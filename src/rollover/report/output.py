@@ -97,7 +97,44 @@ class TextReporter:
             EventKind.RETIRED: "old replica stopped and removed",
             EventKind.DISCARDED: f"failed replacement {detail.get('replacement')} removed",
         }
-        return f"{stamp} {event.replica}: {words.get(event.kind, event.kind)}"
+        line = f"{stamp} {event.replica}: {words.get(event.kind, event.kind)}"
+        if event.kind == EventKind.FAILED and isinstance(detail.get("diagnosis"), dict):
+            line += "".join(f"\n    {text}" for text in diagnosis_text(detail["diagnosis"]))  # type: ignore[arg-type]
+        return line
+
+
+def diagnosis_text(diagnosis: dict[str, object]) -> list[str]:
+    """The evidence of a failure, a line each, as the text output and the report show it:
+
+        exited with code 3 (container state: exited)
+        health check exit 1: db not reachable
+        last 2 log line(s):
+          | starting
+          | db not reachable
+    """
+    if diagnosis.get("gone"):
+        return ["the replacement was already removed: nothing left to look at"]
+    if "unavailable" in diagnosis:
+        return [f"no diagnosis: {diagnosis['unavailable']}"]
+    code = diagnosis.get("exit_code")
+    lines = [f"still running (container state: {diagnosis.get('state')})" if code is None
+             else f"exited with code {code} (container state: {diagnosis.get('state')})"]
+    if diagnosis.get("oom_killed"):
+        lines.append("killed by the kernel: out of memory")
+    if diagnosis.get("error"):
+        lines.append(f"engine error: {diagnosis['error']}")
+    for check in diagnosis.get("health_checks") or []:  # type: ignore[attr-defined]
+        output = " / ".join(part for part in str(check["output"]).splitlines() if part) or "(no output)"
+        lines.append(f"health check exit {check['exit_code']}: {output}")
+    for entry in diagnosis.get("task_history") or []:  # type: ignore[attr-defined]
+        lines.append(f"task {entry['state']}" + (f": {entry['error']}" if entry.get("error") else ""))
+    log = diagnosis.get("log") or []
+    if log:
+        lines.append(f"last {len(log)} log line(s):")  # type: ignore[arg-type]
+        lines.extend(f"  | {text}" for text in log)  # type: ignore[attr-defined]
+    else:
+        lines.append("the log is empty")
+    return lines
 
 
 def _request_words(detail: dict[str, object]) -> str:
@@ -136,6 +173,15 @@ def _summary_text(detail: dict[str, object]) -> str:
     return text
 
 
+def event_record(event: ProgressEvent) -> dict[str, object]:
+    """An event as its JSON line has it (report/events.schema.json), before redaction."""
+    record: dict[str, object] = {"event": str(event.kind), "t": event.at}
+    if event.replica:
+        record["replica"] = event.replica
+    record.update(event.fields())
+    return record
+
+
 class JsonReporter:
     """One JSON object per line per event. The summary is held back and printed by ``finish``,
     so it is always the last line, with the timeline in it when one was asked for."""
@@ -146,10 +192,7 @@ class JsonReporter:
         self.summary: dict[str, object] | None = None
 
     def __call__(self, event: ProgressEvent) -> None:
-        record: dict[str, object] = {"event": event.kind, "t": event.at}
-        if event.replica:
-            record["replica"] = event.replica
-        record.update(event.fields())
+        record = event_record(event)
         if event.kind == EventKind.SUMMARY:
             self.summary = record
         else:

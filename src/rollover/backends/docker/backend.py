@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from rollover.backends.base import DEFAULT_LEASE_S
+from rollover.backends.diagnosis import LOG_LINES, diagnosis_of
 from rollover.backends.docker.compose import ComposeProject, docker_cli_env, resolve_project_name
 from rollover.backends.docker.events import (
     EventFeed,
@@ -201,6 +202,12 @@ class DockerBackend:
             # volumes=True removes only the volumes it made itself: those it took over are mounted
             # by name, and the engine never removes a named mount's volume with its container.
             await self._workshop.connected().remove(replica.id, force=True, volumes=True)
+
+    async def diagnose(self, replica: Replica) -> dict[str, object]:
+        engine = self._workshop.connected()
+        inspect, log = await asyncio.gather(engine.inspect_container(replica.id),
+                                            engine.container_log_tail(replica.id, LOG_LINES))
+        return diagnosis_of(inspect, log)
 
     async def close(self) -> None:
         for feed in self._feeds:

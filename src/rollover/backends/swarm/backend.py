@@ -45,6 +45,7 @@ from dataclasses import replace
 from typing import Any
 
 from rollover.backends.base import DEFAULT_LEASE_S
+from rollover.backends.diagnosis import LOG_LINES, diagnosis_of, task_history
 from rollover.backends.swarm.lock import SwarmLock
 from rollover.backends.swarm.nodes import SwarmNodes
 from rollover.backends.swarm.replicas import SwarmReplicas, publishes_host_ports
@@ -152,6 +153,25 @@ class SwarmBackend:
             elif task.ended or not task.live:
                 events.append(ReplicaDown(replica_id, at, task.error if task.ended else "shut down by Swarm"))
         return events
+
+    async def diagnose(self, replica: Replica) -> dict[str, object]:
+        """The task's error and its slot's history from the manager; its container's state, health
+        checks and log from the node's own daemon, when rollover reaches that node."""
+        tasks = await self._connected_watch().look(report=False)
+        task = next((task for task in tasks if task.id == replica.id), None)
+        if task is None:
+            return {"gone": True}
+        engine = self._nodes.engines.get(task.node_id)
+        found: dict[str, object] = {"state": task.state, "exit_code": None, "health_checks": [], "log": []}
+        if engine is not None and task.container_id:
+            inspect, log = await asyncio.gather(engine.inspect_container(task.container_id),
+                                                engine.container_log_tail(task.container_id, LOG_LINES))
+            if inspect is not None:
+                found = diagnosis_of(inspect, log)
+        found["task_error"] = task.error
+        found["task_history"] = task_history([(other.created, other.state, other.error)
+                                              for other in tasks if other.slot == task.slot])
+        return found
 
     async def close(self) -> None:
         if self._watch is not None:

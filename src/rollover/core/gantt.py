@@ -1,0 +1,125 @@
+"""PURE: a rollout's JSON events as a Gantt chart's rows: what each target replica did, when.
+
+The HTML report draws these; they come from the events alone (``--output json`` lines, or the
+same records in-process), so a saved run draws exactly like a live one. Times are seconds from
+the plan. One row per target, its bars in order:
+
+    serving    the old replica serves: from the start until it is retired (start-first) or until
+               its redeploy is requested (stop-first: it goes first)
+    request    the redeploy was asked of the platform, until acknowledged
+    starting   the replacement exists and starts, until up (its health checks passed) or failed
+    up         health checks passed, until admitted (with a balancer) or settled (after the grace period)
+    admitted   in rotation (settled, without a balancer); it serves on
+    draining   the old replica drains (drained event: it waited ``waited_s`` before it)
+    restore    a rollback's request, starting and serving of the previous definition
+
+plus marks: ``failed``, ``retired``, ``skipped``, ``rolled back``.
+
+Worked example: request_sent web-1 at 0, acknowledged at 1, up at 11, settled at 11, retired at
+11.2 -> serving [0, 11.2], request [0, 1], starting [1, 11], admitted [11, end], mark retired 11.2
+(the up phase from 11 to 11 has no length and is not drawn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+Record = Mapping[str, object]
+
+
+@dataclass
+class GanttRow:
+    name: str
+    bars: list[tuple[str, float, float]] = field(default_factory=list)  # (phase, start, end)
+    marks: list[tuple[str, float]] = field(default_factory=list)  # (what, when)
+
+    def phases(self) -> list[str]:
+        """The row's bars' phases, in the order they start (how the browser test reads a row)."""
+        return [phase for phase, _start, _end in sorted(self.bars, key=_drawing_order)]
+
+
+def _drawing_order(bar: tuple[str, float, float]) -> tuple[bool, float, float]:
+    """The old replica's serving bar first (it is the row's background), then by start."""
+    phase, start, end = bar
+    return phase != "serving", start, end
+
+
+@dataclass
+class _Open:
+    """What is under way on a row: the phase and since when."""
+
+    phase: str | None = None
+    since: float = 0.0
+    restoring: bool = False  # a rollback's restore is under way (its request_sent said restore)
+
+
+def _float(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def gantt_rows(records: Iterable[Record]) -> tuple[list[GanttRow], float]:
+    """The rows, in the plan's target order, and the chart's end (the summary's duration)."""
+    records = list(records)
+    plan = next((record for record in records if record.get("event") == "plan"), {})
+    targets = [str(name) for name in plan.get("targets", [])]  # type: ignore[attr-defined]
+    stop_first = plan.get("order") == "stop-first"
+    end = max([_float(record.get("t")) for record in records] + [0.0])
+    summary = next((record for record in records if record.get("event") == "summary"), None)
+    if summary is not None:
+        end = max(end, _float(summary.get("duration_s")))
+    rows = {name: GanttRow(name) for name in targets}
+    row_of = {name: name for name in targets}  # a replacement's name -> its target's row
+    open_bars = {name: _Open() for name in targets}
+    serving_until: dict[str, float] = {}
+    for record in records:
+        replica = str(record.get("replica", ""))
+        if replica not in row_of:
+            continue
+        name = row_of[replica]
+        row, state, at = rows[name], open_bars[name], _float(record.get("t"))
+        kind = record.get("event")
+        if kind == "request_sent" and record.get("restore"):
+            state.restoring = True
+        restore = state.restoring
+
+        def close(next_phase: str | None, row: GanttRow = row, state: _Open = state, at: float = at) -> None:
+            if state.phase is not None and at > state.since:  # a phase of no length is not drawn
+                row.bars.append((state.phase, state.since, at))
+            state.phase, state.since = next_phase, at
+
+        if kind == "request_sent":
+            if stop_first and not restore:
+                serving_until[name] = at
+            close("restore request" if restore else "request")
+        elif kind == "acknowledged":
+            row_of[str(record.get("replacement"))] = name
+            close("restore starting" if restore else "starting")
+        elif kind == "up":
+            close("restore serving" if restore else "up")
+        elif kind in ("admitted", "settled") and state.phase == "up":
+            close("admitted")
+        elif kind == "failed":
+            close(None)
+            row.marks.append(("failed", at))
+        elif kind == "skipped":
+            close(None)
+            row.marks.append(("skipped", at))
+        elif kind == "drained":
+            row.bars.append(("draining", at - _float(record.get("waited_s")), at))
+        elif kind == "retired" and not restore:
+            serving_until.setdefault(name, at)
+            row.marks.append(("retired", at))
+        elif kind == "discarded":
+            row.marks.append(("discarded", at))
+    for record in records:
+        if record.get("event") == "rollback":
+            for name in record.get("replicas", []):  # type: ignore[attr-defined]
+                if name in rows:
+                    rows[name].marks.append(("rolled back", _float(record.get("t"))))
+    for name, row in rows.items():
+        state = open_bars[name]
+        if state.phase is not None and end > state.since:
+            row.bars.append((state.phase, state.since, end))
+        row.bars.insert(0, ("serving", 0.0, serving_until.get(name, end)))
+    return [rows[name] for name in targets], end

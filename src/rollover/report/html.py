@@ -1,0 +1,285 @@
+"""The HTML report: one self-contained file (inline SVG, CSS and a few lines of JS; no network) that
+draws a rollout from its JSON events on one time axis: a Gantt row per target replica, the probe's
+requests per 100 ms by outcome and its latency (p50/p99 per second); below, the plan, the summary
+and every event (failures with their diagnosis).
+
+``--report FILE.html`` on ``redeploy``/``simulate`` and ``rollover report EVENTS.jsonl -o FILE.html``
+both come here, with the same records the JSON output prints (already redacted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from html import escape
+
+from rollover.core.gantt import GanttRow, gantt_rows
+from rollover.core.model import ProgressEvent
+from rollover.errors import InvalidOption, RolloverError
+from rollover.report.output import diagnosis_text, event_record
+from rollover.report.redact import Redactor
+
+Record = Mapping[str, object]
+
+LABEL_W, CHART_W, ROW_H, PANEL_H = 190, 900, 22, 90
+COLOURS = {
+    "serving": "#9db4c8", "request": "#f0c36d", "starting": "#7fb3e6", "up": "#a8d5a2", "admitted": "#3f9b4a",
+    "draining": "#e38d2c", "restore request": "#d7b4f0", "restore starting": "#b58ad8", "restore serving": "#7d4fa8",
+}
+MARKS = {"failed": ("✕", "#c0392b"), "retired": ("■", "#555"), "skipped": ("s", "#777"),
+         "discarded": ("⌫", "#c0392b"), "rolled back": ("R", "#7d4fa8")}
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
+h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 8px}
+.ok{color:#2e7d32} .bad{color:#c0392b}
+table{border-collapse:collapse} td,th{padding:2px 10px 2px 0;text-align:left;vertical-align:top}
+#events td{font-family:ui-monospace,monospace;font-size:12px;border-top:1px solid #eee}
+pre{margin:2px 0;font-size:12px;background:#f6f6f6;padding:4px}
+.legend span{display:inline-block;margin-right:14px} .legend i{display:inline-block;width:12px;height:12px;
+margin-right:4px;vertical-align:-2px}
+#tip{position:fixed;background:#222;color:#fff;padding:3px 6px;font-size:12px;border-radius:3px;display:none}
+svg text{font:11px system-ui,sans-serif}
+"""
+_JS = """
+const tip=document.getElementById('tip');
+document.querySelectorAll('[data-tip]').forEach(el=>{
+  el.addEventListener('mousemove',e=>{tip.textContent=el.dataset.tip;tip.style.display='block';
+    tip.style.left=(e.clientX+12)+'px';tip.style.top=(e.clientY+12)+'px';});
+  el.addEventListener('mouseleave',()=>{tip.style.display='none';});
+});
+"""
+
+
+def render_report(records: Sequence[Record]) -> str:
+    rows, end = gantt_rows(records)
+    plan = next((record for record in records if record.get("event") == "plan"), {})
+    summary = next((record for record in records if record.get("event") == "summary"), {})
+    found = summary.get("probe")
+    probe: Mapping[str, object] | None = found if isinstance(found, dict) else None
+    series = probe.get("series") if probe is not None else None
+    if isinstance(series, dict):  # the probe stops after the last event: its last bars stay on the axis
+        end = max(end, len(series["ok"]) * float(series["bucket_s"]))
+    result = str(summary.get("result", "unfinished"))
+    title = f"rollover: {plan.get('service', '?')} {result}"
+    parts = [
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{escape(str(plan.get('where', plan.get('service', ''))))}</h1>",
+        f"<div id=result class={'ok' if result == 'completed' else 'bad'}>{escape(_summary_line(summary))}</div>",
+        _legend(),
+        _chart(rows, end, probe),
+        "<h2>Plan</h2>", _table(plan, skip=("event", "t")),
+        "<h2>Summary</h2>", _table(summary, skip=("event", "t", "probe", "timeline")),
+        _probe_table(probe),
+        "<h2>Events</h2>", _events(records),
+        f"<div id=tip></div><script>{_JS}</script></body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _summary_line(summary: Record) -> str:
+    if not summary:
+        return "no summary: the run did not finish"
+    return (f"{summary.get('result')}: {summary.get('replaced')} replaced, {summary.get('failed')} failed, "
+            f"{summary.get('rolled_back')} rolled back in {_seconds(summary.get('duration_s')):.1f}s"
+            + (f" ({summary['reason']})" if summary.get("reason") else ""))
+
+
+def _seconds(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def _legend() -> str:
+    items = [f"<span><i style='background:{colour}'></i>{escape(phase)}</span>" for phase, colour in COLOURS.items()]
+    items += [f"<span style='color:{colour}'>{symbol} {escape(what)}</span>"
+              for what, (symbol, colour) in MARKS.items()]
+    return f"<div class=legend>{''.join(items)}</div>"
+
+
+def _x(moment: float, end: float) -> float:
+    return round(LABEL_W + CHART_W * (moment / end if end > 0 else 0.0), 2)
+
+
+def _ticks(end: float) -> list[float]:
+    """About ten round ticks: 37 s -> every 5 s (0, 5, ..., 35)."""
+    raw = max(end, 0.1) / 10
+    step = next(candidate for candidate in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 1e9)
+                if candidate >= raw)
+    return [round(index * step, 3) for index in range(int(end / step) + 1)]
+
+
+def _chart(rows: Sequence[GanttRow], end: float, probe: Mapping[str, object] | None) -> str:
+    gantt_h = ROW_H * len(rows)
+    panels = 2 if probe is not None and "series" in probe else 0
+    height = 20 + gantt_h + panels * (PANEL_H + 20) + 20
+    out = [f"<svg id=chart xmlns='http://www.w3.org/2000/svg' width={LABEL_W + CHART_W + 20} height={height}>"]
+    for tick in _ticks(end):
+        x = _x(tick, end)
+        out.append(f"<line x1={x} x2={x} y1=14 y2={height - 16} stroke='#e4e4e4'/>"
+                   f"<text x={x} y={height - 4} text-anchor=middle>{tick:g}s</text>")
+    for index, row in enumerate(rows):
+        out.append(_gantt_row(row, 20 + index * ROW_H, end))
+    if panels:
+        assert probe is not None
+        top = 20 + gantt_h + 20
+        out.append(_requests_panel(probe, top, end))
+        out.append(_latency_panel(probe, top + PANEL_H + 20, end))
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _gantt_row(row: GanttRow, y: int, end: float) -> str:
+    phases = " ".join(phase.replace(" ", "-") for phase in row.phases())
+    out = [f"<g class=gantt-row data-replica='{escape(row.name, quote=True)}' data-phases='{phases}'>",
+           f"<text x=4 y={y + 15}>{escape(row.name)}</text>"]
+    for phase, start, stop in row.bars:
+        thin = phase in ("serving", "draining")
+        x, width = _x(start, end), max(1.0, round(_x(stop, end) - _x(start, end), 2))
+        top, h = (y + 14, 5) if thin else (y + 3, 14)
+        out.append(f"<rect class='bar' data-phase='{phase.replace(' ', '-')}' x={x} y={top} width={width} height={h}"
+                   f" fill='{COLOURS[phase]}' data-tip='{escape(row.name)}: {phase} {start:.2f}s → {stop:.2f}s'/>")
+    for what, moment in row.marks:
+        symbol, colour = MARKS[what]
+        out.append(f"<text class=mark data-mark='{what.replace(' ', '-')}' x={_x(moment, end)} y={y + 15}"
+                   f" fill='{colour}' text-anchor=middle data-tip='{escape(row.name)}: {what} at {moment:.2f}s'>"
+                   f"{symbol}</text>")
+    out.append("</g>")
+    return "\n".join(out)
+
+
+def _requests_panel(probe: Mapping[str, object], top: int, end: float) -> str:
+    series = probe["series"]
+    assert isinstance(series, dict)
+    ok: list[int] = series["ok"]
+    failed: dict[str, list[int]] = series["failed"]
+    width_s = float(series["bucket_s"])
+    totals = [ok_count + sum(kind[index] for kind in failed.values()) for index, ok_count in enumerate(ok)]
+    peak = max(totals, default=0) or 1
+    failed_sum = sum(sum(kind) for kind in failed.values())
+    out = [f"<g id=probe-requests data-ok='{sum(ok)}' data-failed='{failed_sum}'>",
+           f"<text x=4 y={top + 12}>probe requests</text><text x=4 y={top + 26}>per {width_s * 1000:g} ms</text>",
+           f"<text x=4 y={top + 40} class=ok>ok {sum(ok)}</text>"
+           f"<text x=4 y={top + 54} class=bad>failed {failed_sum}</text>"]
+    for index, ok_count in enumerate(ok):
+        x = _x(index * width_s, end)
+        bar_w = max(0.5, round(_x((index + 1) * width_s, end) - x - 0.3, 2))
+        bad = sum(kind[index] for kind in failed.values())
+        ok_h = round(PANEL_H * ok_count / peak, 2)
+        bad_h = round(PANEL_H * bad / peak, 2)
+        tip = f"{index * width_s:.1f}s: ok {ok_count}, failed {bad}"
+        out.append(f"<rect x={x} y={top + PANEL_H - ok_h} width={bar_w} height={ok_h} fill='#3f9b4a'"
+                   f" data-tip='{tip}'/>")
+        if bad:
+            out.append(f"<rect x={x} y={top + PANEL_H - ok_h - bad_h} width={bar_w} height={bad_h} fill='#c0392b'"
+                       f" data-tip='{tip}'/>")
+    out.append("</g>")
+    return "\n".join(out)
+
+
+def _latency_panel(probe: Mapping[str, object], top: int, end: float) -> str:
+    latency = probe.get("latency")
+    if not isinstance(latency, dict):
+        return ""
+    width_s = float(latency["bucket_s"])
+    values = [value for key in ("p50_ms", "p99_ms") for value in latency[key] if value is not None]
+    peak = max(values, default=0) or 1
+    out = [f"<g id=probe-latency><text x=4 y={top + 12}>latency (ms)</text>"
+           f"<text x=4 y={top + 26} fill='#1f6fb5'>p50</text><text x=34 y={top + 26} fill='#c0392b'>p99</text>"
+           f"<text x=4 y={top + 40}>peak {peak:g} ms</text>"]
+    for key, colour in (("p50_ms", "#1f6fb5"), ("p99_ms", "#c0392b")):
+        points = [f"{_x((index + 0.5) * width_s, end)},{round(top + PANEL_H - PANEL_H * value / peak, 2)}"
+                  for index, value in enumerate(latency[key]) if value is not None]
+        if points:
+            out.append(f"<polyline class='{key}' fill=none stroke='{colour}' stroke-width=1.5"
+                       f" points='{' '.join(points)}'/>")
+    out.append("</g>")
+    return "\n".join(out)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, (list, dict)):
+        return escape(json.dumps(value))
+    return escape("" if value is None else str(value))
+
+
+def _table(record: Record, skip: Sequence[str]) -> str:
+    rows = "".join(f"<tr><th>{escape(key)}</th><td>{_cell(value)}</td></tr>"
+                   for key, value in record.items() if key not in skip)
+    return f"<table>{rows}</table>"
+
+
+def _probe_table(probe: Mapping[str, object] | None) -> str:
+    if probe is None:
+        return ""
+    shown = {key: value for key, value in probe.items() if key not in ("series", "latency")}
+    return "<h2>Probe</h2>" + _table(shown, skip=())
+
+
+def _events(records: Sequence[Record]) -> str:
+    out = ["<table id=events><tr><th>t (s)</th><th>event</th><th>replica</th><th>details</th></tr>"]
+    for record in records:
+        rest = {key: value for key, value in record.items()
+                if key not in ("event", "t", "replica", "diagnosis", "probe", "timeline")}
+        details = _cell(rest) if rest else ""
+        diagnosis = record.get("diagnosis")
+        if isinstance(diagnosis, dict):
+            details += f"<pre class=diagnosis>{escape(chr(10).join(diagnosis_text(diagnosis)))}</pre>"
+        out.append(f"<tr class='event-{escape(str(record.get('event')))}'><td>{_cell(record.get('t'))}</td>"
+                   f"<td>{_cell(record.get('event'))}</td><td>{_cell(record.get('replica', ''))}</td>"
+                   f"<td>{details}</td></tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+class Recorder:
+    """Keeps every event as the JSON output would print it (redacted), for ``--report``."""
+
+    def __init__(self, redact: Redactor) -> None:
+        self.redact = redact
+        self.records: list[dict[str, object]] = []
+
+    def __call__(self, event: ProgressEvent) -> None:
+        redacted = self.redact.value(event_record(event))
+        assert isinstance(redacted, dict)
+        self.records.append(redacted)
+
+
+def check_report_path(path: str) -> None:
+    """Bad input before anything is touched: the report's folder must exist."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InvalidOption(f"report {path}: the folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise InvalidOption(f"report {path}: is a folder")
+
+
+def write_report(path: str, records: Sequence[Record]) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(render_report(records))
+    except OSError as exc:
+        raise RolloverError(f"could not write the report {path}: {exc.strerror or exc}") from exc
+
+
+def read_events(path: str) -> list[dict[str, object]]:
+    """A saved ``--output json`` run: one JSON object per line; anything else is bad input."""
+    try:
+        with open(path, encoding="utf-8") as source:
+            lines = source.read().splitlines()
+    except OSError as exc:
+        raise InvalidOption(f"events {path}: {exc.strerror or exc}") from exc
+    records: list[dict[str, object]] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidOption(f"events {path}, line {number}: not JSON ({exc.msg})") from exc
+        if not isinstance(record, dict) or "event" not in record:
+            raise InvalidOption(f"events {path}, line {number}: not a rollover event")
+        records.append(record)
+    if not any(record["event"] == "plan" for record in records):
+        raise InvalidOption(f"events {path}: no plan event: not the output of 'rollover ... --output json'")
+    return records
