@@ -327,6 +327,18 @@ def test_admission(event: Callable[[RolloutState], RolloutState], phase: Phase, 
     assert (item.phase, item.settle_until, item.failure) == (phase, settle_until, failure)
 
 
+@pytest.mark.parametrize("answer", [
+    lambda s: rollout.admitted(s, "old-phase-target", 3.0),
+    lambda s: rollout.admission_failed(s, "old-phase-target", "refused", 3.0),
+], ids=["admitted", "admission-failed"])
+def test_an_answer_for_another_phases_replica_changes_nothing(answer: Callable[[RolloutState], RolloutState]) -> None:
+    # The forward phase asked the balancer to admit a replacement; a failure elsewhere started the
+    # rollback; the balancer's answer reaches the rollback's state, which never had that target.
+    before = admitting(service(admission=True))
+
+    assert answer(before) == before
+
+
 def test_flags_the_controller_sets() -> None:
     state = admitting(service(admission=True))
 

@@ -279,21 +279,27 @@ def advance(state: RolloutState, now: float) -> RolloutState:
     return replace(state, progress=tuple(progress))
 
 
+def _admitting(state: RolloutState, target_id: str) -> bool:
+    """Whether this phase's target is waiting for the balancer. An answer can outlive its phase:
+    the forward phase asks the balancer to admit a replacement, a failure elsewhere starts the
+    rollback, and the answer arrives in the rollback's state, which has no such target."""
+    item = next((item for item in state.progress if item.target.id == target_id), None)
+    return item is not None and item.phase is Phase.ADMITTING
+
+
 def admission_issued(state: RolloutState, target_id: str) -> RolloutState:
     return _update(state, [target_id], admission_issued=True)
 
 
 def admitted(state: RolloutState, target_id: str, at: float) -> RolloutState:
     """The replacement is in rotation: its grace period starts now."""
-    item = next(item for item in state.progress if item.target.id == target_id)
-    if item.phase is not Phase.ADMITTING:
-        return state  # it failed meanwhile
+    if not _admitting(state, target_id):
+        return state  # it failed meanwhile, or the answer is for another phase's replica
     return _update(state, [target_id], phase=Phase.SETTLING, settle_until=at + state.grace_s)
 
 
 def admission_failed(state: RolloutState, target_id: str, reason: str, at: float) -> RolloutState:
-    item = next(item for item in state.progress if item.target.id == target_id)
-    if item.phase is not Phase.ADMITTING:
+    if not _admitting(state, target_id):
         return state
     return _update(state, [target_id], phase=Phase.FAILED, failure=reason, finished_at=at)
 
