@@ -60,6 +60,7 @@ class Row:
     request_ms: list[float] = field(default_factory=list)
     reaction_ms: list[float] = field(default_factory=list)
     cpu_per_replica_ms: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # rollouts that did not complete, and why
 
 
 def compose_file(image: str, replicas: int) -> str:
@@ -167,7 +168,7 @@ def rollover_roll(directory: Path, step: str) -> tuple[list[dict[str, Any]], flo
                            "--output", "json"], cwd=directory, capture_output=True, text=True, check=False)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     events = [json.loads(line) for line in done.stdout.splitlines()]
-    if done.returncode != 0:
+    if done.returncode not in (0, 1) or not events or events[-1]["event"] != "summary":
         raise SystemExit(f"rollover exited {done.returncode}: {done.stderr.strip()} {events[-1:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return events, cpu
@@ -199,13 +200,16 @@ def measure(directory: Path, api: Any, replicas: int, steps: list[str], runs: in
         for _ in range(runs):
             row.controls.append(control_roll(api, IMAGES[1], row.batch))  # v1 -> v2, no rollover code
             events, cpu = rollover_roll(directory, step)  # v2 -> v1, what compose.yaml says
+            if events[-1]["result"] != "completed":  # reported, not averaged: the row says so
+                row.failures.append(f"{events[-1]['result']}: {events[-1].get('reason')}")
+                continue
             row.durations.append(events[-1]["duration_s"])
             row.request_ms += request_times_ms(events)
             row.reaction_ms += reactions_ms(events, row.batch)
             row.cpu_per_replica_ms.append(cpu / replicas * 1000)
         rows.append(row)
-        print(f"  {replicas} replicas, step {step}: rollover {statistics.mean(row.durations):.1f} s, "
-              f"control {statistics.mean(row.controls):.1f} s", file=sys.stderr, flush=True)
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        print(f"{format_row(row)} load {load}", file=sys.stderr, flush=True)
     return rows
 
 
@@ -216,12 +220,20 @@ def report(rows: list[Row], alone_s: float, loads: tuple[str, str]) -> None:
           "| CPU per replica |")
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        duration, control = statistics.mean(row.durations), statistics.mean(row.controls)
-        rq, rx = row.request_ms, row.reaction_ms
-        print(f"| {row.replicas} | {row.step} | {row.batch} | {duration:.1f} s | {control:.1f} s | "
-              f"{duration / control:.2f} | {percentile(rq, .5):.0f} / {percentile(rq, .95):.0f} ms | "
-              f"{percentile(rx, .5):.1f} / {percentile(rx, .95):.1f} ms | "
-              f"{statistics.mean(row.cpu_per_replica_ms):.0f} ms |")
+        print(format_row(row))
+
+
+def format_row(row: Row) -> str:
+    if not row.durations:
+        return (f"| {row.replicas} | {row.step} | {row.batch} | failed: {'; '.join(row.failures)} | "
+                f"{statistics.mean(row.controls):.1f} s | — | — | — | — |")
+    duration, control = statistics.mean(row.durations), statistics.mean(row.controls)
+    rq, rx = row.request_ms, row.reaction_ms
+    return (f"| {row.replicas} | {row.step} | {row.batch} | {duration:.1f} s | {control:.1f} s | "
+            f"{duration / control:.2f} | {percentile(rq, .5):.0f} / {percentile(rq, .95):.0f} ms | "
+            f"{percentile(rx, .5):.1f} / {percentile(rx, .95):.1f} ms | "
+            f"{statistics.mean(row.cpu_per_replica_ms):.0f} ms |"
+            + (f" ({len(row.failures)} failed: {'; '.join(row.failures)})" if row.failures else ""))
 
 
 def main() -> None:
