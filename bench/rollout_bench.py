@@ -67,6 +67,9 @@ def compose_file(image: str, replicas: int) -> str:
     return (
         f"name: {PROJECT}\nservices:\n  web:\n    image: {image}\n    init: true\n    stop_grace_period: 5s\n"
         f"    deploy:\n      replicas: {replicas}\n"
+        # The image's check every 0.5 s, with room for a loaded shared machine: a probe may take
+        # 5 s and fail 5 times before the replica counts as unhealthy.
+        "    healthcheck:\n      interval: 500ms\n      timeout: 5s\n      retries: 5\n"
     )
 
 

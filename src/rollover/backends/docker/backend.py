@@ -1,8 +1,11 @@
 """Docker Engine backend: a Compose service (by project) or plain containers (by label selector).
 
-Compose replacements are made by Compose itself (``up --no-start --no-recreate --scale``, see
-compose.py), so they are exactly what ``docker compose up`` would make from the current files;
-rollover starts them. Selector replacements and every rollback are clones of a container's
+Compose replacements are exactly what ``docker compose up`` would make from the current files:
+Compose itself makes the rollout's first (``up --no-start --no-recreate --scale``, compose.py)
+once the lock is held, the Engine API every other as a numbered copy of it (compose_clone.py).
+A start-first request returns (is acknowledged) once the engine created its replacements; they
+are started in the background, and a start the engine refuses comes back on the event stream as
+the replacement's death. Selector replacements and every rollback are clones of a container's
 recorded definition (clone.py). The two ways of making replacements are two strategies
 (replacements.py), chosen once when the backend is built. Which containers are the service:
 scope.py; the primitives every path makes, starts and removes containers with: workshop.py.
