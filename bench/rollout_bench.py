@@ -27,6 +27,7 @@ against the same run's control is the figure that counts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -258,7 +259,8 @@ def main() -> None:
                 if math.isnan(alone_s):
                     alone_s = alone_to_healthy(api, IMAGES[1])
         finally:
-            compose(directory, "down", "-v", "--remove-orphans", "-t", "1")
+            with contextlib.suppress(subprocess.CalledProcessError):  # the containers go below anyway
+                compose(directory, "down", "-v", "--remove-orphans", "-t", "1")
             for container in api.containers(all=True, filters={"label": f"com.docker.compose.project={PROJECT}"}):
                 api.remove_container(container["Id"], force=True, v=True)  # the control's, by the bench's label
     load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
