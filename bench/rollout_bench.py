@@ -1,52 +1,76 @@
-"""Benchmark: how fast rollover reacts, and how close a whole rollout comes to its lower bound.
+"""Benchmark: a rollout's duration against a control measured in the same run, request and reaction
+times, and rollover's CPU per replica.
 
-Runs on the real engine: a Compose service of N replicas (busybox httpd, healthcheck every 0.5 s)
-rolled from v1 to v2 and back, start-first, with several steps, several times each.
+A Compose service of N replicas (the demo image, busybox httpd, healthcheck every 0.5 s), rolled
+start-first at each step, alternately by two things:
 
-(a) Reaction time: from the moment a replacement's health event reaches rollover to the moment
-    the next redeploy request goes out. A slot that frees while another request is still waiting
-    for its acknowledgement is measured from that acknowledgement (requests are sequential by
-    design; the wait is Compose's, not the controller's).
-(b) Duration against its lower bound: waves x time-to-healthy, where waves = ceil(N / batch) and
-    time-to-healthy is the mean time from a request to its replacement's health event.
+- the **control**, which involves no rollover code: a minimal loop that makes the same replacements
+  straight through the Engine API (each a copy of its target's create config on the other image:
+  labels, env, healthcheck, networks), at most ``batch`` not yet healthy at once, the next one
+  created and started the moment one turns healthy (the engine's health event), each old one
+  stopped and removed once its replacement is healthy. Its duration runs until every replacement
+  is healthy and every old one gone: the bound rollover is measured against;
+- **rollover** itself, the CLI as a user runs it (``rollover redeploy web --step S --output json``),
+  back to the image the compose file names.
 
-    .venv/bin/python -m bench.rollout_bench [--replicas 6] [--runs 2] [--steps 1,2,half]
+Each row: rollover's duration (from its plan), the control's, their ratio; from rollover's JSON
+events, request -> acknowledgement p50/p95 (per replica) and reaction p50/p95 (from the health event
+or acknowledgement that freed a slot to the next request); rollover's CPU per replaced replica
+(user + system of the rollover process and every child it started, the docker CLI and Compose
+included, divided by N). Also measured once: the time to healthy of a single container started
+alone. The machine's load average is printed with the figures: on a shared machine, the ratio
+against the same run's control is the figure that counts.
+
+    bench/run [--replicas 6,24,60] [--steps 1,2,25%,half] [--runs 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
+import json
 import math
+import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from rollover.backends.docker.backend import DockerBackend
-from rollover.controller.loop import Controller
-from rollover.core.model import ProgressEvent
-from rollover.core.policy import OrderChoice, Policy, batch_size, parse_step
+import docker
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = "rollover-bench"
+ROLLOVER = ROOT / ".venv" / "bin" / "rollover"
+PROJECT = "rfast-bench"
+IMAGES = ("rollover-test/app:v1", "rollover-test/app:v2")
+SERVICE_LABELS = {"com.docker.compose.project": PROJECT, "com.docker.compose.service": "web"}
 
 
 @dataclass
-class RunFigures:
+class Row:
+    replicas: int
     step: str
     batch: int
-    reactions_ms: list[float]
-    duration_s: float
-    lower_bound_s: float
+    durations: list[float] = field(default_factory=list)
+    controls: list[float] = field(default_factory=list)
+    request_ms: list[float] = field(default_factory=list)
+    reaction_ms: list[float] = field(default_factory=list)
+    cpu_per_replica_ms: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # rollouts that did not complete, and why
 
 
 def compose_file(image: str, replicas: int) -> str:
     return (
-        f"name: {PROJECT}\nservices:\n  web:\n    image: {image}\n    stop_grace_period: 5s\n"
+        f"name: {PROJECT}\nservices:\n  web:\n    image: {image}\n    init: true\n    stop_grace_period: 5s\n"
         f"    deploy:\n      replicas: {replicas}\n"
+        # The image's check every 0.5 s, with room for a loaded shared machine: a probe may take
+        # 5 s and fail 5 times before the replica counts as unhealthy.
+        "    healthcheck:\n      interval: 500ms\n      timeout: 5s\n      retries: 5\n"
     )
 
 
@@ -55,85 +79,192 @@ def compose(directory: Path, *args: str) -> None:
                    cwd=directory, check=True, capture_output=True)
 
 
-def reactions(events: list[ProgressEvent], batch: int) -> list[float]:
-    """Request k (k >= batch) was freed by the (k - batch)-th settle; measured from the later of that
-    settle and the previous request's acknowledgement."""
-    sent = [event.at for event in events if event.kind == "request_sent"]
-    acked = [event.at for event in events if event.kind == "acknowledged"]
-    settled = [event.at for event in events if event.kind == "settled"]
-    delays = []
-    for index in range(batch, len(sent)):
-        freed_at = max(settled[index - batch], acked[index - 1])
-        delays.append((sent[index] - freed_at) * 1000)
-    return delays
-
-
-def lower_bound(events: list[ProgressEvent], replicas: int, batch: int) -> float:
-    sent = {event.replica: event.at for event in events if event.kind == "request_sent"}
-    up = {event.replica: event.at for event in events if event.kind == "up"}
-    to_healthy = statistics.mean(up[name] - sent[name] for name in up)
-    return math.ceil(replicas / batch) * to_healthy
-
-
-async def roll(step: str, replicas: int) -> tuple[list[ProgressEvent], float]:
-    events: list[ProgressEvent] = []
-    clock = asyncio.get_running_loop().time
-    backend = DockerBackend("web", project=PROJECT, clock=clock)
-    policy = Policy(step=parse_step(step), order=OrderChoice.START_FIRST)
-    result = await Controller(backend, policy, report=events.append).run()
-    if result.outcome != "completed":
-        raise SystemExit(f"bench rollout did not complete: {result.reason}")
-    return events, result.duration_s
-
-
-def measure(directory: Path, step: str, replicas: int, runs: int) -> RunFigures:
-    batch = batch_size(parse_step(step), replicas)
-    figures = RunFigures(step, batch, [], 0.0, 0.0)
-    durations, bounds = [], []
-    for run in range(runs):
-        image = "rollover-test/app:v2" if run % 2 == 0 else "rollover-test/app:v1"
-        (directory / "compose.yaml").write_text(compose_file(image, replicas))
-        events, duration = asyncio.run(roll(step, replicas))
-        figures.reactions_ms += reactions(events, batch)
-        durations.append(duration)
-        bounds.append(lower_bound(events, replicas, batch))
-    figures.duration_s = statistics.mean(durations)
-    figures.lower_bound_s = statistics.mean(bounds)
-    return figures
+def batch_of(step: str, replicas: int) -> int:
+    """'1' -> 1, '25%' of 24 -> 6, 'half' of 7 -> 3 (floor, at least 1), as rollover's --step."""
+    if step == "half":
+        return max(1, replicas // 2)
+    if step.endswith("%"):
+        return max(1, math.floor(replicas * int(step[:-1]) / 100))
+    return int(step)
 
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
+    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)] if ordered else float("nan")
 
 
-def report(all_figures: list[RunFigures], replicas: int, runs: int) -> None:
-    print(f"rollover bench: {replicas} replicas, {runs} rollouts per step, start-first, healthcheck every 0.5 s")
-    print("| step | batch | reaction p50 | reaction p95 | reaction max | samples | duration | lower bound | ratio |")
+# -- the control: no rollover code --------------------------------------------------------------------
+
+
+def copy_body(attrs: dict[str, Any], image: str) -> tuple[dict[str, Any], str]:
+    """A create body like the container's own, on ``image`` (single network: Compose's default)."""
+    config = {key: value for key, value in attrs["Config"].items() if key not in ("Hostname", "Image")}
+    config["Env"] = [entry for entry in config.get("Env") or [] if not entry.startswith("APP_VERSION=")]
+    host = {"Init": True, "NetworkMode": attrs["HostConfig"]["NetworkMode"]}
+    network = attrs["HostConfig"]["NetworkMode"]
+    aliases = [a for a in attrs["NetworkSettings"]["Networks"][network].get("Aliases") or [] if a != attrs["Id"][:12]]
+    body = {**config, "Image": image, "HostConfig": host,
+            "NetworkingConfig": {"EndpointsConfig": {network: {"Aliases": aliases}}}}
+    return body, network
+
+
+def control_roll(api: Any, image: str, batch: int) -> float:
+    """Replace every replica of the service as described above; seconds it took."""
+    targets = [c["Id"] for c in api.containers(filters={"label": [f"{k}={v}" for k, v in SERVICE_LABELS.items()]})]
+    bodies = [copy_body(api.inspect_container(target), image)[0] for target in targets]
+    events = api.events(decode=True, filters={"type": "container", "label": [f"{k}={v}" for k, v in
+                                                                              SERVICE_LABELS.items()]})
+    retiring = ThreadPoolExecutor(max_workers=8)
+    starting: dict[str, str] = {}  # replacement id -> the target it replaces
+    queue = list(zip(targets, bodies, strict=True))
+    started = time.monotonic()
+
+    def launch() -> None:
+        target, body = queue.pop(0)
+        made = api.create_container_from_config(body, name=f"{PROJECT}-ctl-{os.urandom(3).hex()}")
+        api.start(made["Id"])
+        starting[made["Id"]] = target
+
+    try:
+        while queue and len(starting) < batch:
+            launch()
+        for event in events:
+            if event.get("Action") != "health_status: healthy" or event.get("id") not in starting:
+                continue
+            old = starting.pop(event["id"])
+            retiring.submit(lambda old=old: (api.stop(old, timeout=5), api.remove_container(old)))
+            while queue and len(starting) < batch:
+                launch()
+            if not queue and not starting:
+                break
+    finally:
+        events.close()
+    retiring.shutdown(wait=True)
+    return time.monotonic() - started
+
+
+def alone_to_healthy(api: Any, image: str) -> float:
+    """Seconds from create to the healthy event of one container started alone."""
+    [some] = api.containers(filters={"label": [f"{k}={v}" for k, v in SERVICE_LABELS.items()]}, limit=1)
+    body, _ = copy_body(api.inspect_container(some["Id"]), image)
+    body["Labels"] = {"rfast.bench": "alone"}
+    events = api.events(decode=True, filters={"type": "container", "label": ["rfast.bench=alone"]})
+    started = time.monotonic()
+    made = api.create_container_from_config(body, name=f"{PROJECT}-alone")
+    try:
+        api.start(made["Id"])
+        for event in events:
+            if event.get("Action") == "health_status: healthy":
+                return time.monotonic() - started
+        raise SystemExit("the event stream ended")
+    finally:
+        events.close()
+        api.remove_container(made["Id"], force=True)
+
+
+# -- rollover, as a user runs it ----------------------------------------------------------------------
+
+
+def rollover_roll(directory: Path, step: str) -> tuple[list[dict[str, Any]], float]:
+    """Run the CLI; its JSON events and the CPU seconds it and its children used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run([str(ROLLOVER), "redeploy", "web", "--project", PROJECT, "--step", step,
+                           "--output", "json"], cwd=directory, capture_output=True, text=True, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    if done.returncode not in (0, 1) or not events or events[-1]["event"] != "summary":
+        raise SystemExit(f"rollover exited {done.returncode}: {done.stderr.strip()} {events[-1:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return events, cpu
+
+
+def request_times_ms(events: list[dict[str, Any]]) -> list[float]:
+    sent = {e["replica"]: e["t"] for e in events if e["event"] == "request_sent"}
+    return [(e["t"] - sent[e["replica"]]) * 1000 for e in events if e["event"] == "acknowledged"]
+
+
+def reactions_ms(events: list[dict[str, Any]], batch: int) -> list[float]:
+    """Request k (k >= batch) was freed by the (k - batch)-th settle: measured from the later of
+    that settle and the previous request's acknowledgement (requests go one at a time)."""
+    sent = [e["t"] for e in events if e["event"] == "request_sent"]
+    acked = [e["t"] for e in events if e["event"] == "acknowledged"]
+    settled = [e["t"] for e in events if e["event"] == "settled"]
+    return [(sent[k] - max(settled[k - batch], acked[k - 1])) * 1000 for k in range(batch, len(sent))]
+
+
+# -- the run -------------------------------------------------------------------------------------------
+
+
+def measure(directory: Path, api: Any, replicas: int, steps: list[str], runs: int) -> list[Row]:
+    (directory / "compose.yaml").write_text(compose_file(IMAGES[0], replicas))
+    compose(directory, "up", "-d", "--wait", "--wait-timeout", "300")
+    rows = []
+    for step in steps:
+        row = Row(replicas, step, batch_of(step, replicas))
+        for _ in range(runs):
+            row.controls.append(control_roll(api, IMAGES[1], row.batch))  # v1 -> v2, no rollover code
+            events, cpu = rollover_roll(directory, step)  # v2 -> v1, what compose.yaml says
+            if events[-1]["result"] != "completed":  # reported, not averaged: the row says so
+                row.failures.append(f"{events[-1]['result']}: {events[-1].get('reason')}")
+                continue
+            row.durations.append(events[-1]["duration_s"])
+            row.request_ms += request_times_ms(events)
+            row.reaction_ms += reactions_ms(events, row.batch)
+            row.cpu_per_replica_ms.append(cpu / replicas * 1000)
+        rows.append(row)
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        print(f"{format_row(row)} load {load}", file=sys.stderr, flush=True)
+    return rows
+
+
+def report(rows: list[Row], alone_s: float, loads: tuple[str, str]) -> None:
+    print(f"load average before: {loads[0]}; after: {loads[1]}")
+    print(f"one container started alone: healthy after {alone_s:.2f} s")
+    print("| replicas | step | batch | duration | control | ratio | request→ack p50 / p95 | reaction p50 / p95 "
+          "| CPU per replica |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for fig in all_figures:
-        rs = fig.reactions_ms
-        print(f"| {fig.step} | {fig.batch} | {percentile(rs, .5):.1f} ms | {percentile(rs, .95):.1f} ms | "
-              f"{max(rs):.1f} ms | {len(rs)} | {fig.duration_s:.1f} s | {fig.lower_bound_s:.1f} s | "
-              f"{fig.duration_s / fig.lower_bound_s:.2f} |")
+    for row in rows:
+        print(format_row(row))
+
+
+def format_row(row: Row) -> str:
+    if not row.durations:
+        return (f"| {row.replicas} | {row.step} | {row.batch} | failed: {'; '.join(row.failures)} | "
+                f"{statistics.mean(row.controls):.1f} s | — | — | — | — |")
+    duration, control = statistics.mean(row.durations), statistics.mean(row.controls)
+    rq, rx = row.request_ms, row.reaction_ms
+    return (f"| {row.replicas} | {row.step} | {row.batch} | {duration:.1f} s | {control:.1f} s | "
+            f"{duration / control:.2f} | {percentile(rq, .5):.0f} / {percentile(rq, .95):.0f} ms | "
+            f"{percentile(rx, .5):.1f} / {percentile(rx, .95):.1f} ms | "
+            f"{statistics.mean(row.cpu_per_replica_ms):.0f} ms |"
+            + (f" ({len(row.failures)} failed: {'; '.join(row.failures)})" if row.failures else ""))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--replicas", type=int, default=6)
-    parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--steps", default="1,2,half")
+    parser.add_argument("--replicas", default="6,24,60")
+    parser.add_argument("--steps", default="1,2,25%,half")
+    parser.add_argument("--runs", type=int, default=1)
     options = parser.parse_args()
     subprocess.run([str(ROOT / "scripts" / "build-images")], check=True)
-    with tempfile.TemporaryDirectory(prefix="rollover-bench-") as workdir:
+    api = docker.APIClient(version="auto")
+    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    rows: list[Row] = []
+    alone_s = math.nan
+    with tempfile.TemporaryDirectory(prefix="rfast-bench-") as workdir:
         directory = Path(workdir)
-        (directory / "compose.yaml").write_text(compose_file("rollover-test/app:v1", options.replicas))
         try:
-            compose(directory, "up", "-d", "--wait")
-            figures = [measure(directory, step, options.replicas, options.runs) for step in options.steps.split(",")]
+            for replicas in map(int, options.replicas.split(",")):
+                rows += measure(directory, api, replicas, options.steps.split(","), options.runs)
+                if math.isnan(alone_s):
+                    alone_s = alone_to_healthy(api, IMAGES[1])
         finally:
-            compose(directory, "down", "-v", "--remove-orphans")
-    report(figures, options.replicas, options.runs)
+            with contextlib.suppress(subprocess.CalledProcessError):  # the containers go below anyway
+                compose(directory, "down", "-v", "--remove-orphans", "-t", "1")
+            for container in api.containers(all=True, filters={"label": f"com.docker.compose.project={PROJECT}"}):
+                api.remove_container(container["Id"], force=True, v=True)  # the control's, by the bench's label
+    load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    report(rows, alone_s, (load_before, load_after))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ exception. The CLI maps each class to an exit code and prints ``error: Class: me
     └── PlatformError                 exit 1: the engine refused an operation mid-rollout
         ├── EngineLost                the engine stayed out of reach mid-rollout, after the lock was
         │                             taken: the rollout fails with the summary of where it stopped
-        └── TargetRemoved             nothing left to replace after a scale-down: the target is skipped
+        ├── TargetRemoved             nothing left to replace after a scale-down: the target is skipped
+        └── NameTaken                 a container name to create is held by another container
 """
 
 from __future__ import annotations
@@ -81,3 +82,7 @@ class EngineLost(PlatformError):
 class TargetRemoved(PlatformError):
     """No replica is left to replace for a target: someone scaled the service down meanwhile
     (its place in the service is gone, so the target is skipped, not failed)."""
+
+
+class NameTaken(PlatformError):
+    """The engine refused a create because another container holds the name."""

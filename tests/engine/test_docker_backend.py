@@ -188,6 +188,8 @@ def test_start_first_replacements_come_from_compose_and_survive_compose_up(compo
             [replacement] = await backend.redeploy([first], Order.START_FIRST)
             assert len(project.containers()) == 5  # start-first: the old one is still there
             await log.wait_up({replacement.id})
+            # Acknowledged once created: its address is known once it runs.
+            replacement = await backend.refresh(replacement)
             assert await asyncio.to_thread(served_version, replacement) == "v2"
             assert replacement.id[:12] in project.compose("ps", "--format", "{{.ID}}")
             # Retiring while the next wave is created: Compose must not count the container being
@@ -484,6 +486,7 @@ def test_selector_service_redeploys_by_cloning(
             [beside] = await backend.redeploy([first], Order.START_FIRST)
             assert beside.name.startswith(f"{first.name}-rollover-")
             await log.wait_up({beside.id})  # no healthcheck: up when it starts
+            beside = await backend.refresh(beside)  # acknowledged once created: running by now
             await backend.retire(first)
             [in_place] = await backend.redeploy([second], Order.STOP_FIRST)
             assert in_place.name == second.name

@@ -227,9 +227,11 @@ def traefik_compose_options(site: str) -> dict[str, Any]:
 class TraefikFront(NetworkFront):
     """Traefik 3 on the host: entry point ``web`` and its API on free 127.0.0.1 ports."""
 
-    def __init__(self, network: str, site: str, workdir: Path) -> None:
+    def __init__(self, network: str, site: str, workdir: Path, throttle: str = "100ms") -> None:
+        """``throttle``: Traefik's providersThrottleDuration (its own default is 2s, see the README)."""
         super().__init__(network, workdir, "127.0.0.1", free_loopback_port())
         self.site = site
+        self.throttle = throttle
         self.api_url = f"http://127.0.0.1:{free_loopback_port()}"
 
     @property
@@ -254,7 +256,7 @@ class TraefikFront(NetworkFront):
         self.workdir.mkdir(parents=True, exist_ok=True)
         command = [
             TRAEFIK, "--global.checknewversion=false", "--global.sendanonymoususage=false",
-            "--providers.providersThrottleDuration=100ms",  # under half the healthcheck interval
+            f"--providers.providersThrottleDuration={self.throttle}",  # 100ms: under half the healthcheck interval
             "--providers.docker=true", "--providers.docker.exposedbydefault=false",
             f"--providers.docker.network={self.network}",
             f"--providers.docker.constraints=Label(`rtest-zd.site`,`{self.site}`)",

@@ -77,9 +77,12 @@ class Backend(Protocol):
     async def redeploy(self, targets: Sequence[Replica], order: Order) -> list[Replica]:
         """Replace each target by a fresh replica made from the service's current definition.
 
-        Returns once the platform acknowledged the request: the replacements exist and were
-        started (one per target, same order). With STOP_FIRST each target is stopped and removed
-        first; with START_FIRST the targets keep running and the caller retires them later.
+        Returns once the platform acknowledged the request: the replacements exist (one per
+        target, same order). With START_FIRST a Docker backend returns as soon as the engine
+        created them and starts them meanwhile (a start it refuses arrives as a ReplicaDown);
+        what only a running replica has (its address) is then learnt through ``refresh``. With
+        STOP_FIRST each target is stopped and removed first and its replacement returns started;
+        with START_FIRST the targets keep running and the caller retires them later.
         """
         ...
 

@@ -182,6 +182,10 @@ class Executor:
         self._post(Admitted(item.target.id, self._now()))
 
     async def _drain(self, replica: Replica) -> None:
+        if self._admission:
+            # A replacement is recorded as acknowledged, before it ran: a pre-stop hook is told
+            # its address as it is now (a rollback drains replacements).
+            replica = await self._link.retrying(partial(self._backend.refresh, replica))
         drained = await self._balancer.drain(replica, self._drain_timeout_s)
         if self._admission:
             self._report(EventKind.DRAINED, replica.name, sessions_left=drained.sessions_left,

@@ -1,8 +1,11 @@
 """Docker Engine backend: a Compose service (by project) or plain containers (by label selector).
 
-Compose replacements are made by Compose itself (``up --no-start --no-recreate --scale``, see
-compose.py), so they are exactly what ``docker compose up`` would make from the current files;
-rollover starts them. Selector replacements and every rollback are clones of a container's
+Compose replacements are exactly what ``docker compose up`` would make from the current files:
+Compose itself makes the rollout's first (``up --no-start --no-recreate --scale``, compose.py)
+once the lock is held, the Engine API every other as a numbered copy of it (compose_clone.py).
+A start-first request returns (is acknowledged) once the engine created its replacements; they
+are started in the background, and a start the engine refuses comes back on the event stream as
+the replacement's death. Selector replacements and every rollback are clones of a container's
 recorded definition (clone.py). The two ways of making replacements are two strategies
 (replacements.py), chosen once when the backend is built. Which containers are the service:
 scope.py; the primitives every path makes, starts and removes containers with: workshop.py.
@@ -54,8 +57,8 @@ from rollover.backends.docker.restore import restore_replica
 from rollover.backends.docker.scope import ServiceScope, replica_order
 from rollover.backends.docker.workshop import Workshop
 from rollover.backends.lease import LOCK_HOLDER_LABEL, LockRecord
-from rollover.core.model import Order, Replica, ReplicaEvent, ServiceSnapshot, StaleLock
-from rollover.errors import PlatformError, ServiceNotFound
+from rollover.core.model import Order, Replica, ReplicaDown, ReplicaEvent, ServiceSnapshot, StaleLock
+from rollover.errors import PlatformError, RolloverError, ServiceNotFound
 
 
 class DockerBackend:
@@ -83,6 +86,7 @@ class DockerBackend:
         self._lock_id: str | None = None
         self._feeds: list[EventFeed] = []
         self._snapshot_ids: tuple[str, ...] = ()  # the replicas the last snapshot found
+        self._starts: set[asyncio.Task[None]] = set()  # acknowledged replacements being started
 
     # -- connection and observation -------------------------------------------------------------
 
@@ -102,6 +106,9 @@ class DockerBackend:
     async def _replica_events(self, feed: EventFeed) -> AsyncIterator[ReplicaEvent]:
         while (arrival := await feed.next()) is not None:
             at, raw = arrival
+            if isinstance(raw, ReplicaDown):  # told by _start: the engine refused to start it
+                yield raw
+                continue
             container_id = container_of(raw)
             if self._workshop.is_internal(container_id) or LOCK_HOLDER_LABEL in labels_of_event(raw):
                 continue
@@ -157,11 +164,17 @@ class DockerBackend:
         )
         if stale is not None and stale.since is not None:
             await settle_leftovers(self._workshop, self._scope.labels(), stale.since)
+        try:
+            await self._replacements.ready(self._scope)
+        except RolloverError:
+            await self.release_lock()  # the caller never held the lock: it must not stay behind
+            raise
         return stale
 
     async def release_lock(self) -> None:
         if self._lock_id is None:
             return
+        await self._replacements.tidy(self._scope)
         async with self._workshop.mutations:
             # volumes=True: the image's VOLUMEs gave the lock container anonymous volumes of its own.
             await self._workshop.connected().remove(self._lock_id, force=True, volumes=True)
@@ -178,10 +191,30 @@ class DockerBackend:
     async def redeploy(self, targets: Sequence[Replica], order: Order) -> list[Replica]:
         if not targets:
             return []
-        if order is Order.STOP_FIRST:
-            # The slow part, outside the mutation lock: each target gets its own grace period.
-            await asyncio.gather(*(self._workshop.stop(target) for target in targets))
+        if order is Order.START_FIRST:
+            made = await self._replacements.make(self._scope, targets)
+            for replica in made:
+                self._start_later(replica.id)
+            return made
+        # The slow part, outside the mutation lock: each target gets its own grace period.
+        await asyncio.gather(*(self._workshop.stop(target) for target in targets))
         return await self._replacements.replace(self._scope, targets, order)
+
+    def _start_later(self, container_id: str) -> None:
+        """Start an acknowledged replacement while the controller goes on; a start the engine
+        refuses is reported like its death (the controller discards it, as any failed one)."""
+        task = asyncio.ensure_future(self._start(container_id))
+        self._starts.add(task)
+        task.add_done_callback(self._starts.discard)
+
+    async def _start(self, container_id: str) -> None:
+        try:
+            await self._workshop.connected().start(container_id)
+        except RolloverError as exc:
+            failed = ReplicaDown(container_id, self._clock(), f"could not start: {exc}")
+            if self._feeds:
+                self._feeds[-1].tell(failed)
+            # Without a live stream, the resync after it reopens finds it not running (observe()).
 
     async def refill(self, count: int) -> list[Replica]:
         """New replicas replacing nothing (a dead rollout removed replicas it never replaced):
@@ -210,6 +243,9 @@ class DockerBackend:
         return diagnosis_of(inspect, log)
 
     async def close(self) -> None:
+        for task in list(self._starts):
+            task.cancel()
+        await asyncio.gather(*self._starts, return_exceptions=True)
         for feed in self._feeds:
             feed.close()
         self._feeds.clear()

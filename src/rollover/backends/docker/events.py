@@ -94,13 +94,14 @@ class EventFeed:
         self._stream = stream
         self._clock = clock
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[tuple[float, RawEvent | _StreamEnded]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[float, RawEvent | ReplicaDown | _StreamEnded]] = asyncio.Queue()
         self._closed = False
         self._reader = threading.Thread(target=self._pump, name="rollover-docker-events", daemon=True)
         self._reader.start()
 
-    async def next(self) -> tuple[float, RawEvent] | None:
-        """The next event with its arrival time; None once closed; PlatformError if it broke."""
+    async def next(self) -> tuple[float, RawEvent | ReplicaDown] | None:
+        """The next event with its arrival time; None once closed; PlatformError if it broke.
+        A ReplicaDown is one the backend told (``tell``), not the engine."""
         at, item = await self._queue.get()
         if not isinstance(item, _StreamEnded):
             return at, item
@@ -108,6 +109,10 @@ class EventFeed:
             return None
         reason = f": {item.failure}" if item.failure else " (the daemon closed it)"
         raise PlatformError(f"the Docker event stream broke{reason}")
+
+    def tell(self, event: ReplicaDown) -> None:
+        """Deliver an event the engine does not send, in order with those it does."""
+        self._queue.put_nowait((event.at, event))
 
     def close(self) -> None:
         self._closed = True

@@ -1,11 +1,15 @@
 """The two ways a Docker backend makes replacements, chosen once when the backend is built.
 
-- ``ComposeReplacements``: Compose itself makes them (``up --no-start --no-recreate --scale``, see
-  compose.py), so they are exactly what ``docker compose up`` would make from the current files;
-  each then takes over its predecessor's anonymous volumes, and rollover starts it.
+- ``ComposeReplacements``: exactly what ``docker compose up --scale`` would make from the current
+  files. Compose itself makes the rollout's first one (``up --no-start --no-recreate --scale``,
+  compose.py) once the lock is held (``ready``); every other one is a numbered copy of it made
+  through the Engine API (compose_clone.py), so a request costs a create, not a Compose run. Each
+  takes over its predecessor's anonymous volumes.
 - ``SelectorReplacements``: a clone of the target's recorded definition on the rollout's image
   (clone.py), made beside the target (start-first) or in its place (stop-first).
 
+``make`` only creates (the engine accepted the replacement: the request is acknowledged) and the
+caller starts them; ``replace`` creates and starts, and is what stop-first and rollbacks use.
 Both run under the workshop's ``mutations`` lock (see backend.py's rules) and leave nothing
 half-made behind. The scope is passed with each call: a Compose project named by neither flag is
 only known once the backend connected.
@@ -27,12 +31,13 @@ from rollover.backends.docker.compose import (
     scale_up_command,
     service_definition,
 )
-from rollover.backends.docker.inspect import container_name, image_ref_of, labels_of
+from rollover.backends.docker.compose_clone import compose_number, copy_of_template
+from rollover.backends.docker.inspect import container_name, image_ref_of, labels_of, replica_from_inspect
 from rollover.backends.docker.scope import ServiceScope, replica_order
 from rollover.backends.docker.workshop import Workshop
 from rollover.core.model import Order, Replica, ServiceSnapshot
 from rollover.engine import Inspect
-from rollover.errors import ImageNotFound, PlatformError, RolloverError, Unsupported
+from rollover.errors import ImageNotFound, NameTaken, PlatformError, RolloverError, Unsupported
 
 
 class Replacements(Protocol):
@@ -40,6 +45,14 @@ class Replacements(Protocol):
 
     async def prepare(self, scope: ServiceScope, snapshot: ServiceSnapshot) -> None:
         """Before anything is touched: fail now if no replacement could be made (no image)."""
+
+    async def ready(self, scope: ServiceScope) -> None:
+        """Once the lock is held: the rollout's one-time work (Compose renders its template here),
+        so that each request after it is a few Engine API calls."""
+
+    async def make(self, scope: ServiceScope, targets: Sequence[Replica]) -> list[Replica]:
+        """One created (not started) start-first replacement per target, in the targets' order:
+        the engine accepted it. Whoever calls this starts them (``Workshop.start``)."""
 
     async def replace(self, scope: ServiceScope, targets: Sequence[Replica], order: Order) -> list[Replica]:
         """One started replacement per target, in the targets' order."""
@@ -49,6 +62,9 @@ class Replacements(Protocol):
         replaced); ``snapshot_ids``: the replicas the last snapshot found. They get fresh anonymous
         volumes: the removed replicas' volumes are still on the engine, but nothing records which
         replica had which."""
+
+    async def tidy(self, scope: ServiceScope) -> None:
+        """Before the lock goes: remove what ``ready`` made and no request used."""
 
 
 def replacements_for(scope: ServiceScope, workshop: Workshop, *, image: str | None, pull: bool,
@@ -73,7 +89,9 @@ async def ensure_image(workshop: Workshop, ref: str, pull: bool) -> None:
 
 
 class ComposeReplacements:
-    """Replacements made by Compose, as ``docker compose up --scale`` would make them."""
+    """Replacements exactly as ``docker compose up --scale`` would make them: Compose makes the
+    rollout's first one (the template, in ``ready``), the Engine API makes every other one as a
+    numbered copy of it (compose_clone.py), so a request costs a create, not a Compose run."""
 
     def __init__(self, workshop: Workshop, *, image: str | None, pull: bool, docker_host: str | None,
                  project: ComposeProject | None = None) -> None:
@@ -82,6 +100,9 @@ class ComposeReplacements:
         self._pull = pull
         self._docker_host = docker_host
         self._given_project = project  # `rollover up`: the files it loaded, which may differ from the labels'
+        self._template: Inspect | None = None  # as Compose made it, before any volume was handed over
+        self._spare: str | None = None  # the template itself, while no request has used it
+        self._next_number = 0
 
     async def prepare(self, scope: ServiceScope, snapshot: ServiceSnapshot) -> None:
         service = scope.service
@@ -96,29 +117,65 @@ class ComposeReplacements:
         if self._image or "build" not in definition:
             await ensure_image(self._workshop, str(image), self._pull)
 
+    async def ready(self, scope: ServiceScope) -> None:
+        if self._template is None:
+            async with self._workshop.mutations:
+                await self._render(scope)
+
+    async def make(self, scope: ServiceScope, targets: Sequence[Replica]) -> list[Replica]:
+        workshop = self._workshop
+        predecessors = [await workshop.definition_of(target) for target in targets]
+        async with workshop.mutations:
+            made = [await self._made_like_compose(scope, predecessor) for predecessor in predecessors]
+        return [replica_from_inspect(self._recorded(container_id)) for container_id in made]
+
     async def replace(self, scope: ServiceScope, targets: Sequence[Replica], order: Order) -> list[Replica]:
         workshop = self._workshop
-        engine = workshop.connected()
         predecessors = [await workshop.definition_of(target) for target in targets]
         async with stop_first_revives(workshop, targets, order):
             async with workshop.mutations:
-                # A stop-first target is still there, stopped: Compose counts it as one of the service's.
-                before = set(await engine.list_container_ids(scope.labels()))
-                fresh = await self._create(scope, len(before) + len(targets), before)
-                if len(fresh) != len(targets):
-                    raise PlatformError(f"compose made {len(fresh)} containers for {len(targets)} replacements")
-                made = [await self._take_over_volumes(new, old) for new, old in zip(fresh, predecessors, strict=True)]
+                made = [await self._made_like_compose(scope, predecessor) for predecessor in predecessors]
             started = await workshop.start_fresh(made)
         if order is Order.STOP_FIRST:
             await workshop.remove_replaced([target.id for target in targets])
         return started
 
     async def refill(self, scope: ServiceScope, count: int, snapshot_ids: Sequence[str]) -> list[Replica]:
-        workshop = self._workshop
-        async with workshop.mutations:
-            before = set(await workshop.connected().list_container_ids(scope.labels()))
-            fresh = await self._create(scope, len(before) + count, before)
-        return await workshop.start_fresh([str(inspect["Id"]) for inspect in fresh])
+        async with self._workshop.mutations:
+            made = [await self._made_like_compose(scope, None) for _ in range(count)]
+        return await self._workshop.start_fresh(made)
+
+    async def tidy(self, scope: ServiceScope) -> None:
+        if self._spare is not None:
+            async with self._workshop.mutations:
+                await self._workshop.remove_unstarted(self._spare)
+            self._spare = None
+
+    async def _made_like_compose(self, scope: ServiceScope, predecessor: Inspect | None) -> str:
+        """One container as Compose would make it, on ``predecessor``'s anonymous volumes (None:
+        fresh ones); under ``mutations``. The first is the template itself."""
+        if self._template is None:
+            await self._render(scope)
+        assert self._template is not None
+        if self._spare is not None:
+            spare, self._spare = self._spare, None
+            return spare if predecessor is None else await self._take_over_volumes(self._template, predecessor)
+        while True:
+            request, name = copy_of_template(self._template, self._next_number, predecessor)
+            self._next_number += 1
+            try:
+                return await self._workshop.create(request, name)
+            except NameTaken:
+                continue  # someone made that number meanwhile: Compose would take the next one too
+
+    async def _render(self, scope: ServiceScope) -> None:
+        """Have Compose make one more container of the service (not started): the template."""
+        before = set(await self._workshop.connected().list_container_ids(scope.labels()))
+        # A stop-first target is still there, stopped: Compose counts it as one of the service's.
+        [template] = await self._create(scope, len(before) + 1, before)
+        self._template, self._spare = template, str(template["Id"])
+        self._workshop.remember(template)
+        self._next_number = compose_number(template) + 1
 
     async def _create(self, scope: ServiceScope, count: int, before: set[str]) -> list[Inspect]:
         """Have Compose create (not start) the service's containers up to ``count``; the new ones.
@@ -137,6 +194,8 @@ class ComposeReplacements:
                 await engine.remove(container_id, force=True, volumes=True)  # half a scale-up, unknown to all
             raise
         made = await self._made_since(scope, before)
+        if len(made) != count - len(before):
+            raise PlatformError(f"compose made {len(made)} containers, {count - len(before)} were asked for")
         return sorted([await self._workshop.inspect(container_id) for container_id in made], key=replica_order)
 
     async def _made_since(self, scope: ServiceScope, before: set[str]) -> list[str]:
@@ -154,6 +213,11 @@ class ComposeReplacements:
             return str(fresh["Id"])
         await self._workshop.remove_unstarted(str(fresh["Id"]))  # its volumes are empty
         return await self._workshop.create(request, container_name(fresh))
+
+    def _recorded(self, container_id: str) -> Inspect:
+        recorded = self._workshop.recorded(container_id)
+        assert recorded is not None  # Workshop.create and _render remember what they make
+        return recorded
 
     def _project(self, scope: ServiceScope) -> ComposeProject:
         """The project's files: as given, else as Compose recorded them on the service's containers."""
@@ -175,11 +239,30 @@ class SelectorReplacements:
         self._workshop = workshop
         self._image = image
         self._pull = pull
+        # Image inspect data by reference or id, looked up once per rollout: a request then costs
+        # a create (and its inspect), not two image inspects per target as well.
+        self._images: dict[str, Inspect | None] = {}
 
     async def prepare(self, scope: ServiceScope, snapshot: ServiceSnapshot) -> None:
         refs = {self._image} if self._image else {replica.image_ref for replica in snapshot.replicas}
         for ref in sorted(refs):
             await ensure_image(self._workshop, ref, self._pull)
+
+    async def ready(self, scope: ServiceScope) -> None:
+        """Nothing to render: each replacement is a clone of its own target."""
+
+    async def make(self, scope: ServiceScope, targets: Sequence[Replica]) -> list[Replica]:
+        made = []
+        for target in targets:
+            old = await self._workshop.definition_of(target)
+            new_id = await self._clone_beside(await self._on_target_image(old, volumes_from=old), target)
+            recorded = self._workshop.recorded(new_id)
+            assert recorded is not None  # Workshop.create remembers what it makes
+            made.append(replica_from_inspect(recorded))
+        return made
+
+    async def tidy(self, scope: ServiceScope) -> None:
+        """Nothing is made ahead of a request."""
 
     async def replace(self, scope: ServiceScope, targets: Sequence[Replica], order: Order) -> list[Replica]:
         replaced = []
@@ -204,9 +287,8 @@ class SelectorReplacements:
     async def _on_target_image(self, old: Inspect, *, volumes_from: Inspect | None) -> CloneRequest:
         """A clone of ``old`` on the image the rollout rolls to (its own reference, freshly resolved,
         unless --image says otherwise), minus what came from old's image."""
-        engine = self._workshop.connected()
         ref = self._image or image_ref_of(old)
-        old_image, new_image = await engine.inspect_image(str(old["Image"])), await engine.inspect_image(ref)
+        old_image, new_image = await self._image_inspect(str(old["Image"])), await self._image_inspect(ref)
         if new_image is None:
             raise ImageNotFound(f"image {ref} is not present on the engine")
         return clone_request(
@@ -217,15 +299,26 @@ class SelectorReplacements:
             volumes_from=volumes_from,
         )
 
+    async def _image_inspect(self, ref: str) -> Inspect | None:
+        if ref not in self._images:
+            self._images[ref] = await self._workshop.connected().inspect_image(ref)
+        return self._images[ref]
+
+    async def _clone_beside(self, request: CloneRequest, target: Replica) -> str:
+        """Create the clone beside the target (not started); it takes the target's name once the
+        target is removed: by retire() under start-first, by _replace_with under stop-first."""
+        workshop = self._workshop
+        async with workshop.mutations:
+            new_id = await workshop.create(request, f"{target.name}-rollover-{secrets.token_hex(3)}")
+        workshop.rename_on_retire(target.id, new_id, target.name)
+        return new_id
+
     async def _replace_with(self, request: CloneRequest, target: Replica, order: Order) -> Replica:
-        """Create the clone beside the target and start it; the target (stopped, under stop-first)
-        keeps its name until it is removed: by retire() under start-first, here under stop-first,
-        once the clone runs on its volumes. The clone then takes the name over."""
+        """Create the clone beside the target and start it; under stop-first the (stopped) target
+        is removed once the clone runs on its volumes, and the clone takes the name over."""
         workshop = self._workshop
         async with stop_first_revives(workshop, [target], order):
-            async with workshop.mutations:
-                new_id = await workshop.create(request, f"{target.name}-rollover-{secrets.token_hex(3)}")
-            workshop.rename_on_retire(target.id, new_id, target.name)
+            new_id = await self._clone_beside(request, target)
             [replacement] = await workshop.start_fresh([new_id])
         if order is Order.STOP_FIRST:
             await workshop.remove_replaced([target.id])

@@ -21,7 +21,7 @@ from rollover.backends.docker.clone import CloneRequest, endpoint_for_connect
 from rollover.backends.docker.inspect import healthcheck_of, replica_from_inspect, stop_timeout_s
 from rollover.core.model import Replica
 from rollover.engine import Engine, Inspect
-from rollover.errors import PlatformError, RolloverError
+from rollover.errors import NameTaken, PlatformError, RolloverError
 
 
 class Workshop:
@@ -85,7 +85,7 @@ class Workshop:
         engine = self.connected()
         new_id = await engine.create_container(request.body, name)
         if new_id is None:
-            raise PlatformError(f"cannot create container {name}: the name is taken")
+            raise NameTaken(f"cannot create container {name}: the name is taken")
         try:
             for network, endpoint in request.extra_networks:
                 await engine.connect_network(new_id, network, endpoint_for_connect(endpoint))

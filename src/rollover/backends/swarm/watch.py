@@ -277,7 +277,8 @@ class SwarmWatch:
         try:
             while (item := await stream.feed.next()) is not None:
                 at, raw = item
-                await self._on_event(raw, at, stream.engine)
+                if not isinstance(raw, ReplicaDown):  # nothing here tells its feed any
+                    await self._on_event(raw, at, stream.engine)
         except PlatformError as exc:
             stream.ended = True  # the next events() subscribes again
             self._reports.broken(PlatformError(f"{exc} ({stream.engine.address})"))
