@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 
 # x-rollover's keys and what each holds; anything else is a typo the user wants to hear about.
 X_ROLLOVER_KEYS = {
-    "balancer": "haproxy:SOCKET:BACKEND, traefik:API_URL:SERVICE or caddy:ADMIN_URL:ROUTE_ID, or a list",
+    "balancer": "haproxy:SOCKET:BACKEND, traefik:API_URL:SERVICE, caddy:ADMIN_URL:ROUTE_ID or"
+                " nginx:UPSTREAM_FILE:UPSTREAM, or a list",
+    "nginx_master": "pid:PIDFILE or container:NAME (how an nginx balancer is reloaded)",
     "balancer_address": "auto, published or network:NAME",
     "balancer_port": "the container port the balancer sends to",
     "drain_timeout": "seconds",
@@ -78,6 +80,7 @@ class Traffic:
     max_probe_failures: int | None = None
     pre_stop: str | None = None
     post_start: str | None = None
+    nginx_master: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,7 @@ def _traffic(extension: Mapping[str, object], flags: Overrides, sources: list[tu
         max_probe_failures=None if max_failures is None else _count(max_failures, "max_probe_failures", minimum=0),
         pre_stop=None if extension.get("pre_stop") is None else str(extension["pre_stop"]),
         post_start=None if extension.get("post_start") is None else str(extension["post_start"]),
+        nginx_master=None if extension.get("nginx_master") is None else str(extension["nginx_master"]),
     )
 
 

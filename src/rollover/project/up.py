@@ -16,7 +16,15 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from rollover.assembly import TrafficOptions, check_probe_url, make_balancer, make_probe, parse_balancers, parse_hook
+from rollover.assembly import (
+    TrafficOptions,
+    check_probe_url,
+    make_balancer,
+    make_probe,
+    parse_balancers,
+    parse_hook,
+    parse_nginx_master,
+)
 from rollover.backends.docker.backend import DockerBackend
 from rollover.backends.docker.compose import docker_cli_env, run_docker
 from rollover.backends.docker.inspect import COMPOSE_SERVICE, labels_of
@@ -146,6 +154,7 @@ def traffic_options(plan: ServicePlan) -> TrafficOptions:
             pre_stop=parse_hook(traffic.pre_stop, "pre_stop"), post_start=parse_hook(traffic.post_start, "post_start"),
             probe_url=check_probe_url(traffic.probe), probe_rate=traffic.probe_rate,
             max_probe_failures=traffic.max_probe_failures,
+            **({} if traffic.nginx_master is None else {"nginx_master": parse_nginx_master(traffic.nginx_master)}),
         )
     except InvalidOption as exc:
         raise InvalidOption(f"service {plan.service}: x-rollover {exc}") from None
