@@ -15,6 +15,7 @@ exception. The CLI maps each class to an exit code and prints ``error: Class: me
     │   ├── BalancerUnavailable       the load balancer cannot be reached or does not front the service
     │   └── Unsupported               the service's shape rules the rollout out (e.g. container_name)
     ├── Locked                        exit 3: another rollout of the service holds the lock
+    ├── StoppedBySignal               exit 130: a signal ended the run before anything was touched
     └── PlatformError                 exit 1: the engine refused an operation mid-rollout
         ├── EngineLost                the engine stayed out of reach mid-rollout, after the lock was
         │                             taken: the rollout fails with the summary of where it stopped
@@ -68,6 +69,13 @@ class Locked(RolloverError):
     """Another rollout of the same service is running; the message names its holder."""
 
     exit_code = 3
+
+
+class StoppedBySignal(RolloverError):
+    """SIGINT/SIGTERM (or the docker CLI closing its plugin socket) before anything was touched,
+    e.g. while waiting for the lock."""
+
+    exit_code = 130
 
 
 class PlatformError(RolloverError):
