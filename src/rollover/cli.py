@@ -448,13 +448,14 @@ def _say_error(exc: BaseException, code_name: str, verbose: bool) -> None:
     click.echo(redact(f"error: {code_name}: {message}"), err=True)
 
 
-def main(argv: Sequence[str] | None = None, environ: MutableMapping[str, str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: MutableMapping[str, str] | None = None,
+         prog_name: str = "rollover") -> int:
     """Entry point; returns the exit code (the console script exits with it)."""
     env: MutableMapping[str, str] = os.environ if environ is None else environ
     aliased = apply_seed_aliases(env, lambda line: click.echo(line, err=True))
     endpoint_before = {name: os.environ.get(name) for name in endpoint.ENDPOINT_VARIABLES}
     try:
-        return _main(list(sys.argv[1:] if argv is None else argv))
+        return _main(list(sys.argv[1:] if argv is None else argv), prog_name)
     finally:
         for name in aliased:  # click read them; leave the environment as it was given
             env.pop(name, None)
@@ -465,10 +466,10 @@ def main(argv: Sequence[str] | None = None, environ: MutableMapping[str, str] | 
                 os.environ[name] = value
 
 
-def _main(args: list[str]) -> int:
+def _main(args: list[str], prog_name: str) -> int:
     verbose = any(arg in ("-v", "--verbose") or re.fullmatch(r"-v+", arg) for arg in args)
     try:
-        code = cli.main(args=args, prog_name="rollover", standalone_mode=False)
+        code = cli.main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("error: Interrupted: stopped by the user", err=True)
         return 130
@@ -503,5 +504,5 @@ def run_plugin() -> None:
         os.environ["DOCKER_CONFIG"] = call.config
     plugin.watch_cli_socket(os.environ)
     flags = [*(["--context", call.context] if call.context else []), *(["--host", call.host] if call.host else [])]
-    sys.exit(main([*flags, *call.args]))
+    sys.exit(main([*flags, *call.args], prog_name=f"docker {plugin.PLUGIN_NAME}"))
 

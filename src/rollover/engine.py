@@ -121,6 +121,26 @@ async def _check_ssh(address: str) -> None:
     _SSH_ANSWERED.add(address)
 
 
+class _EventStream(Iterator[dict[str, Any]]):
+    """The SDK's event stream, closeable from another thread over ssh:// too. The SDK's own close()
+    looks for a socket it does not find behind its ssh shell-out (docker-py 7.1, 7.2: an
+    UnboundLocalError); there the ssh process is the connection, so ending it ends the stream."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __next__(self) -> dict[str, Any]:
+        return cast(dict[str, Any], next(self._stream))
+
+    def close(self) -> None:
+        raw = getattr(getattr(self._stream, "_response", None), "raw", None)
+        channel = getattr(getattr(getattr(raw, "_fp", None), "fp", None), "channel", None)
+        if channel is not None and hasattr(channel, "proc"):  # docker.transport.sshconn.SSHSocket
+            channel.close()
+            return
+        self._stream.close()
+
+
 class Engine:
     """A connected Docker client whose async methods never raise foreign exceptions.
 
@@ -279,7 +299,7 @@ class Engine:
         """Subscribe to the event stream (blocking until the engine answered); closeable."""
         since = f"{self.now_on_engine():.9f}"
         try:
-            return cast(Iterator[dict[str, Any]], self._api.events(since=since, filters=filters, decode=True))
+            return _EventStream(self._api.events(since=since, filters=filters, decode=True))
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
             raise engine_error(exc, "subscribe to events", self.address) from exc
 

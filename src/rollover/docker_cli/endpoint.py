@@ -104,7 +104,8 @@ def read_context(name: str, directory: Path) -> Endpoint:
     try:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError:
-        raise InvalidOption(f"docker context {name!r} not found (no {meta_path}; see `docker context ls`)") from None
+        raise InvalidOption(f"docker context {name!r} not found in {directory / 'contexts'}"
+                            " (see `docker context ls`)") from None
     except (OSError, ValueError) as exc:
         raise InvalidOption(f"docker context {name!r}: {meta_path} cannot be read ({exc})") from None
     endpoint = (meta.get("Endpoints") or {}).get("docker") or {}
@@ -114,4 +115,4 @@ def read_context(name: str, directory: Path) -> Endpoint:
     tls = directory / "contexts" / "tls" / digest / "docker"
     cert_path = str(tls) if (tls / "ca.pem").exists() or (tls / "cert.pem").exists() else None
     return Endpoint(check_host(str(host), f"docker context {name!r}: host"), context=name, cert_path=cert_path,
-                    tls_verify=not endpoint.get("SkipTLSVerify", False))
+                    tls_verify=cert_path is not None and not endpoint.get("SkipTLSVerify", False))

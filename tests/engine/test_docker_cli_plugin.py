@@ -1,0 +1,101 @@
+"""rollover as a docker CLI plugin, through the real docker CLI, on the real engine: a rollout, the
+CLI's global flags (--context), and the CLI's signal handling without a TTY (a Ctrl-C closes the
+plugin socket: exit 130, everything put back; three and the CLI kills the plugin: the next run
+takes over). The CLI's config folder is the test's own (tests/support/docker_cli.py)."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.docker_cli import create_context, plugin_env, rplug_name, service_tags  # noqa: F401
+from tests.support.engine import APP_V1, APP_V2, ComposeProject
+from tests.support.faults import Rollover
+
+pytestmark = pytest.mark.engine
+
+
+def _docker_rollover(project: ComposeProject, env: dict[str, str], *args: str,
+                     flags: tuple[str, ...] = ()) -> Rollover:
+    return Rollover(["--project", project.name, *args], project.directory, env,
+                    program=("docker", *flags, "rollover"))
+
+
+def test_docker_rollover_redeploys_through_a_context(
+    compose_project: Callable[..., ComposeProject], plugin_env: dict[str, str],  # noqa: F811
+) -> None:
+    project = compose_project(APP_V1, name=rplug_name("proj"), replicas=2)
+    project.write(APP_V2, replicas=2)
+    context = rplug_name("ctx")
+    create_context(plugin_env, context, "unix:///var/run/docker.sock")
+    outcome = _docker_rollover(project, plugin_env, "--step", "1", flags=("--context", context)).finish()
+    assert outcome.returncode == 0, outcome.text()
+    assert outcome.summary["replaced"] == 2
+    assert service_tags(project) == [APP_V2, APP_V2]
+
+
+def test_an_unknown_context_is_bad_input(
+    compose_project: Callable[..., ComposeProject], plugin_env: dict[str, str],  # noqa: F811
+) -> None:
+    project = compose_project(APP_V1, name=rplug_name("proj"), replicas=1)
+    project.write(APP_V2, replicas=1)
+    for program in (("docker", "--context", "rplug-nosuch", "rollover"),):
+        outcome = Rollover(["--project", project.name], project.directory, plugin_env, program=program).finish()
+        assert outcome.returncode == 2
+        assert outcome.stderr.strip().splitlines() == [
+            outcome.stderr.strip()] and "docker context 'rplug-nosuch' not found" in outcome.stderr
+    env = {**plugin_env, "DOCKER_CONTEXT": "rplug-nosuch"}
+    outcome = Rollover(["--project", project.name], project.directory, env).finish()
+    assert outcome.returncode == 2 and "docker context 'rplug-nosuch' not found" in outcome.stderr
+    assert service_tags(project) == [APP_V1], "nothing touched"
+
+
+def test_ctrl_c_without_a_tty_closes_the_plugin_socket_and_puts_everything_back(
+    compose_project: Callable[..., ComposeProject], plugin_env: dict[str, str],  # noqa: F811
+) -> None:
+    project = compose_project(APP_V1, name=rplug_name("proj"), replicas=3)
+    project.write(APP_V2, replicas=3)
+    rollover = _docker_rollover(project, plugin_env, "--step", "1")
+    rollover.wait_for("settled")  # one replaced, the next in flight
+    rollover.interrupt(signal.SIGINT)  # to the docker CLI only: it closes the plugin socket
+    outcome = rollover.finish()
+    assert outcome.returncode == 130, outcome.text()
+    assert outcome.summary["result"] == "interrupted"
+    assert service_tags(project) == [APP_V1] * 3, "rolled back, as for a SIGINT"
+    assert not project.client.containers.list(all=True, filters={"name": f"rollover-lock-{project.name}-web"})
+
+
+def test_three_signals_make_the_cli_kill_the_plugin_and_the_next_run_takes_over(
+    compose_project: Callable[..., ComposeProject], plugin_env: dict[str, str],  # noqa: F811
+) -> None:
+    project = compose_project(APP_V1, name=rplug_name("proj"), replicas=3)
+    project.write(APP_V2, replicas=3)
+    rollover = _docker_rollover(project, plugin_env, "--step", "1")
+    rollover.wait_for("up")
+    plugin = _plugin_pid(rollover.process.pid)
+    for _ in range(3):
+        rollover.interrupt(signal.SIGINT)
+    rollover.finish()
+    assert _gone(plugin), "the CLI killed its plugin"
+
+    outcome = _docker_rollover(project, plugin_env, "--step", "1").finish()
+    assert outcome.returncode == 0, outcome.text()
+    assert "took_over_lock" in outcome.kinds()
+    assert service_tags(project) == [APP_V2] * 3
+
+
+def _plugin_pid(cli_pid: int) -> int:
+    children = Path(f"/proc/{cli_pid}/task/{cli_pid}/children").read_text().split()
+    [plugin] = [int(pid) for pid in children if "docker-rollover" in Path(f"/proc/{pid}/cmdline").read_text()]
+    return plugin
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
