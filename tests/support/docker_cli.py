@@ -55,14 +55,14 @@ def events_of(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip().startswith("{")]
 
 
-def service_tags(project: ComposeProject) -> list[str]:
-    """The image tag of every running replica of ``web``, sorted."""
-    tags = []
-    for container in project.containers():
-        container.reload()
-        if container.status == "running":
-            tags.append(container.attrs["Config"]["Image"])
-    return sorted(tags)
+def service_images(project: ComposeProject) -> list[str]:
+    """The image id of every running replica of ``web``, sorted (a rollback makes replicas from the
+    recorded image id, so its containers name no tag)."""
+    return sorted(container.attrs["Image"] for container in project.containers() if container.status == "running")
+
+
+def image_id(project: ComposeProject, tag: str) -> str:
+    return str(project.client.images.get(tag).id)
 
 
 @pytest.fixture
