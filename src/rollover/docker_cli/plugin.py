@@ -44,7 +44,6 @@ def metadata() -> str:
         "Vendor": "rollover",
         "Version": __version__,
         "ShortDescription": "Zero-downtime rolling redeploys of Compose, container and Swarm services",
-        "URL": "https://github.com/rollover/rollover",
     })
 
 
