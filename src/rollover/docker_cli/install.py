@@ -17,14 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rollover.docker_cli.endpoint import config_dir
-from rollover.errors import BadInput
+from rollover.errors import PluginFolderError
 
 SYSTEM_PLUGIN_DIR = Path("/usr/local/lib/docker/cli-plugins")
 PLUGIN_FILE = "docker-rollover"
-
-
-class PluginFolderError(BadInput):
-    """The plugin folder cannot be made or written, or holds a docker-rollover that is not ours."""
 
 
 def plugin_dir(system: bool, environ: Mapping[str, str]) -> Path:
