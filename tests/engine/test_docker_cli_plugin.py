@@ -6,6 +6,7 @@ takes over). The CLI's config folder is the test's own (tests/support/docker_cli
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,8 +66,8 @@ def test_three_signals_make_the_cli_kill_the_plugin_and_the_next_run_takes_over(
     plugin = _plugin_pid(rollover.process.pid)
     rollover.interrupt(signal.SIGINT)
     rollover.wait_for("interrupted")  # the first one reached the plugin through its socket
-    rollover.interrupt(signal.SIGINT)
-    rollover.interrupt(signal.SIGINT)
+    for _ in range(2):
+        _signal_taken(rollover, signal.SIGINT)
     killed = rollover.finish()
     assert "forcefully exiting" in killed.stderr, killed.text()
     assert _gone(plugin), "the CLI killed its plugin"
@@ -76,6 +77,21 @@ def test_three_signals_make_the_cli_kill_the_plugin_and_the_next_run_takes_over(
     assert outcome.returncode == 0, outcome.text()
     assert "took_over_lock" in outcome.kinds()
     assert service_images(project) == [image_id(project, APP_V2)] * 3
+
+
+def _signal_taken(rollover: Rollover, signal_number: int, deadline_s: float = 30) -> None:
+    """Send a signal and wait until the CLI took it: the same signal sent again while one is still
+    pending is merged into it (standard signals are not queued), and the CLI counts to three."""
+    rollover.interrupt(signal_number)
+    bit = 1 << (signal_number - 1)
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{rollover.process.pid}/status").read_text()
+        pending = [int(line.split()[1], 16) for line in status.splitlines() if line.startswith(("SigPnd", "ShdPnd"))]
+        if not any(mask & bit for mask in pending):
+            return
+        time.sleep(0.01)  # the Go runtime takes a signal within milliseconds once it runs
+    raise AssertionError(f"the docker CLI never took signal {signal_number}")
 
 
 def _lock_exists(project: ComposeProject) -> bool:
