@@ -44,23 +44,23 @@ def test_an_unknown_context_is_bad_input(
 def test_ctrl_c_without_a_tty_closes_the_plugin_socket_and_puts_everything_back(
     compose_project: Callable[..., ComposeProject], plugin_env: dict[str, str],  # noqa: F811
 ) -> None:
-    project = compose_project(APP_V1, name=rplug_name("proj"), replicas=3)
-    project.write(APP_V2, replicas=3)
+    project = compose_project(APP_V1, name=rplug_name("proj"), replicas=2)
+    project.write(APP_V2, replicas=2)
     rollover = _docker_rollover(project, plugin_env, "--step", "1")
     rollover.wait_for("settled")  # one replaced, the next in flight
     rollover.interrupt(signal.SIGINT)  # to the docker CLI only: it closes the plugin socket
     outcome = rollover.finish()
     assert outcome.returncode == 130, outcome.text()
     assert outcome.summary["result"] == "interrupted"
-    assert service_images(project) == [image_id(project, APP_V1)] * 3, "rolled back, as for a SIGINT"
+    assert service_images(project) == [image_id(project, APP_V1)] * 2, "rolled back, as for a SIGINT"
     assert not _lock_exists(project)
 
 
 def test_three_signals_make_the_cli_kill_the_plugin_and_the_next_run_takes_over(
     compose_project: Callable[..., ComposeProject], plugin_env: dict[str, str],  # noqa: F811
 ) -> None:
-    project = compose_project(APP_V1, name=rplug_name("proj"), replicas=3)
-    project.write(APP_V2, replicas=3)
+    project = compose_project(APP_V1, name=rplug_name("proj"), replicas=2)
+    project.write(APP_V2, replicas=2)
     rollover = _docker_rollover(project, plugin_env, "--step", "1")
     rollover.wait_for("up")
     plugin = _plugin_pid(rollover.process.pid)
@@ -76,7 +76,7 @@ def test_three_signals_make_the_cli_kill_the_plugin_and_the_next_run_takes_over(
     outcome = _docker_rollover(project, plugin_env, "--step", "1").finish()
     assert outcome.returncode == 0, outcome.text()
     assert "took_over_lock" in outcome.kinds()
-    assert service_images(project) == [image_id(project, APP_V2)] * 3
+    assert service_images(project) == [image_id(project, APP_V2)] * 2
 
 
 def _signal_taken(rollover: Rollover, signal_number: int, deadline_s: float = 30) -> None:
