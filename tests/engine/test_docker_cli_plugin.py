@@ -12,26 +12,31 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.docker_cli import image_id, plugin_env, rplug_name, service_images  # noqa: F401
+from tests.support.docker_cli import image_id, rplug_name, service_images
 from tests.support.engine import APP_V1, APP_V2, ComposeProject
 from tests.support.faults import Rollover
 
 pytestmark = pytest.mark.engine
 
 
-def _docker_rollover(project: ComposeProject, env: dict[str, str], *args: str,
+def _docker_rollover(project: ComposeProject, env: dict[str, str], *args: str, started: list[Rollover],
                      flags: tuple[str, ...] = ()) -> Rollover:
-    return Rollover(["--project", project.name, *args], project.directory, env,
-                    program=("docker", *flags, "rollover"))
+    rollover = Rollover(["--project", project.name, *args], project.directory, env,
+                        program=("docker", *flags, "rollover"))
+    started.append(rollover)
+    return rollover
 
 
 def test_an_unknown_context_is_bad_input(
-    compose_project: Callable[..., ComposeProject], plugin_env: dict[str, str],  # noqa: F811
+    compose_project: Callable[..., ComposeProject], plugin_env: dict[str, str],
+    started: list[Rollover],
 ) -> None:
     project = compose_project(APP_V1, name=rplug_name("proj"), replicas=1)
     project.write(APP_V2, replicas=1)
     for program in (("docker", "--context", "rplug-nosuch", "rollover"),):
-        outcome = Rollover(["--project", project.name], project.directory, plugin_env, program=program).finish()
+        rollover = Rollover(["--project", project.name], project.directory, plugin_env, program=program)
+        started.append(rollover)
+        outcome = rollover.finish()
         assert outcome.returncode == 2
         assert outcome.stderr.strip().splitlines() == [
             outcome.stderr.strip()] and "docker context 'rplug-nosuch' not found" in outcome.stderr
@@ -42,11 +47,12 @@ def test_an_unknown_context_is_bad_input(
 
 
 def test_ctrl_c_without_a_tty_closes_the_plugin_socket_and_puts_everything_back(
-    compose_project: Callable[..., ComposeProject], plugin_env: dict[str, str],  # noqa: F811
+    compose_project: Callable[..., ComposeProject], plugin_env: dict[str, str],
+    started: list[Rollover],
 ) -> None:
     project = compose_project(APP_V1, name=rplug_name("proj"), replicas=2)
     project.write(APP_V2, replicas=2)
-    rollover = _docker_rollover(project, plugin_env, "--step", "1")
+    rollover = _docker_rollover(project, plugin_env, "--step", "1", started=started)
     rollover.wait_for("settled")  # one replaced, the next in flight
     rollover.interrupt(signal.SIGINT)  # to the docker CLI only: it closes the plugin socket
     outcome = rollover.finish()
@@ -57,11 +63,12 @@ def test_ctrl_c_without_a_tty_closes_the_plugin_socket_and_puts_everything_back(
 
 
 def test_three_signals_make_the_cli_kill_the_plugin_and_the_next_run_takes_over(
-    compose_project: Callable[..., ComposeProject], plugin_env: dict[str, str],  # noqa: F811
+    compose_project: Callable[..., ComposeProject], plugin_env: dict[str, str],
+    started: list[Rollover],
 ) -> None:
     project = compose_project(APP_V1, name=rplug_name("proj"), replicas=2)
     project.write(APP_V2, replicas=2)
-    rollover = _docker_rollover(project, plugin_env, "--step", "1")
+    rollover = _docker_rollover(project, plugin_env, "--step", "1", started=started)
     rollover.wait_for("up")
     plugin = _plugin_pid(rollover.process.pid)
     rollover.interrupt(signal.SIGINT)
@@ -73,7 +80,7 @@ def test_three_signals_make_the_cli_kill_the_plugin_and_the_next_run_takes_over(
     assert _gone(plugin), "the CLI killed its plugin"
     assert _lock_exists(project), "killed mid-rollout: its lock stays behind as its record"
 
-    outcome = _docker_rollover(project, plugin_env, "--step", "1").finish()
+    outcome = _docker_rollover(project, plugin_env, "--step", "1", started=started).finish()
     assert outcome.returncode == 0, outcome.text()
     assert "took_over_lock" in outcome.kinds()
     assert service_images(project) == [image_id(project, APP_V2)] * 2

@@ -28,7 +28,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 
 
 def test_a_rollout_over_ssh_through_a_context_and_the_plugin(
-    compose_project: Callable[..., ComposeProject], sshd: Sshd, tmp_path: Path
+    compose_project: Callable[..., ComposeProject], sshd: Sshd, tmp_path: Path, started: list[Rollover]
 ) -> None:
     project = compose_project(APP_V1, name=rplug_name("proj"), replicas=2)
     project.write(APP_V2, replicas=2)
@@ -37,6 +37,7 @@ def test_a_rollout_over_ssh_through_a_context_and_the_plugin(
     create_context(env, context, sshd.address)
     rollover = Rollover(["--project", project.name, "--step", "2"], project.directory, env,
                         program=("docker", "--context", context, "rollover"))
+    started.append(rollover)
     outcome = rollover.finish()
     assert outcome.returncode == 0, outcome.text()
     assert service_images(project) == [image_id(project, APP_V2)] * 2

@@ -16,7 +16,9 @@ from tests.support.faults import Rollover
 pytestmark = pytest.mark.engine
 
 
-def test_a_second_rollout_waits_for_the_first_then_rolls(compose_project: Callable[..., ComposeProject]) -> None:
+def test_a_second_rollout_waits_for_the_first_then_rolls(
+    compose_project: Callable[..., ComposeProject], started: list[Rollover]
+) -> None:
     project = compose_project(APP_V1, name=rplug_name("proj"), replicas=2)
     project.write(APP_V2, replicas=2)
     env = dict(os.environ)
@@ -25,6 +27,7 @@ def test_a_second_rollout_waits_for_the_first_then_rolls(compose_project: Callab
     first.wait_for("request_sent")  # it holds the lock now
     short = Rollover([*args, "--lock-wait", "1"], project.directory, env)
     waiting = Rollover([*args, "--lock-wait", "5m"], project.directory, env)
+    started += [first, short, waiting]  # killed at the end if still running
     waited = waiting.wait_for("lock_wait", deadline_s=120)
     assert "already running" in str(waited["holder"]) and waited["wait_s"] == 300
 

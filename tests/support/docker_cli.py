@@ -4,8 +4,10 @@ the system folder (/usr/local/lib/docker/cli-plugins), as for any user."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.engine import ComposeProject
-from tests.support.faults import ROLLOVER
+from tests.support.faults import ROLLOVER, Rollover
 
 DOCKER_ROLLOVER = str(Path(ROLLOVER).with_name("docker-rollover"))
 
@@ -69,3 +71,26 @@ def image_id(project: ComposeProject, tag: str) -> str:
 def plugin_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """The docker CLI's environment with rollover installed as a plugin in a throwaway config."""
     yield install_plugin(tmp_path / "docker-config")
+
+
+@pytest.fixture
+def started() -> Iterator[list[Rollover]]:
+    """The docker CLIs a test started. Killing a CLI leaves its plugin running (and the plugin's
+    `docker compose` children), which would go on after the project's teardown: each whole tree
+    is killed, leaves first. Asked for after compose_project, so it is torn down before it."""
+    made: list[Rollover] = []
+    yield made
+    for rollover in made:
+        for pid in reversed(_descendants(rollover.process.pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # our own test's processes, by pid
+        rollover.kill()
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(FileNotFoundError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                found += [int(child), *_descendants(int(child))]
+    return found
