@@ -405,7 +405,7 @@ def report_command(events: str, html_file: str) -> int:
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})
-@click.argument("services", nargs=-1)
+@click.argument("services", nargs=-1, shell_complete=complete_service)
 @click.option("-f", "--file", "files", multiple=True, help="Compose file (repeatable), as for docker compose.")
 @click.option("-p", "--project-name", default=None, help="Project name, as for docker compose.")
 @click.option("--project-directory", default=None, help="Project directory, as for docker compose.")
@@ -433,6 +433,7 @@ def up(services: tuple[str, ...], files: tuple[str, ...], project_name: str | No
     """What `docker compose up -d` does, without downtime: every changed service rolled, in order."""
     from rollover.project.command import run_up
 
+    _use_engine_endpoint()
     return run_up(services, files=files, project_name=project_name, project_directory=project_directory,
                   env_files=env_files, profiles=profiles, dry_run=dry_run, force_recreate=force_recreate,
                   remove_orphans=remove_orphans, no_deps=no_deps, pull=pull,

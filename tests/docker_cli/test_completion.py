@@ -28,7 +28,7 @@ def _complete(words: str, cwd: Path | None = None) -> list[str]:
         ("rollover redeploy web --on-failure ", ["rollback", "pause", "continue"]),
         ("rollover redeploy web --output ", ["text", "json"]),
         ("rollover redeploy web --platform s", ["swarm"]),
-        ("rollover redeploy web --balancer ", ["haproxy:", "traefik:", "caddy:"]),
+        ("rollover redeploy web --balancer ", ["haproxy:", "traefik:", "caddy:", "nginx:"]),
         ("rollover redeploy web --balancer-address ", ["auto", "published", "network:"]),
         ("rollover completion ", ["bash", "zsh", "fish"]),
         ("rollover plugin ", ["install", "uninstall"]),
