@@ -36,7 +36,10 @@ def test_a_second_rollout_waits_for_the_first_then_rolls(
     assert gave_up.kinds() == ["plan", "lock_wait"]
     first_outcome = first.finish()
     assert first_outcome.returncode == 0, first_outcome.text()
-    made_by_first = sorted(container.name for container in project.containers())
+    # The replicas the first left are its replacements (the waiting one starts the moment the lock
+    # goes, so listing the containers now could already show its own).
+    made_by_first = sorted(str(event["replacement"]) for event in first_outcome.events
+                           if event["event"] == "acknowledged")
 
     outcome = waiting.finish()
     assert outcome.returncode == 0, outcome.text()
