@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.http_stubs import StubFarm
 
-pytest_plugins = ["tests.support.engine_fixtures"]
+pytest_plugins = ["tests.support.engine_fixtures", "tests.support.docker_cli"]
 
 
 @pytest.fixture

@@ -45,6 +45,14 @@ from rollover.core.policy import (
     parse_step,
 )
 from rollover.core.result import RolloutResult
+from rollover.docker_cli import endpoint, plugin
+from rollover.docker_cli.commands import (
+    complete_balancer,
+    complete_balancer_address,
+    complete_service,
+    completion,
+    plugin_group,
+)
 from rollover.errors import InvalidOption, RolloverError
 from rollover.report.html import Recorder, check_report_path, read_events, write_report
 from rollover.report.live import LiveReporter
@@ -168,7 +176,8 @@ def _finish(result: RolloutResult, choice: OutputChoice, json_reporter: JsonRepo
 
 
 _output_options: list[Callable[[Any], Any]] = [
-    click.option("--output", "output", default="text", envvar="ROLLOVER_OUTPUT", show_default=True,
+    click.option("--output", "output", type=click.Choice(["text", "json"], case_sensitive=False), default="text",
+                 envvar="ROLLOVER_OUTPUT", show_default=True,
                  help="text, or json: one JSON object per event per line, the summary last."),
     click.option("--timeline/--no-timeline", default=False, envvar="ROLLOVER_TIMELINE",
                  help="Draw the rollout in the seed's chart notation at the end."),
@@ -177,12 +186,13 @@ _output_options: list[Callable[[Any], Any]] = [
 ]
 
 _traffic_options: list[Callable[[Any], Any]] = [
-    click.option("--balancer", "balancers", multiple=True, envvar="ROLLOVER_BALANCER",
+    click.option("--balancer", "balancers", multiple=True, envvar="ROLLOVER_BALANCER", shell_complete=complete_balancer,
                  help="haproxy:SOCKET:BACKEND, traefik:API_URL:SERVICE, caddy:ADMIN_URL:ROUTE_ID or"
                  " nginx:UPSTREAM_FILE:UPSTREAM (repeatable)."),
     click.option("--nginx-master", default="pid:/run/nginx.pid", envvar="ROLLOVER_NGINX_MASTER", show_default=True,
                  help="The nginx an nginx balancer reloads: pid:PIDFILE or container:NAME."),
     click.option("--balancer-address", default="auto", envvar="ROLLOVER_BALANCER_ADDRESS", show_default=True,
+                 shell_complete=complete_balancer_address,
                  help="How the balancer reaches a replica: auto, published, or network:NAME."),
     click.option("--balancer-port", type=int, default=None, envvar="ROLLOVER_BALANCER_PORT",
                  help="The container port the balancer sends to [default: learned from the balancer]."),
@@ -205,12 +215,14 @@ _rollout_options: list[Callable[[Any], Any]] = [
                  help="Replicas in redeployment at once: N, N%, half, or all (one service-wide redeploy)."),
     click.option("--grace", default="0", envvar="ROLLOVER_GRACE_PERIOD", show_default=True,
                  help="Seconds a replacement must stay up before the next redeploy goes out."),
-    click.option("--order", default="auto", envvar="ROLLOVER_ORDER", show_default=True,
-                 help="auto, start-first or stop-first."),
+    click.option("--order", type=click.Choice(["auto", "start-first", "stop-first"], case_sensitive=False),
+                 default="auto", envvar="ROLLOVER_ORDER", show_default=True,
+                 help="start-first keeps full capacity; auto is start-first unless a fixed host port is published."),
     click.option("--timeout", default=None, envvar="ROLLOVER_TIMEOUT",
                  help="Seconds a replacement may take to come up [default: healthcheck budget + 10 s, else 60 s]."),
-    click.option("--on-failure", default="rollback", envvar="ROLLOVER_ON_FAILURE", show_default=True,
-                 help="rollback, pause or continue."),
+    click.option("--on-failure", type=click.Choice(["rollback", "pause", "continue"], case_sensitive=False),
+                 default="rollback", envvar="ROLLOVER_ON_FAILURE", show_default=True,
+                 help="What a failed replacement does to the rollout."),
 ]
 
 
@@ -239,13 +251,31 @@ def _output_choice(output: str, timeline: bool, quiet: bool, verbose: int,
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rollover")
-def cli() -> None:
+@click.option("-c", "--context", "docker_context", default=None,
+              help="The docker context to use [default: DOCKER_HOST, else DOCKER_CONTEXT, else the current one].")
+@click.option("-H", "--host", "docker_host", default=None,
+              help="The engine's address: unix:///PATH, tcp://HOST:PORT, ssh://[USER@]HOST[:PORT].")
+def cli(docker_context: str | None, docker_host: str | None) -> None:
     """Zero-downtime rolling redeploys of Docker Engine, Compose and Swarm services."""
 
 
+cli.add_command(plugin_group)
+cli.add_command(completion)
+
+
+def _use_engine_endpoint() -> None:
+    """Point DOCKER_HOST (and TLS) at the engine --context/-H/the variables choose, for the SDK and
+    for every `docker compose` rollover runs (see docker_cli/endpoint.py)."""
+    flags = click.get_current_context().find_root().params
+    chosen = endpoint.resolve(flags.get("docker_context"), flags.get("docker_host"), os.environ)
+    if chosen is not None:
+        chosen.apply(os.environ)
+
+
 @cli.command()
-@click.argument("service", envvar="ROLLOVER_SERVICE")
-@click.option("--platform", default="auto", envvar="ROLLOVER_PLATFORM", show_default=True,
+@click.argument("service", envvar="ROLLOVER_SERVICE", shell_complete=complete_service)
+@click.option("--platform", type=click.Choice(["auto", "docker", "swarm"], case_sensitive=False),
+              default="auto", envvar="ROLLOVER_PLATFORM", show_default=True,
               help="docker (Engine and Compose), swarm, or auto: swarm when SERVICE is a swarm service here.")
 @click.option("--swarm-nodes", default=None, envvar="ROLLOVER_SWARM_NODES",
               help="NODE=DOCKER_HOST,... : each swarm node's own daemon (container events are per node).")
@@ -256,12 +286,14 @@ def cli() -> None:
 @_with(_rollout_options)
 @click.option("--image", default=None, envvar="ROLLOVER_IMAGE", help="Roll to this image instead of the defined one.")
 @click.option("--pull/--no-pull", default=False, envvar="ROLLOVER_PULL", help="Pull the image before rolling.")
+@click.option("--lock-wait", default="0", envvar="ROLLOVER_LOCK_WAIT", show_default=True,
+              help="Wait this long for another live rollout of the service to end instead of exiting 3.")
 @_with(_traffic_options)
 @_with(_output_options)
 @_report_option
 def redeploy(service: str, platform: str, swarm_nodes: str | None, project: str | None, selector: tuple[str, ...],
              step: str, grace: str,
-             order: str, timeout: str | None, on_failure: str, image: str | None, pull: bool,
+             order: str, timeout: str | None, on_failure: str, image: str | None, pull: bool, lock_wait: str,
              balancers: tuple[str, ...], balancer_address: str, balancer_port: int | None, drain_timeout: str,
              nginx_master: str, pre_stop: str | None, post_start: str | None, probe_url: str | None, probe_rate: float,
              max_probe_failures: int | None, output: str, timeline: bool, report_file: str | None, verbose: int,
@@ -273,6 +305,7 @@ def redeploy(service: str, platform: str, swarm_nodes: str | None, project: str 
     if labels and project:
         raise InvalidOption("--project and --selector exclude each other")
     reference = parse_image(image)
+    lock_wait_s = parse_duration(lock_wait, "lock wait")
     traffic = TrafficOptions(
         balancers=parse_balancers(balancers), address_mode=balancer_address, port=balancer_port,
         drain_timeout_s=parse_duration(drain_timeout, "drain timeout"),
@@ -286,8 +319,10 @@ def redeploy(service: str, platform: str, swarm_nodes: str | None, project: str 
         selector=labels or None, image=reference, pull=pull, swarm_nodes=parse_node_hosts(swarm_nodes or ""),
         timeout_s=policy.timeout_s,
     )
+    _use_engine_endpoint()
     outputs = _reporter(replace(choice, live=not choice.json and not choice.quiet and sys.stdout.isatty()))
-    result = asyncio.run(_redeploy(target, policy, traffic, outputs.report, outputs.live))
+    result = asyncio.run(_redeploy(target, policy, traffic, outputs.report, outputs.live,
+                                      lock_wait_s))
     return _finish(result, choice, outputs.json, outputs.recorder)
 
 
@@ -298,13 +333,14 @@ def _not_negative(value: int | None, what: str) -> int | None:
 
 
 async def _redeploy(target: BackendChoice, policy: Policy, traffic: TrafficOptions,
-                    report: Reporter, live: LiveReporter | None = None) -> RolloutResult:
+                    report: Reporter, live: LiveReporter | None = None,
+                    lock_wait_s: float = 0.0) -> RolloutResult:
     clock = asyncio.get_running_loop().time
     probe = make_probe(traffic, clock)
     controller = Controller(
         await make_backend(target, clock), policy, report=report, balancer=make_balancer(traffic, clock),
         drain_timeout_s=traffic.drain_timeout_s, probe=probe,
-        max_probe_failures=traffic.max_probe_failures,
+        max_probe_failures=traffic.max_probe_failures, lock_wait_s=lock_wait_s,
     )
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
@@ -369,7 +405,7 @@ def report_command(events: str, html_file: str) -> int:
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})
-@click.argument("services", nargs=-1)
+@click.argument("services", nargs=-1, shell_complete=complete_service)
 @click.option("-f", "--file", "files", multiple=True, help="Compose file (repeatable), as for docker compose.")
 @click.option("-p", "--project-name", default=None, help="Project name, as for docker compose.")
 @click.option("--project-directory", default=None, help="Project directory, as for docker compose.")
@@ -397,6 +433,7 @@ def up(services: tuple[str, ...], files: tuple[str, ...], project_name: str | No
     """What `docker compose up -d` does, without downtime: every changed service rolled, in order."""
     from rollover.project.command import run_up
 
+    _use_engine_endpoint()
     return run_up(services, files=files, project_name=project_name, project_directory=project_directory,
                   env_files=env_files, profiles=profiles, dry_run=dry_run, force_recreate=force_recreate,
                   remove_orphans=remove_orphans, no_deps=no_deps, pull=pull,
@@ -412,21 +449,28 @@ def _say_error(exc: BaseException, code_name: str, verbose: bool) -> None:
     click.echo(redact(f"error: {code_name}: {message}"), err=True)
 
 
-def main(argv: Sequence[str] | None = None, environ: MutableMapping[str, str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: MutableMapping[str, str] | None = None,
+         prog_name: str = "rollover") -> int:
     """Entry point; returns the exit code (the console script exits with it)."""
     env: MutableMapping[str, str] = os.environ if environ is None else environ
     aliased = apply_seed_aliases(env, lambda line: click.echo(line, err=True))
+    endpoint_before = {name: os.environ.get(name) for name in endpoint.ENDPOINT_VARIABLES}
     try:
-        return _main(list(sys.argv[1:] if argv is None else argv))
+        return _main(list(sys.argv[1:] if argv is None else argv), prog_name)
     finally:
         for name in aliased:  # click read them; leave the environment as it was given
             env.pop(name, None)
+        for name, value in endpoint_before.items():  # and the engine endpoint too (main may run in-process)
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
-def _main(args: list[str]) -> int:
+def _main(args: list[str], prog_name: str) -> int:
     verbose = any(arg in ("-v", "--verbose") or re.fullmatch(r"-v+", arg) for arg in args)
     try:
-        code = cli.main(args=args, prog_name="rollover", standalone_mode=False)
+        code = cli.main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("error: Interrupted: stopped by the user", err=True)
         return 130
@@ -444,4 +488,22 @@ def _main(args: list[str]) -> int:
 
 def run() -> None:
     sys.exit(main())
+
+
+def run_plugin() -> None:
+    """``docker-rollover``: the docker CLI plugin (docker_cli/plugin.py has the protocol)."""
+    args = sys.argv[1:]
+    if args[:1] == [plugin.METADATA_COMMAND]:
+        click.echo(plugin.metadata())
+        sys.exit(0)
+    try:
+        call = plugin.parse_plugin_argv(args)
+    except RolloverError as exc:
+        _say_error(exc, type(exc).__name__, verbose=False)
+        sys.exit(exc.exit_code)
+    if call.config:
+        os.environ["DOCKER_CONFIG"] = call.config
+    plugin.watch_cli_socket(os.environ)
+    flags = [*(["--context", call.context] if call.context else []), *(["--host", call.host] if call.host else [])]
+    sys.exit(main([*flags, *call.args], prog_name=f"docker {plugin.PLUGIN_NAME}"))
 

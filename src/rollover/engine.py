@@ -17,6 +17,7 @@ import contextlib
 import os
 import ssl
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -76,6 +77,70 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+# ssh:// addresses that answered once in this process: the check costs a handshake.
+_SSH_ANSWERED: set[str] = set()
+_SSH_CHECK_TIMEOUT_S = 30.0
+
+
+def ssh_command(address: str) -> list[str]:
+    """'ssh://deploy@host:2222' -> ssh -o BatchMode=yes ... -l deploy -p 2222 -- host: never a prompt,
+    so a refused key or an unknown host key is an error, not a question nobody answers."""
+    parsed = urllib.parse.urlsplit(address)
+    if not parsed.hostname:
+        raise EngineUnavailable(f"{address}: no host in the ssh:// address")
+    args = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+    if parsed.username:
+        args += ["-l", parsed.username]
+    if parsed.port:
+        args += ["-p", str(parsed.port)]
+    return [*args, "--", parsed.hostname]
+
+
+async def _check_ssh(address: str) -> None:
+    """Reach the remote docker through ssh once, its errors captured: the SDK's ssh would print
+    them to our stderr and then fail with a transport error that names no cause."""
+    if address in _SSH_ANSWERED:
+        return
+    args = [*ssh_command(address), "docker", "version", "--format", "{{.Server.APIVersion}}"]
+    try:
+        process = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
+                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    except OSError as exc:
+        raise EngineUnavailable(f"cannot reach the Docker daemon at {address}: no ssh client ({exc})") from exc
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), _SSH_CHECK_TIMEOUT_S)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise EngineUnavailable(f"cannot reach the Docker daemon at {address}: ssh did not answer in"
+                                f" {_SSH_CHECK_TIMEOUT_S:g} s") from None
+    if process.returncode != 0:
+        said = [line.strip() for line in (err or out).decode(errors="replace").splitlines() if line.strip()]
+        raise EngineUnavailable(f"cannot reach the Docker daemon at {address}: ssh: "
+                                f"{said[-1] if said else f'exit {process.returncode}'}")
+    _SSH_ANSWERED.add(address)
+
+
+class _EventStream(Iterator[dict[str, Any]]):
+    """The SDK's event stream, closeable from another thread over ssh:// too. The SDK's own close()
+    looks for a socket it does not find behind its ssh shell-out (docker-py 7.1, 7.2: an
+    UnboundLocalError); there the ssh process is the connection, so ending it ends the stream."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __next__(self) -> dict[str, Any]:
+        return cast(dict[str, Any], next(self._stream))
+
+    def close(self) -> None:
+        raw = getattr(getattr(self._stream, "_response", None), "raw", None)
+        channel = getattr(getattr(getattr(raw, "_fp", None), "fp", None), "channel", None)
+        if channel is not None and hasattr(channel, "proc"):  # docker.transport.sshconn.SSHSocket
+            channel.close()
+            return
+        self._stream.close()
+
+
 class Engine:
     """A connected Docker client whose async methods never raise foreign exceptions.
 
@@ -92,6 +157,8 @@ class Engine:
     @classmethod
     async def connect(cls, docker_host: str | None) -> Engine:
         address = engine_address(docker_host)
+        if address.startswith("ssh://"):
+            await _check_ssh(address)
         try:
             return await asyncio.to_thread(cls._connect_blocking, docker_host, address)
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
@@ -102,7 +169,8 @@ class Engine:
         environment = dict(os.environ)
         if docker_host is not None:
             environment["DOCKER_HOST"] = docker_host  # keeps DOCKER_TLS_VERIFY/CERT_PATH in play
-        client = docker.from_env(environment=environment)
+        # ssh://: the system's ssh, as the docker CLI does (its config, agent and known_hosts apply).
+        client = docker.from_env(environment=environment, use_ssh_client=address.startswith("ssh://"))
         system_time = datetime.fromisoformat(client.info()["SystemTime"]).timestamp()
         # Measured against the moment the answer arrived, the offset can only come out too small,
         # so "since now" may replay a few milliseconds but never skips any.
@@ -184,6 +252,24 @@ class Engine:
                 return None
             raise
 
+    async def wait_removed(self, name: str, timeout_s: float) -> bool:
+        """Block until the container ``name`` is removed (True; also when there is none) or
+        ``timeout_s`` passed (False): the engine's own wait, ``condition=removed``, no polling."""
+        return await self._call(f"wait for container {name} to go", self._wait_removed_blocking, name, timeout_s)
+
+    def _wait_removed_blocking(self, name: str, timeout_s: float) -> bool:
+        try:
+            self._api.wait(name, timeout=max(timeout_s, 0.001), condition="removed")
+        except docker.errors.NotFound:
+            return True
+        except requests.exceptions.ConnectionError as exc:  # the SDK's read timeout arrives as this
+            if "timed out" in str(exc).lower():
+                return False
+            raise
+        except requests.exceptions.Timeout:
+            return False
+        return True
+
     async def connect_network(self, container_id: str, network: str, endpoint: dict[str, Any]) -> None:
         what = f"connect container {container_id[:12]} to network {network}"
         await self._call(what, self._api.connect_container_to_network, container_id, network, **endpoint)
@@ -213,7 +299,7 @@ class Engine:
         """Subscribe to the event stream (blocking until the engine answered); closeable."""
         since = f"{self.now_on_engine():.9f}"
         try:
-            return cast(Iterator[dict[str, Any]], self._api.events(since=since, filters=filters, decode=True))
+            return _EventStream(self._api.events(since=since, filters=filters, decode=True))
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
             raise engine_error(exc, "subscribe to events", self.address) from exc
 

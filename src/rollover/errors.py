@@ -13,8 +13,11 @@ exception. The CLI maps each class to an exit code and prints ``error: Class: me
     │   │                             anything was touched; mid-rollout it is retried, then EngineLost
     │   ├── ImageNotFound             the image to roll to does not exist and cannot be pulled
     │   ├── BalancerUnavailable       the load balancer cannot be reached or does not front the service
-    │   └── Unsupported               the service's shape rules the rollout out (e.g. container_name)
+    │   ├── Unsupported               the service's shape rules the rollout out (e.g. container_name)
+    │   └── PluginFolderError         the docker CLI plugin folder cannot be written, or holds a
+    │                                 docker-rollover that is not rollover's link
     ├── Locked                        exit 3: another rollout of the service holds the lock
+    ├── StoppedBySignal               exit 130: a signal ended the run before anything was touched
     └── PlatformError                 exit 1: the engine refused an operation mid-rollout
         ├── EngineLost                the engine stayed out of reach mid-rollout, after the lock was
         │                             taken: the rollout fails with the summary of where it stopped
@@ -64,10 +67,22 @@ class Unsupported(BadInput):
     """The service is shaped in a way rollover cannot roll without breaking it."""
 
 
+class PluginFolderError(BadInput):
+    """``rollover plugin install|uninstall``: the folder cannot be made or written, or holds a
+    docker-rollover that is not a link to rollover's script."""
+
+
 class Locked(RolloverError):
     """Another rollout of the same service is running; the message names its holder."""
 
     exit_code = 3
+
+
+class StoppedBySignal(RolloverError):
+    """SIGINT/SIGTERM (or the docker CLI closing its plugin socket) before anything was touched,
+    e.g. while waiting for the lock."""
+
+    exit_code = 130
 
 
 class PlatformError(RolloverError):

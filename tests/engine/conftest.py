@@ -37,8 +37,8 @@ def compose_project(
     """Factory: write a compose file for ``web`` on an image, ``up -d --wait`` it, tear it down after."""
     made: list[ComposeProject] = []
 
-    def start(image: str = APP_V1, **options: Any) -> ComposeProject:
-        project = ComposeProject(unique_name("proj"), tmp_path / f"p{len(made)}", docker_client)
+    def start(image: str = APP_V1, name: str | None = None, **options: Any) -> ComposeProject:
+        project = ComposeProject(name or unique_name("proj"), tmp_path / f"p{len(made)}", docker_client)
         project.directory.mkdir()
         made.append(project)
         project.write(image, **options)

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,10 +71,13 @@ class Rollover:
     are read as they come (by a thread, so a silent, hung rollover never blocks the test) and that
     never outlives its test."""
 
-    def __init__(self, args: list[str], cwd: Path, env: Mapping[str, str], service: str = "web") -> None:
+    def __init__(self, args: list[str], cwd: Path, env: Mapping[str, str], service: str = "web",
+                 program: Sequence[str] = (ROLLOVER,)) -> None:
+        # program: how rollover is called, e.g. ("docker", "--context", "prod", "rollover") for the plugin
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [ROLLOVER, "redeploy", service, "--output", "json", *args], cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"},
+            [*program, "redeploy", service, "--output", "json", *args], cwd=cwd,
+            env={**env, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.events: list[dict[str, Any]] = []

@@ -52,9 +52,9 @@ def test_a_failed_rollout_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
         (["--step", "150%"], "150%"),
         (["--grace", "soon"], "grace period 'soon'"),
         (["--timeout", "0"], "timeout"),
-        (["--order", "sideways"], "order 'sideways'"),
-        (["--on-failure", "panic"], "on-failure 'panic'"),
-        (["--output", "yaml"], "output 'yaml'"),
+        (["--order", "sideways"], "'--order': 'sideways' is not one of 'auto', 'start-first', 'stop-first'"),
+        (["--on-failure", "panic"], "'--on-failure': 'panic' is not one of 'rollback', 'pause', 'continue'"),
+        (["--output", "yaml"], "'--output': 'yaml' is not one of 'text', 'json'"),
         (["--no-such-flag"], "--no-such-flag"),
     ],
 )

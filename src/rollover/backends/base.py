@@ -8,7 +8,8 @@ The controller calls it in this order:
     events = backend.events()              # the stream is live BEFORE the snapshot is taken,
     snapshot = await backend.snapshot()    # so nothing that happens in between is missed
     await backend.prepare(snapshot)        # ImageNotFound / Unsupported: still nothing touched
-    await backend.acquire_lock(holder)     # Locked (exit 3)
+    await backend.acquire_lock(holder)     # Locked (exit 3); with --lock-wait, wait_for_lock
+                                           # and acquire_lock again until the wait is over
     ... redeploy / retire / discard / restore (/ refill), as the plan decides ...
     await backend.release_lock()
     await backend.close()
@@ -73,6 +74,10 @@ class Backend(Protocol):
 
     async def release_lock(self) -> None:
         """Give the lock back; a no-op when it is not held."""
+
+    async def wait_for_lock(self, timeout_s: float) -> None:
+        """After Locked (``--lock-wait``): return once the holder may have let go of the lock, or
+        after ``timeout_s``; the caller tries ``acquire_lock`` again either way."""
 
     async def redeploy(self, targets: Sequence[Replica], order: Order) -> list[Replica]:
         """Replace each target by a fresh replica made from the service's current definition.

@@ -158,6 +158,9 @@ class SimBackend:
     async def release_lock(self) -> None:
         self.state.lock_holder = None
 
+    async def wait_for_lock(self, timeout_s: float) -> None:
+        await asyncio.sleep(timeout_s)  # virtual time: nobody else ever releases a simulated lock
+
     async def redeploy(self, targets: Sequence[Replica], order: Order) -> list[Replica]:
         return await self._replace(targets, [self.new_image] * len(targets), order)
 

@@ -48,7 +48,7 @@ from rollover.core.recovery import Recovery, made_by, plan_recovery
 from rollover.core.result import RolloutResult, conclude, first_failure, summary_figures
 from rollover.core.rollout import Phase, RolloutState
 from rollover.core.steps import replica_steps
-from rollover.errors import BadInput, EngineLost, PlatformError, RolloverError
+from rollover.errors import BadInput, EngineLost, Locked, PlatformError, RolloverError, StoppedBySignal
 
 Reporter = Callable[[ProgressEvent], None]
 
@@ -69,7 +69,8 @@ class TrafficProbe(Protocol):
 class Controller:
     def __init__(self, backend: Backend, policy: Policy, *, report: Reporter | None = None,
                  holder: str | None = None, balancer: Balancer | None = None, drain_timeout_s: float = 30.0,
-                 probe: TrafficProbe | None = None, max_probe_failures: int | None = None) -> None:
+                 probe: TrafficProbe | None = None, max_probe_failures: int | None = None,
+                 lock_wait_s: float = 0.0) -> None:
         self.backend = backend
         self.probe = probe
         self.max_probe_failures = max_probe_failures
@@ -93,6 +94,8 @@ class Controller:
         self._effects = Executor(backend, self.balancer, self._link, self._messages.put_nowait, self._report,
                                  admission=self._admission, drain_timeout_s=drain_timeout_s)
         self._main: asyncio.Task[object] | None = None
+        self._lock_wait_s = lock_wait_s
+        self._signalled = asyncio.Event()  # ends a --lock-wait: nothing is touched yet
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -109,6 +112,7 @@ class Controller:
         """SIGINT/SIGTERM: stop issuing, let in-flight replacements finish (and under 'rollback'
         put every replaced replica back), then exit 130. A second signal stops at once; the lock
         is still released on the way out."""
+        self._signalled.set()
         if self._interrupted_by is None:
             self._interrupted_by = signal_name
             self._messages.put_nowait(Interrupted(signal_name))
@@ -132,8 +136,10 @@ class Controller:
             self._report_plan(snapshot, batch, why)
             await self.balancer.attach(snapshot.replicas)
             lease_s = lock_lease_s(self.policy, snapshot.replicas, batch, self._drain_timeout_s)
-            stale = await self.backend.acquire_lock(self._holder, lease_s, len(snapshot.replicas))
+            stale, waited = await self._take_lock(lease_s, len(snapshot.replicas))
             try:
+                if waited:  # the other rollout changed the service meanwhile: look again
+                    snapshot, batch = await self._look_again()
                 return await self._roll(snapshot, batch, stale)
             finally:
                 await self._release_lock()
@@ -142,6 +148,47 @@ class Controller:
                 pump.cancel()
             await self.balancer.close()
             await self.backend.close()
+
+    async def _take_lock(self, lease_s: float, replicas: int) -> tuple[StaleLock | None, bool]:
+        """The lock, and whether it took waiting for it. Locked at once without ``--lock-wait``;
+        with it, wait (reported once) for the live holder to let go, up to the bound, then Locked."""
+        deadline = self._now() + self._lock_wait_s
+        waited = False
+        while True:
+            try:
+                return await self.backend.acquire_lock(self._holder, lease_s, replicas), waited
+            except Locked as exc:
+                left = deadline - self._now()
+                if left <= 0:
+                    raise Locked(f"{exc} (waited {self._lock_wait_s:g} s)" if waited else str(exc)) from None
+                if not waited:
+                    self._report(EventKind.LOCK_WAIT, holder=str(exc), wait_s=self._lock_wait_s)
+                waited = True
+                await self._wait_for_lock(left)
+
+    async def _wait_for_lock(self, timeout_s: float) -> None:
+        released = asyncio.ensure_future(self.backend.wait_for_lock(timeout_s))
+        signalled = asyncio.ensure_future(self._signalled.wait())
+        try:
+            await asyncio.wait({released, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (released, signalled):
+                waiter.cancel()
+        if self._interrupted_by is not None:
+            raise StoppedBySignal(
+                f"stopped waiting for the lock (interrupted by {self._interrupted_by}): nothing touched")
+        released.result()  # its error (the engine gone, say), if it had one
+
+    async def _look_again(self) -> tuple[ServiceSnapshot, int]:
+        """After waiting for the lock: the replicas as the other rollout left them, a new plan."""
+        snapshot = await self.backend.snapshot()
+        await self.backend.prepare(snapshot)
+        self._order, why = choose_order(self.policy.order, snapshot.replicas)
+        batch = batch_size(self.policy.step, len(snapshot.replicas))
+        self._t0 = self._now()
+        self._report_plan(snapshot, batch, why)
+        await self.balancer.attach(snapshot.replicas)
+        return snapshot, batch
 
     async def _recover(self, snapshot: ServiceSnapshot, stale: StaleLock) -> Recovery:
         """Take over from a dead rollout: adopt its finished replacements, discard its half-made ones,

@@ -17,6 +17,7 @@ EVENT_SCHEMA_VERSION = 1
 class EventKind(StrEnum):
     # Before any replica is touched.
     PLAN = "plan"  # the rollout's plan: targets, step and batch, order, timeouts, failure policy
+    LOCK_WAIT = "lock_wait"  # --lock-wait: another live rollout holds the lock; waiting for it to end
     TOOK_OVER_LOCK = "took_over_lock"  # the lock was a dead rollout's; this one recovers its work
     DISCARDED = "discarded"  # a failed replacement (or a dead rollout's half-made one) was removed
     ADOPTED = "adopted"  # a dead rollout's finished replacement counts as this target's

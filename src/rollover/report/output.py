@@ -84,6 +84,8 @@ class TextReporter:
                 kept = ", ".join(str(name) for name in detail["kept_refills"])  # type: ignore[attr-defined]
                 line += f"; refilled {kept} stay(s): there is no previous image to put back"
             return line
+        if event.kind == EventKind.LOCK_WAIT:
+            return f"{stamp} waiting up to {detail['wait_s']:g} s for the lock: {detail['holder']}"
         if event.kind == EventKind.REFILLING:
             return (f"{stamp} the dead rollout left {detail['missing']} of {detail['replicas']} replica(s) missing:"
                     " refilling them first")

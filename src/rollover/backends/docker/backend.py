@@ -180,6 +180,9 @@ class DockerBackend:
             await self._workshop.connected().remove(self._lock_id, force=True, volumes=True)
         self._lock_id = None
 
+    async def wait_for_lock(self, timeout_s: float) -> None:
+        await self._workshop.connected().wait_removed(self._scope.lock_name(), timeout_s)
+
     def _service_image(self) -> str:
         recorded = self._workshop.any_definition()
         if recorded is not None:

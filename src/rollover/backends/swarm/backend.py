@@ -234,6 +234,9 @@ class SwarmBackend:
         with contextlib.suppress(PlatformError):  # still not settled: recovery sorts what it finds
             await self._connected_watch().wait_until(settled, "the dead rollout's tasks to settle", limit)
 
+    async def wait_for_lock(self, timeout_s: float) -> None:
+        await SwarmLock(self._connected_manager(), self.service).wait_released(timeout_s)
+
     async def release_lock(self) -> None:
         if self._lock is None or not self._lock.held:
             return

@@ -10,6 +10,7 @@ it is removed by id and taken over, and the caller learns what it took over.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,8 @@ from rollover.backends.lease import LOCK_HOLDER_LABEL, LOCK_SINCE_LABEL, LockRec
 from rollover.core.model import StaleLock
 from rollover.engine import Engine
 from rollover.errors import Locked
+
+_LOOK_AGAIN_S = 0.5
 
 
 def lock_name(service: str) -> str:
@@ -66,6 +69,14 @@ class SwarmLock:
             record = record.carrying(taken_over)
             labels = {**labels, **record.labels()}
         raise Locked(f"rollout of Swarm service {self._service} already running: its lock keeps changing hands")
+
+    async def wait_released(self, timeout_s: float) -> None:
+        """Until the config is gone or ``timeout_s`` passed. Swarm has no "wait until removed" for a
+        config, so this looks every half second: a lock is held for minutes, not milliseconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while await self._manager.inspect_config(self.name) is not None and loop.time() < deadline:
+            await asyncio.sleep(min(_LOOK_AGAIN_S, max(0.0, deadline - loop.time())))
 
     async def release(self) -> None:
         if self._config_id is None:
