@@ -86,7 +86,7 @@ def decide(state: RolloutState, policy: Policy, order: Order, now: float) -> Dec
     will be sent.
     """
     # More failures than max_failure_ratio absorbs (none, by default) apply the failure policy.
-    failed = state.count(Phase.FAILED) > tolerated_failures(policy, len(state.progress))
+    failed = state.count(Phase.FAILED) > tolerated_failures(policy, state.targets())
     halt = failed and policy.on_failure is not FailurePolicy.CONTINUE
     issuing = not (state.stopped_issuing or halt)
     request = next_request(state, policy) if issuing else ()

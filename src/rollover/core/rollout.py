@@ -156,6 +156,10 @@ class RolloutState:
     def progress(self) -> tuple[TargetProgress, ...]:
         return tuple(self._items)
 
+    def targets(self) -> int:
+        """How many targets the rollout has (``len(progress)`` without building it)."""
+        return len(self._items)
+
     def in_flight(self) -> int:
         return sum(self._counts[phase] for phase in IN_FLIGHT)
 
