@@ -70,28 +70,6 @@ class RolloutState:
     maintained by the transitions (``_put``), so that an event costs O(log n), not O(n): a
     simulated rollout of 10,000 replicas sees 50,000 of them."""
 
-    __slots__ = (
-        "_adopted_up",
-        "_counts",
-        "_deadlines",
-        "_failed_replaced",
-        "_first_waiting",
-        "_items",
-        "_position",
-        "_replaced_up",
-        "_replacement",
-        "_settle_ends",
-        "_to_admit",
-        "admission",
-        "batch",
-        "blind",
-        "extras_up",
-        "grace_s",
-        "request_outstanding",
-        "stopped_issuing",
-        "unclaimed_down",
-        "unclaimed_up",
-    )
     batch: int  # replicas allowed in flight at once, before extras
     grace_s: float
     admission: bool  # replacements must be admitted (balancer, post-start hook) before settling
@@ -136,8 +114,7 @@ class RolloutState:
 
     def _evolve(self, **changes: object) -> RolloutState:
         new = object.__new__(RolloutState)
-        for name in RolloutState.__slots__:
-            object.__setattr__(new, name, changes[name] if name in changes else getattr(self, name))
+        object.__setattr__(new, "__dict__", {**self.__dict__, **changes})  # one C-level copy of the fields
         return new
 
     def _public(self) -> tuple[object, ...]:
