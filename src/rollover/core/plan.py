@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from rollover.core.model import Order
 from rollover.core.policy import FailurePolicy, Policy, StepKind, tolerated_failures
-from rollover.core.rollout import IN_FLIGHT, Phase, RolloutState, TargetProgress
+from rollover.core.rollout import Phase, RolloutState, TargetProgress
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,12 @@ def next_request(state: RolloutState, policy: Policy) -> tuple[TargetProgress, .
     makes by another call, in one request of their own before it)."""
     if state.stopped_issuing or state.request_outstanding:
         return ()
-    waiting = state.waiting()
-    if not waiting or free_slots(state) <= 0:
+    first = state.first_waiting()
+    if first is None or free_slots(state) <= 0:
         return ()
     if policy.step.kind is StepKind.ALL:
-        return tuple(item for item in waiting if item.refill == waiting[0].refill)
-    return (waiting[0],)
+        return tuple(item for item in state.waiting() if item.refill == first.refill)
+    return (first,)
 
 
 def _owed_cleanup(state: RolloutState, order: Order, policy: Policy) -> tuple[tuple[TargetProgress, ...], ...]:
@@ -56,18 +56,11 @@ def _owed_cleanup(state: RolloutState, order: Order, policy: Policy) -> tuple[tu
     restore after the phase (see Controller._roll), not a side effect. A refill has no old
     replica to retire: it stood in for one that was already gone."""
     keep_failed = policy.on_failure is FailurePolicy.PAUSE
-    retire: list[TargetProgress] = []
-    discard: list[TargetProgress] = []
-    for item in state.progress:
-        if item.cleaned_up:
-            continue
-        if item.phase is Phase.UP and not item.refill and (order is Order.START_FIRST or item.adopted):
-            retire.append(item)
-        elif item.phase is Phase.FAILED and item.replacement is not None and keep_failed is False:
-            if needs_repair(item, order):
-                continue
-            discard.append(item)
-    return tuple(retire), tuple(discard)
+    retire = state.retirable(replaced_too=order is Order.START_FIRST)
+    discard = () if keep_failed else tuple(
+        item for item in state.failed_replaced() if not needs_repair(item, order)
+    )
+    return retire, discard
 
 
 def needs_repair(item: TargetProgress, order: Order) -> bool:
@@ -80,13 +73,8 @@ def needs_repair(item: TargetProgress, order: Order) -> bool:
 
 def _wake_at(state: RolloutState) -> float | None:
     """The next grace end or deadline; blind, no deadline (a resync, not time, decides them)."""
-    times = [
-        moment
-        for item in state.progress
-        for moment in (item.settle_until if item.phase is Phase.SETTLING else None,
-                       item.deadline if item.phase is Phase.REDEPLOYING and not state.blind else None)
-        if moment is not None
-    ]
+    times = [moment for moment in (state.next_settle_end(), None if state.blind else state.next_deadline())
+             if moment is not None]
     return min(times) if times else None
 
 
@@ -98,14 +86,14 @@ def decide(state: RolloutState, policy: Policy, order: Order, now: float) -> Dec
     will be sent.
     """
     # More failures than max_failure_ratio absorbs (none, by default) apply the failure policy.
-    failed = state.count(Phase.FAILED) > tolerated_failures(policy, len(state.progress))
+    failed = state.count(Phase.FAILED) > tolerated_failures(policy, state.targets())
     halt = failed and policy.on_failure is not FailurePolicy.CONTINUE
     issuing = not (state.stopped_issuing or halt)
     request = next_request(state, policy) if issuing else ()
     retire, discard = _owed_cleanup(state, order, policy)
-    admit = tuple(item for item in state.progress if item.phase is Phase.ADMITTING and not item.admission_issued)
-    nothing_in_flight = not any(item.phase in IN_FLIGHT for item in state.progress)
-    finished = nothing_in_flight and not state.request_outstanding and (not issuing or not state.waiting())
+    admit = state.to_admit()
+    nothing_in_flight = state.in_flight() == 0
+    finished = nothing_in_flight and not state.request_outstanding and (not issuing or not state.count(Phase.WAITING))
     wake_at = _wake_at(state)
     return Decision(
         request=request,

@@ -18,11 +18,13 @@ carrying the original it is restored from.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import heapq
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from rollover.core.model import Replica
+from rollover.core.persistent import Pieces, Shards
 
 
 class Phase(StrEnum):
@@ -61,32 +63,213 @@ class TargetProgress:
     cleaned_up: bool = False  # the platform action owed after the outcome was issued
 
 
-@dataclass(frozen=True)
 class RolloutState:
-    progress: tuple[TargetProgress, ...]
+    """The rollout's state, immutable like a frozen dataclass, and indexed: besides the targets'
+    progress in order it keeps where each target and replacement is, how many targets are in each
+    phase, the first one waiting, the cleanups owed and the grace ends and deadlines in heaps, all
+    maintained by the transitions (``_put``), so that an event costs O(log n), not O(n): a
+    simulated rollout of 10,000 replicas sees 50,000 of them."""
+
     batch: int  # replicas allowed in flight at once, before extras
     grace_s: float
-    admission: bool = False  # replacements must be admitted (balancer, post-start hook) before settling
-    request_outstanding: bool = False
-    stopped_issuing: bool = False
-    extras_up: frozenset[str] = frozenset()
+    admission: bool  # replacements must be admitted (balancer, post-start hook) before settling
+    request_outstanding: bool
+    stopped_issuing: bool
+    extras_up: frozenset[str]
     # Unknown replicas seen up while a request was outstanding: replacement or extra is only
     # known once the acknowledgement names the replacements.
-    unclaimed_up: tuple[tuple[str, float], ...] = ()
+    unclaimed_up: tuple[tuple[str, float], ...]
     # Likewise unknown replicas seen going down (a replacement that died before its ack arrived).
-    unclaimed_down: tuple[tuple[str, float, str], ...] = ()
+    unclaimed_down: tuple[tuple[str, float, str], ...]
     # The platform's events may be missing (the stream is lost, or its resync not yet in): a
     # replacement may be up unseen, so no deadline fails it until the resync has been applied.
-    blind: bool = False
+    blind: bool
+    # The index (see _indexed): positions are places in ``progress``.
+    _items: Pieces[TargetProgress]
+    _position: dict[str, int]  # target id -> position
+    _replacement: Shards[str, int]  # replacement id -> position
+    _counts: dict[Phase, int]
+    _first_waiting: int  # no WAITING target before it (len when none waits)
+    _to_admit: frozenset[int]  # ADMITTING, admission not yet issued
+    _adopted_up: frozenset[int]  # UP adopted successors whose old replica is still to retire
+    _replaced_up: Shards[int, None]  # UP replacements (not refills) whose old replica is still to retire
+    _failed_replaced: frozenset[int]  # FAILED with a replacement still to discard
+    _settle_ends: list[tuple[float, int]]  # heap of (settle_until, position) of SETTLING targets
+    _deadlines: list[tuple[float, int]]  # heap of (deadline, position) of REDEPLOYING targets
+
+    def __init__(
+        self, progress: Sequence[TargetProgress], batch: int, grace_s: float, admission: bool = False,
+        request_outstanding: bool = False, stopped_issuing: bool = False, extras_up: frozenset[str] = frozenset(),
+        unclaimed_up: tuple[tuple[str, float], ...] = (), unclaimed_down: tuple[tuple[str, float, str], ...] = (),
+        blind: bool = False,
+    ) -> None:
+        fields = dict(batch=batch, grace_s=grace_s, admission=admission, request_outstanding=request_outstanding,
+                      stopped_issuing=stopped_issuing, extras_up=extras_up, unclaimed_up=unclaimed_up,
+                      unclaimed_down=unclaimed_down, blind=blind)
+        for name, value in (*fields.items(), *_indexed(progress).items()):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"RolloutState is immutable: cannot set {name}")
+
+    def _evolve(self, **changes: object) -> RolloutState:
+        new = object.__new__(RolloutState)
+        object.__setattr__(new, "__dict__", {**self.__dict__, **changes})  # one C-level copy of the fields
+        return new
+
+    def _public(self) -> tuple[object, ...]:
+        return (self.progress, self.batch, self.grace_s, self.admission, self.request_outstanding,
+                self.stopped_issuing, self.extras_up, self.unclaimed_up, self.unclaimed_down, self.blind)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RolloutState) and self._public() == other._public()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"RolloutState(progress={self.progress!r}, batch={self.batch!r}, blind={self.blind!r}, ...)"
+
+    @property
+    def progress(self) -> tuple[TargetProgress, ...]:
+        return tuple(self._items)
+
+    def targets(self) -> int:
+        """How many targets the rollout has (``len(progress)`` without building it)."""
+        return len(self._items)
 
     def in_flight(self) -> int:
-        return sum(1 for item in self.progress if item.phase in IN_FLIGHT)
+        return sum(self._counts[phase] for phase in IN_FLIGHT)
 
     def waiting(self) -> list[TargetProgress]:
-        return [item for item in self.progress if item.phase is Phase.WAITING]
+        return [item for item in self._items if item.phase is Phase.WAITING]
 
     def count(self, phase: Phase) -> int:
-        return sum(1 for item in self.progress if item.phase is phase)
+        return self._counts[phase]
+
+    def first_waiting(self) -> TargetProgress | None:
+        return self._items[self._first_waiting] if self._first_waiting < len(self._items) else None
+
+    def to_admit(self) -> tuple[TargetProgress, ...]:
+        return tuple(self._items[position] for position in sorted(self._to_admit))
+
+    def retirable(self, replaced_too: bool) -> tuple[TargetProgress, ...]:
+        """UP targets whose old replica is still to retire: adopted ones, and with ``replaced_too``
+        (start-first) the replaced ones, in order."""
+        positions = set(self._adopted_up)
+        if replaced_too:
+            positions.update(self._replaced_up)
+        return tuple(self._items[position] for position in sorted(positions))
+
+    def failed_replaced(self) -> tuple[TargetProgress, ...]:
+        """FAILED targets whose replacement is still to discard, in order."""
+        return tuple(self._items[position] for position in sorted(self._failed_replaced))
+
+    def next_settle_end(self) -> float | None:
+        return self._settle_ends[0][0] if self._settle_ends else None
+
+    def next_deadline(self) -> float | None:
+        return self._deadlines[0][0] if self._deadlines else None
+
+
+def changes(before: RolloutState, after: RolloutState) -> list[tuple[TargetProgress, TargetProgress]]:
+    """(before, after) of every target a transition changed, in order; transitions keep an
+    unchanged target as the same object, so identity finds them."""
+    return [(before._items[position], after._items[position]) for position in before._items.changed(after._items)]
+
+
+def _indexed(progress: Sequence[TargetProgress]) -> dict[str, object]:
+    """The index of ``progress`` counted from scratch (a new state, a rare reshuffle)."""
+    items = Pieces(tuple(progress))
+    counts = dict.fromkeys(Phase, 0)
+    for item in progress:
+        counts[item.phase] += 1
+    first = next((position for position, item in enumerate(progress) if item.phase is Phase.WAITING), len(progress))
+    index: dict[str, object] = dict(
+        _items=items, _position={item.target.id: position for position, item in reversed(list(enumerate(progress)))},
+        _replacement=Shards((item.replacement.id, position) for position, item in reversed(list(enumerate(progress)))
+                            if item.replacement is not None),
+        _counts=counts, _first_waiting=first,
+    )
+    memberships: dict[str, object] = {}
+    for name in ("_to_admit", "_adopted_up", "_failed_replaced"):
+        memberships[name] = frozenset(position for position, item in enumerate(progress) if _MEMBER[name](item))
+    memberships["_replaced_up"] = Shards((position, None) for position, item in enumerate(progress)
+                                         if _MEMBER["_replaced_up"](item))
+    settle_ends = [(item.settle_until, position) for position, item in enumerate(progress) if _settling(item)]
+    deadlines = [(item.deadline, position) for position, item in enumerate(progress) if _redeploying(item)]
+    heapq.heapify(settle_ends)
+    heapq.heapify(deadlines)
+    return {**index, **memberships, "_settle_ends": settle_ends, "_deadlines": deadlines}
+
+
+def _settling(item: TargetProgress) -> bool:
+    return item.phase is Phase.SETTLING and item.settle_until is not None
+
+
+def _redeploying(item: TargetProgress) -> bool:
+    return item.phase is Phase.REDEPLOYING and item.deadline is not None
+
+
+_MEMBER: dict[str, Callable[[TargetProgress], bool]] = {
+    "_to_admit": lambda item: item.phase is Phase.ADMITTING and not item.admission_issued,
+    "_adopted_up": lambda item: item.phase is Phase.UP and not item.cleaned_up and item.adopted and not item.refill,
+    "_replaced_up": lambda item: (item.phase is Phase.UP and not item.cleaned_up and not item.adopted
+                                  and not item.refill),
+    "_failed_replaced": lambda item: item.phase is Phase.FAILED and item.replacement is not None
+    and not item.cleaned_up,
+}
+
+
+def _put(state: RolloutState, changed: dict[int, TargetProgress], **fields: object) -> RolloutState:
+    """``state`` with the targets at these positions changed, its index kept: O(log n) each."""
+    if not changed:
+        return state._evolve(**fields) if fields else state
+    items, counts = state._items, dict(state._counts)
+    sets: dict[str, frozenset[int]] = {name: getattr(state, name) for name in ("_to_admit", "_adopted_up",
+                                                                                 "_failed_replaced")}
+    replaced_up, replacement = state._replaced_up, state._replacement
+    settle_ends, deadlines = state._settle_ends, state._deadlines
+    first_waiting = state._first_waiting
+    for position, new in changed.items():
+        old = items[position]
+        items = items.with_item(position, new)
+        counts[old.phase] -= 1
+        counts[new.phase] += 1
+        for name, members in sets.items():
+            if _MEMBER[name](new) != (position in members):
+                sets[name] = members | {position} if _MEMBER[name](new) else members - {position}
+        if _MEMBER["_replaced_up"](new) != (position in replaced_up):
+            replaced_up = replaced_up.set(position, None) if _MEMBER["_replaced_up"](new) \
+                else replaced_up.without(position)
+        if new.replacement is not None and new.replacement is not old.replacement:
+            replacement = replacement.set(new.replacement.id, position)
+        if _settling(new) and not (_settling(old) and old.settle_until == new.settle_until):
+            settle_ends = [*settle_ends]
+            heapq.heappush(settle_ends, (new.settle_until or 0.0, position))  # set: _settling(new)
+        if _redeploying(new) and not (_redeploying(old) and old.deadline == new.deadline):
+            deadlines = [*deadlines]
+            heapq.heappush(deadlines, (new.deadline or 0.0, position))  # set: _redeploying(new)
+        if new.phase is Phase.WAITING:
+            first_waiting = min(first_waiting, position)
+    while first_waiting < len(items) and items[first_waiting].phase is not Phase.WAITING:
+        first_waiting += 1
+    # Entries of targets that moved on stay in the heaps until they reach the top: pop them there,
+    # so that the top is always a live grace end or deadline.
+    settle_ends = _pruned(settle_ends, items, lambda item, at: _settling(item) and item.settle_until == at)
+    deadlines = _pruned(deadlines, items, lambda item, at: _redeploying(item) and item.deadline == at)
+    return state._evolve(_items=items, _counts=counts, _replaced_up=replaced_up, _replacement=replacement,
+                         _settle_ends=settle_ends, _deadlines=deadlines, _first_waiting=first_waiting,
+                         **sets, **fields)
+
+
+def _pruned(heap: list[tuple[float, int]], items: Pieces[TargetProgress],
+            live: Callable[[TargetProgress, float], bool]) -> list[tuple[float, int]]:
+    if not heap or live(items[heap[0][1]], heap[0][0]):
+        return heap
+    heap = [*heap]
+    while heap and not live(items[heap[0][1]], heap[0][0]):
+        heapq.heappop(heap)
+    return heap
 
 
 def start(
@@ -116,17 +299,14 @@ def start(
 
 
 def _update(state: RolloutState, ids: Iterable[str], **changes: object) -> RolloutState:
-    wanted = set(ids)
-    progress = tuple(
-        replace(item, **changes) if item.target.id in wanted else item  # type: ignore[arg-type]
-        for item in state.progress
-    )
-    return replace(state, progress=progress)
+    positions = sorted({state._position[target_id] for target_id in ids if target_id in state._position})
+    return _put(state, {position: replace(state._items[position], **changes)  # type: ignore[arg-type]
+                        for position in positions})
 
 
 def request_sent(state: RolloutState, target_ids: Sequence[str], at: float) -> RolloutState:
     state = _update(state, target_ids, phase=Phase.REQUESTED, requested_at=at)
-    return replace(state, request_outstanding=True)
+    return state._evolve(request_outstanding=True)
 
 
 def request_acknowledged(
@@ -142,18 +322,25 @@ def request_acknowledged(
     trades with web-5 (web-5 redeploying, web-1 waiting), and each replacement belongs to the
     target it displaced, whatever the order of the answer.
     """
-    progress = list(state.progress)
-    by_id = {item.target.id: index for index, item in enumerate(progress)}
+    progress: dict[int, TargetProgress] = {}  # the places changed, over the state's own
+
+    def at_place(place: int) -> TargetProgress:
+        return progress[place] if place in progress else state._items[place]
+
+    by_id = state._position
     places = [by_id[target_id] for target_id in target_ids]  # the request's places in the progress
     went = [new.replaces or target_id for target_id, new in zip(target_ids, replacements, strict=True)]
     not_gone = [target_id for target_id in target_ids if target_id not in went]
     instead = [gone for gone in went if gone not in target_ids and gone in by_id
-               and progress[by_id[gone]].phase is Phase.WAITING]
-    for asked, gone in zip(not_gone, instead, strict=False):  # one left over on either side stays put
+               and at_place(by_id[gone]).phase is Phase.WAITING]
+    swaps = list(zip(not_gone, instead, strict=False))  # one left over on either side stays put
+    if swaps:
+        by_id = dict(by_id)  # rare (Swarm picked the slot): a C-level copy
+    for asked, gone in swaps:
         mine, theirs = by_id[asked], by_id[gone]
         progress[mine], progress[theirs] = (
-            replace(progress[mine], target=progress[theirs].target, restore_from=progress[theirs].restore_from),
-            replace(progress[theirs], target=progress[mine].target, restore_from=progress[mine].restore_from),
+            replace(at_place(mine), target=at_place(theirs).target, restore_from=at_place(theirs).restore_from),
+            replace(at_place(theirs), target=at_place(mine).target, restore_from=at_place(mine).restore_from),
         )
         by_id[asked], by_id[gone] = theirs, mine
     # Each replacement goes to the place of the target it displaced; one that displaced nothing
@@ -167,19 +354,19 @@ def request_acknowledged(
     for number, (new, timeout) in enumerate(zip(replacements, timeouts, strict=True)):
         index = owners[number] if number in owners else left.pop(0)
         progress[index] = replace(
-            progress[index], phase=Phase.REDEPLOYING, replacement=new, acked_at=at, deadline=at + timeout
+            at_place(index), phase=Phase.REDEPLOYING, replacement=new, acked_at=at, deadline=at + timeout
         )
-    state = replace(state, progress=tuple(progress), request_outstanding=False)
+    state = _put(state, dict(sorted(progress.items())), _position=by_id, request_outstanding=False)
     # A replica seen up as an extra may be named a replacement: the platform made it by itself
     # (Swarm's updater, restarted by someone else's spec change) and the request took it. It is
     # up as of now; it no longer frees a slot.
     claimed = state.extras_up & {new.id for new in replacements}
-    state = replace(state, extras_up=state.extras_up - claimed)
+    state = state._evolve(extras_up=state.extras_up - claimed)
     for replica_id in sorted(claimed):
         state = replica_up(state, replica_id, at)
     # Ups that raced ahead of the acknowledgement now find their owner, or are extras.
     unclaimed, downs = state.unclaimed_up, state.unclaimed_down
-    state = replace(state, unclaimed_up=(), unclaimed_down=())
+    state = state._evolve(unclaimed_up=(), unclaimed_down=())
     for replica_id, up_at in unclaimed:
         state = replica_up(state, replica_id, up_at)
     for replica_id, down_at, reason in downs:
@@ -193,16 +380,13 @@ def request_failed(state: RolloutState, target_ids: Sequence[str], reason: str, 
     targets' places), so they are skipped."""
     state = _update(state, target_ids, phase=Phase.SKIPPED if removed else Phase.FAILED, failure=reason,
                     finished_at=at)
-    return replace(state, request_outstanding=False)
+    return state._evolve(request_outstanding=False)
 
 
 def _find(state: RolloutState, replica_id: str) -> tuple[TargetProgress | None, TargetProgress | None]:
     """(entry whose replacement is this replica, entry whose target is this replica)."""
-    as_replacement = next(
-        (item for item in state.progress if item.replacement and item.replacement.id == replica_id), None
-    )
-    as_target = next((item for item in state.progress if item.target.id == replica_id), None)
-    return as_replacement, as_target
+    owner, target = state._replacement.get(replica_id), state._position.get(replica_id)
+    return (None if owner is None else state._items[owner]), (None if target is None else state._items[target])
 
 
 def replica_up(state: RolloutState, replica_id: str, at: float) -> RolloutState:
@@ -217,8 +401,8 @@ def replica_up(state: RolloutState, replica_id: str, at: float) -> RolloutState:
     if target is not None:
         return state  # a starting target came up: it still waits for its turn (the seed's rule)
     if state.request_outstanding:
-        return replace(state, unclaimed_up=(*state.unclaimed_up, (replica_id, at)))
-    return replace(state, extras_up=state.extras_up | {replica_id})
+        return state._evolve(unclaimed_up=(*state.unclaimed_up, (replica_id, at)))
+    return state._evolve(extras_up=state.extras_up | {replica_id})
 
 
 def replica_down(state: RolloutState, replica_id: str, reason: str, at: float, *, gone: bool = False,
@@ -237,17 +421,18 @@ def replica_down(state: RolloutState, replica_id: str, reason: str, at: float, *
         return _update(state, [target.target.id], phase=Phase.SKIPPED, failure=f"{reason} before its turn",
                        finished_at=at)
     if replica_id in state.extras_up:
-        return replace(state, extras_up=state.extras_up - {replica_id})
+        return state._evolve(extras_up=state.extras_up - {replica_id})
     unclaimed = tuple(entry for entry in state.unclaimed_up if entry[0] != replica_id)
     if state.request_outstanding and target is None:
         # Perhaps the replacement the outstanding request is making: the ack will tell.
-        return replace(state, unclaimed_up=unclaimed, unclaimed_down=(*state.unclaimed_down, (replica_id, at, reason)))
-    return replace(state, unclaimed_up=unclaimed)
+        return state._evolve(unclaimed_up=unclaimed,
+                             unclaimed_down=(*state.unclaimed_down, (replica_id, at, reason)))
+    return state._evolve(unclaimed_up=unclaimed)
 
 
 def blinded(state: RolloutState) -> RolloutState:
     """The event stream is lost: deadlines wait (see ``RolloutState.blind``)."""
-    return replace(state, blind=True)
+    return state._evolve(blind=True)
 
 
 def sighted(state: RolloutState, now: float) -> RolloutState:
@@ -255,36 +440,45 @@ def sighted(state: RolloutState, now: float) -> RolloutState:
     fall due now. Timeout 12 s, acknowledged at 1 s, lost from 2 s to 30 s: a replacement the
     resync shows up is UP; one it shows still starting fails at 30 s ("not up within 29s"), not
     at 13 s."""
-    progress = tuple(
-        replace(item, deadline=now)
-        if item.phase is Phase.REDEPLOYING and item.deadline is not None and item.deadline < now else item
-        for item in state.progress
-    )
-    return replace(state, progress=progress, blind=False)
+    passed = sorted({position for deadline, position in state._deadlines if deadline < now
+                     and _redeploying(state._items[position]) and state._items[position].deadline == deadline})
+    return _put(state, {position: replace(state._items[position], deadline=now) for position in passed}, blind=False)
 
 
 def advance(state: RolloutState, now: float) -> RolloutState:
     """Let time pass: grace periods that ran out make replicas UP; missed deadlines are failures,
     unless the rollout is blind (they fail once it sees again, at the time it does)."""
-    progress = []
-    for item in state.progress:
-        if item.phase is Phase.SETTLING and item.settle_until is not None and item.settle_until <= now:
-            item = replace(item, phase=Phase.UP, finished_at=item.settle_until)
-        elif (item.phase is Phase.REDEPLOYING and item.deadline is not None and item.deadline <= now
-              and not state.blind):
-            timeout = item.deadline - (item.acked_at or 0.0)
-            item = replace(item, phase=Phase.FAILED, finished_at=item.deadline,
-                           failure=f"replacement not up within {timeout:g}s")
-        progress.append(item)
-    return replace(state, progress=tuple(progress))
+    changed: dict[int, TargetProgress] = {}
+    for position in _due(state._settle_ends, now):
+        item = state._items[position]
+        if _settling(item) and item.settle_until <= now:  # type: ignore[operator]
+            changed[position] = replace(item, phase=Phase.UP, finished_at=item.settle_until)
+    for position in _due(state._deadlines, now) if not state.blind else ():
+        item = state._items[position]
+        if _redeploying(item) and item.deadline <= now and position not in changed:  # type: ignore[operator]
+            timeout = item.deadline - (item.acked_at or 0.0)  # type: ignore[operator]
+            changed[position] = replace(item, phase=Phase.FAILED, finished_at=item.deadline,
+                                        failure=f"replacement not up within {timeout:g}s")
+    return _put(state, dict(sorted(changed.items())))
+
+
+def _due(heap: list[tuple[float, int]], now: float) -> list[int]:
+    """Positions of the heap's entries due by ``now`` (some may be stale: the caller checks)."""
+    if not heap or heap[0][0] > now:
+        return []
+    heap = [*heap]
+    due = []
+    while heap and heap[0][0] <= now:
+        due.append(heapq.heappop(heap)[1])
+    return due
 
 
 def _admitting(state: RolloutState, target_id: str) -> bool:
     """Whether this phase's target is waiting for the balancer. An answer can outlive its phase:
     the forward phase asks the balancer to admit a replacement, a failure elsewhere starts the
     rollback, and the answer arrives in the rollback's state, which has no such target."""
-    item = next((item for item in state.progress if item.target.id == target_id), None)
-    return item is not None and item.phase is Phase.ADMITTING
+    position = state._position.get(target_id)
+    return position is not None and state._items[position].phase is Phase.ADMITTING
 
 
 def admission_issued(state: RolloutState, target_id: str) -> RolloutState:
@@ -305,7 +499,7 @@ def admission_failed(state: RolloutState, target_id: str, reason: str, at: float
 
 
 def stop_issuing(state: RolloutState) -> RolloutState:
-    return replace(state, stopped_issuing=True)
+    return state._evolve(stopped_issuing=True)
 
 
 def cleaned_up(state: RolloutState, target_id: str) -> RolloutState:
