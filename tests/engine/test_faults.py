@@ -24,6 +24,7 @@ from tests.support.faults import (
     Faults,
     assert_consistent,
     lock_exists,
+    open_health_gate,
     service_state,
     serving_addresses,
     write_service,
@@ -76,11 +77,12 @@ def test_a_replacement_that_never_turns_healthy_is_counted_under_continue(
     faults: Faults, images: dict[str, str]
 ) -> None:
     project = faults.project(APP_V1, replicas=3)
-    write_service(project, APP_BROKEN, replicas=3)
+    write_service(project, APP_V2, replicas=3, health_gate=True)
     rollover = faults.rollover(project, "--step", "1", "--timeout", "5", "--on-failure", "continue")
-    # The first replacement is made from the broken image; every later one from v2.
-    rollover.wait_for("acknowledged")
-    write_service(project, APP_V2, replicas=3)
+    # The first replacement's health gate stays shut, so it never turns healthy; every later one's opens.
+    for count in (2, 3):
+        acknowledged = rollover.wait_for("acknowledged", count=count)
+        open_health_gate(project, acknowledged["replacement"])
     outcome = rollover.finish()
 
     summary = outcome.summary
@@ -148,12 +150,12 @@ def test_the_image_disappearing_mid_rollout_fails_cleanly(faults: Faults, images
     if summary["result"] == "completed":  # the engine kept the image: what was made keeps running
         assert state == [("running", "healthy", APP_V2)] * 3
     else:
-        # Compose cannot make the next replacement (the tag is gone and no registry is reachable): the
-        # request fails with Compose's own words (which name the pull, not the image) and the replaced
-        # replica goes back.
+        # The engine cannot make the next replacement (the tag is gone and no registry is reachable;
+        # Compose rendered the rollout's template before, so the engine's create is what fails): the
+        # request fails in the engine's words, naming the image, and the replaced replica goes back.
         assert summary["result"] == "rolled-back", outcome.text()
         assert summary["failed"] == 1 and summary["replaced"] == summary["rolled_back"] >= 1, outcome.text()
-        assert "up --no-start" in summary["reason"] and "Pulling" in summary["reason"], summary["reason"]
+        assert "No such image" in summary["reason"] and vanishing in summary["reason"], summary["reason"]
         assert state == [("running", "healthy", APP_V1)] * 3
     assert not lock_exists(project)
     faults.assert_no_request_lost(outcome)
@@ -280,12 +282,13 @@ def read_markers(project: ComposeProject) -> dict[str, tuple[str, str]]:
 def test_volume_data_survives_the_rollback_of_a_failed_replacement(faults: Faults, images: dict[str, str]) -> None:
     project = faults.project(APP_V1, replicas=3, volumes=True)
     markers = write_markers(project)
-    write_service(project, APP_V2, replicas=3, volumes=True)
+    write_service(project, APP_V2, replicas=3, volumes=True, health_gate=True)
     rollover = faults.rollover(project, "--step", "1", "--grace", "1")
-    # web-1 goes to v2 (taking its anonymous volume along); web-2's replacement never turns healthy:
-    # it is discarded (with the volumes it made, not web-2's it mounts) and web-1 is rolled back.
-    rollover.wait_for("acknowledged")
-    write_service(project, APP_BROKEN, replicas=3, volumes=True)
+    # web-1 goes to v2 (taking its anonymous volume along); web-2's replacement never turns healthy
+    # (its health gate stays shut): it is discarded (with the volumes it made, not web-2's it
+    # mounts) and web-1 is rolled back.
+    acknowledged = rollover.wait_for("acknowledged")
+    open_health_gate(project, acknowledged["replacement"])
     outcome = rollover.finish()
 
     summary = outcome.summary

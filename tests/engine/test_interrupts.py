@@ -7,9 +7,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
+import select
 import shlex
-import shutil
 import signal
 import subprocess
 import time
@@ -124,6 +123,17 @@ def kill_at(process: subprocess.Popen[str], gate: Gate) -> None:
             process.communicate(timeout=30)
 
 
+def kill_at_first_line(process: subprocess.Popen[str], watcher: subprocess.Popen[str], deadline_s: float = 60) -> None:
+    """SIGKILL rollover (our own child, by pid) the moment ``watcher`` prints its first line."""
+    assert watcher.stdout is not None
+    ready, _, _ = select.select([watcher.stdout], [], [], deadline_s)
+    try:
+        assert ready and watcher.stdout.readline(), "the moment never came"
+    finally:
+        process.kill()
+        process.communicate(timeout=30)
+
+
 def takeover(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
     again = subprocess.run([ROLLOVER, "redeploy", *args, "--output", "json"], cwd=cwd, capture_output=True,
                            text=True, timeout=180, check=False)
@@ -146,28 +156,24 @@ def assert_refilled(returncode: int, events: list[dict[str, Any]], replicas: int
 def test_after_sigkill_before_a_stop_first_replacement_exists_nothing_is_lost(
     faults: Faults, images: dict[str, str], tmp_path: Path, volumes: bool
 ) -> None:
-    """rollover (stop-first) drained and stopped web-1 and asks Compose for its replacement: a
-    docker CLI of the test's own holds that `compose up` at the gate, and rollover is killed there.
-    web-1 is still there, stopped: it goes only once a replacement runs on its volumes. The next
-    rollout starts it again when it holds data (its anonymous /data, with a marker), and rolls it
-    like the others; without volumes it goes, and its slot is refilled."""
+    """rollover (stop-first) drained and stopped web-1 and is about to make its replacement: the
+    test kills it the moment the engine reports web-1 dead (its ``die`` event), before a
+    replacement runs. (Compose renders the rollout's template before the first stop, so a gate on
+    ``compose up`` no longer falls between the stop and the create.) web-1 is still there,
+    stopped: it goes only once a replacement runs on its volumes. The next rollout starts it
+    again when it holds data (its anonymous /data, with a marker), and rolls it like the others;
+    without volumes it goes, and its slot is refilled."""
     project = faults.project(APP_V1, replicas=4, volumes=volumes)
     web_1 = next(c for c in project.containers() if c.name.endswith("-web-1"))
     web_1.exec_run(["sh", "-c", "echo web-1-data > /data/marker"])
     write_service(project, APP_V2, replicas=4, volumes=volumes)
-    gate = Gate(tmp_path)
-    wrapper = tmp_path / "bin" / "docker"
-    wrapper.parent.mkdir()
-    real_docker = shutil.which("docker")
-    assert real_docker is not None
-    wrapper.write_text(f"""#!/bin/sh
-case " $* " in *" up --no-start "*) {gate.shell()} ;; esac
-exec {shlex.quote(real_docker)} "$@"
-""")
-    wrapper.chmod(0o755)
-    env = {**os.environ, "PATH": f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}"}
-    rollover = faults.rollover(project, "--step", "1", "--order", "stop-first", env=env)
-    kill_at(rollover.process, gate)
+    with subprocess.Popen(["docker", "events", "--filter", f"container={web_1.id}", "--filter", "event=die",
+                           "--format", "{{.Status}}"], stdout=subprocess.PIPE, text=True) as deaths:
+        try:
+            rollover = faults.rollover(project, "--step", "1", "--order", "stop-first")
+            kill_at_first_line(rollover.process, deaths)
+        finally:
+            deaths.kill()
     assert lock_exists(project), "the dead rollout's lock stays behind as its record"
     web_1.reload()
     assert web_1.status == "exited", "web-1 is stopped, not removed, until its replacement runs"

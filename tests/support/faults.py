@@ -151,9 +151,21 @@ class Rollover:
 # -- the service and what it runs ----------------------------------------------------------------------
 
 
-def fault_yaml(project: str, image: str, *, replicas: int, restart: str | None = None, volumes: bool = False) -> str:
-    """tests.support.engine's service ``web`` on random loopback ports, optionally with a restart policy."""
-    text = compose_yaml(project, image, replicas=replicas, volumes=volumes, ports=[LOOPBACK_PORT])
+# A healthcheck that passes only once the test opened this container's gate (a file inside it):
+# one definition, and still the test decides which replacement turns healthy. A rollout renders
+# its Compose definition once, so a fault cannot be put into one replacement by changing the file.
+HEALTH_GATE = "/tmp/health-gate-open"
+GATED_HEALTHCHECK = {
+    "test": json.dumps(["CMD-SHELL", f"test -f {HEALTH_GATE} && wget -q -O- http://127.0.0.1:8080/version.txt"]),
+}
+
+
+def fault_yaml(project: str, image: str, *, replicas: int, restart: str | None = None, volumes: bool = False,
+               health_gate: bool = False) -> str:
+    """tests.support.engine's service ``web`` on random loopback ports, optionally with a restart
+    policy, optionally healthy only once the test opens each container's gate (``open_health_gate``)."""
+    text = compose_yaml(project, image, replicas=replicas, volumes=volumes, ports=[LOOPBACK_PORT],
+                        healthcheck=GATED_HEALTHCHECK if health_gate else None)
     if restart is None:
         return text
     line = f"    image: {image}\n"
@@ -162,6 +174,20 @@ def fault_yaml(project: str, image: str, *, replicas: int, restart: str | None =
 
 def write_service(project: ComposeProject, image: str, **options: Any) -> None:
     project.file.write_text(fault_yaml(project.name, image, **options))
+
+
+def open_health_gate(project: ComposeProject, container_name: str, deadline_s: float = 60) -> None:
+    """Let this replacement turn healthy: once it runs (it may be acknowledged before it starts),
+    create the file its gated healthcheck looks for."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        container = project.client.containers.get(container_name)
+        if container.status == "running":
+            code, output = container.exec_run(["touch", HEALTH_GATE])
+            assert code == 0, output
+            return
+        assert time.monotonic() < deadline, f"{container_name} never ran: {container.status}"
+        time.sleep(0.05)  # polling a state the engine reports only on request; bounded above
 
 
 def known_images(client: Any, *tags: str) -> dict[str, str]:
