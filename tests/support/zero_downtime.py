@@ -14,6 +14,8 @@ import contextlib
 import json
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import uuid
 from collections import Counter
@@ -378,3 +380,21 @@ def prove_rollout(order: str, step: str, project: ZdProject, front: Front, docke
     report(f"{type(front).__name__} {order} step {step}", run, samples, front)
     assert_no_request_lost(run, samples, front, project, docker_client, images)
     return run
+
+
+def roll_under_wrk(project: ZdProject, args: Sequence[str], front: Front
+                   ) -> tuple[RolloverRun, list[Sample], str, dict[str, float]]:
+    """``roll_under_load`` with wrk (keep-alive, closed loop, 8 connections, 2 s timeout) hammering
+    the front for the whole rollout: the run, the probe's samples, wrk's output and its figures."""
+    wrk = subprocess.Popen(["wrk", "-t1", "-c8", "-d300s", "--timeout", "2s", front.url],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        run, samples = asyncio.run(roll_under_load(project, args, front))
+    finally:
+        wrk.send_signal(signal.SIGINT)  # wrk prints its figures when interrupted
+        try:
+            output, _ = wrk.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            wrk.kill()
+            output, _ = wrk.communicate()
+    return run, samples, output, wrk_figures(output)

@@ -15,8 +15,6 @@ rollout without the integration and must fail: proof that these tests can fail.
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,8 +33,8 @@ from tests.support.zero_downtime import (
     redeploy_args,
     report,
     roll_under_load,
+    roll_under_wrk,
     v2_replicas,
-    wrk_figures,
 )
 
 pytestmark = pytest.mark.engine
@@ -59,18 +57,7 @@ def test_wrk_sees_no_error_during_a_start_first_step_2_rollout(
     """
     proxy = haproxy_for(service)
     args = redeploy_args(service, proxy, "--order", "start-first", "--step", "2", probe_rate=50)
-    wrk = subprocess.Popen(["wrk", "-t1", "-c8", "-d300s", "--timeout", "2s", proxy.url],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        run, samples = asyncio.run(roll_under_load(service, args, proxy))
-    finally:
-        wrk.send_signal(signal.SIGINT)  # wrk prints its figures when interrupted
-        try:
-            output, _ = wrk.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            wrk.kill()
-            output, _ = wrk.communicate()
-    figures = wrk_figures(output)
+    run, samples, output, figures = roll_under_wrk(service, args, proxy)
     report("wrk start-first step 2", run, samples, proxy)
     print(f"ZD wrk: {figures}")
 

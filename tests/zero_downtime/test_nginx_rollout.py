@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,8 +43,8 @@ from tests.support.zero_downtime import (
     redeploy_args,
     report,
     roll_under_load,
+    roll_under_wrk,
     v2_replicas,
-    wrk_figures,
 )
 
 pytestmark = pytest.mark.engine
@@ -120,18 +118,7 @@ def test_wrk_keep_alive_through_nginx_sees_no_error_during_a_step_2_rollout(
     """
     project, front = nginx_for(keepalive=True)
     args = redeploy_args(project, front, "--order", "start-first", "--step", "2", probe_rate=50)
-    wrk = subprocess.Popen(["wrk", "-t1", "-c8", "-d300s", "--timeout", "2s", front.url],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        run, samples = asyncio.run(roll_under_load(project, args, front))
-    finally:
-        wrk.send_signal(signal.SIGINT)  # wrk prints its figures when interrupted
-        try:
-            output, _ = wrk.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            wrk.kill()
-            output, _ = wrk.communicate()
-    figures = wrk_figures(output)
+    run, samples, output, figures = roll_under_wrk(project, args, front)
     report("nginx wrk start-first step 2", run, samples, front)
     print(f"ZD nginx wrk: {figures}")
 
