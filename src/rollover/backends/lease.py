@@ -58,13 +58,21 @@ class LockRecord:
 
 
 def process_identity(pid: int) -> str | None:
-    """'<pid>:<start time>' of a live process, None when there is none (Linux /proc)."""
+    """'<pid>:<start time>' of a live process, None when there is none (Linux /proc).
+
+    A zombie (state Z, or X while it is reaped) is dead: killed, its parent has not collected its
+    exit status yet. That happens to a holder killed by SIGKILL whose parent (the docker CLI
+    running it as a plugin, a CI runner) has not waited for it or exited without doing so, and
+    whose new parent (pid 1) does not reap; its lock must still count as stale.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after its closing one.
     fields_after_name = stat.rpartition(")")[2].split()
+    if fields_after_name[0] in ("Z", "X"):  # field 3, state
+        return None
     return f"{pid}:{fields_after_name[19]}"  # field 22, starttime
 
 
