@@ -11,6 +11,7 @@ Everything is named ``rtest-docker-...`` and removed by name afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from typing import Any
 import docker.errors
 import pytest
 
+from rollover.backends.docker.backend import DockerBackend
+from rollover.core.model import Order
+from rollover.errors import PlatformError
 from tests.engine.test_redeploy_cli import (
     assert_compose_owns_exactly,
     ids_of,
@@ -235,3 +239,46 @@ def test_replacements_made_and_never_started_by_a_killed_rollout_are_cleaned_up(
     assert all(c.attrs["Image"] == app_images[APP_V2] for c in after)
     assert_compose_owns_exactly(project, ids_of(after))
 
+
+
+async def _request_whose_answer_is_lost(project: str) -> None:
+    """Take the lock, send one start-first request for two replicas whose second create the daemon
+    carries out but never answers (it went down mid-request), then release the lock."""
+    backend = DockerBackend("web", project=project, clock=asyncio.get_running_loop().time)
+    await backend.connect()
+    try:
+        snapshot = await backend.snapshot()
+        await backend.prepare(snapshot)
+        await backend.acquire_lock("rtest lost answer", replicas=len(snapshot.replicas))
+        engine = backend._workshop.connected()
+        carried_out = engine.create_container
+
+        async def answer_lost(body: dict[str, Any], name: str) -> str | None:
+            await carried_out(body, name)
+            raise PlatformError("cannot reach the Docker daemon: the connection was closed")
+
+        engine.create_container = answer_lost  # type: ignore[method-assign]
+        with pytest.raises(PlatformError):
+            await backend.redeploy(snapshot.replicas[:2], Order.START_FIRST)
+        engine.create_container = carried_out  # type: ignore[method-assign]
+        await backend.release_lock()
+    finally:
+        await backend.close()
+
+
+def test_a_request_the_daemon_carried_out_but_never_answered_leaves_nothing_behind(
+    rich_project: ComposeProject,
+) -> None:
+    """The first replacement is Compose's template, the second a copy whose create the daemon made
+    and never answered: the request failed, and neither may stay behind once the lock goes (Compose
+    would count them, and start them, in its next scale-up)."""
+    project = rich_project
+    before = ids_of(service_containers(project))
+    project.file.write_text(rich_compose_file(project.name, APP_V2))
+
+    asyncio.run(_request_whose_answer_is_lost(project.name))
+
+    after = service_containers(project)
+    assert ids_of(after) == before, [(c.name, c.status) for c in after]
+    assert all(c.status == "running" for c in after)
+    assert set(project.compose("ps", "--all", "-q", "--no-trunc").split()) == before

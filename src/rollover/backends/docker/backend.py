@@ -46,11 +46,12 @@ from rollover.backends.docker.events import (
     replica_event,
 )
 from rollover.backends.docker.inspect import (
+    created_at,
     is_lock,
     is_target,
     replica_from_inspect,
 )
-from rollover.backends.docker.leftovers import settle_leftovers
+from rollover.backends.docker.leftovers import remove_never_started, settle_leftovers
 from rollover.backends.docker.lock import take_lock
 from rollover.backends.docker.replacements import replacements_for
 from rollover.backends.docker.restore import restore_replica
@@ -84,6 +85,7 @@ class DockerBackend:
         self._replacements = replacements_for(self._scope, self._workshop, image=image, pull=pull,
                                               docker_host=docker_host, compose_project=compose_project)
         self._lock_id: str | None = None
+        self._locked_at: float | None = None  # when the lock was made, in engine time
         self._feeds: list[EventFeed] = []
         self._snapshot_ids: tuple[str, ...] = ()  # the replicas the last snapshot found
         self._starts: set[asyncio.Task[None]] = set()  # acknowledged replacements being started
@@ -165,6 +167,8 @@ class DockerBackend:
         if stale is not None and stale.since is not None:
             await settle_leftovers(self._workshop, self._scope.labels(), stale.since)
         try:
+            # Engine time, as every container's: what this rollout makes is created after it.
+            self._locked_at = created_at(await self._workshop.inspect(self._lock_id))
             await self._replacements.ready(self._scope)
         except RolloverError:
             await self.release_lock()  # the caller never held the lock: it must not stay behind
@@ -175,6 +179,8 @@ class DockerBackend:
         if self._lock_id is None:
             return
         await self._replacements.tidy(self._scope)
+        if self._locked_at is not None:
+            await remove_never_started(self._workshop, self._scope.labels(), self._locked_at)
         async with self._workshop.mutations:
             # volumes=True: the image's VOLUMEs gave the lock container anonymous volumes of its own.
             await self._workshop.connected().remove(self._lock_id, force=True, volumes=True)

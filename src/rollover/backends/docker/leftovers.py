@@ -50,6 +50,25 @@ async def settle_leftovers(workshop: Workshop, labels: dict[str, str], since: fl
                 await engine.remove(container_id, force=True, volumes=_made_since(inspect, since))
 
 
+async def remove_never_started(workshop: Workshop, labels: dict[str, str], since: float) -> None:
+    """Remove each container of the service made since ``since`` (engine time) and never started:
+    what a request left half-made when the engine stopped answering mid-way.
+
+    A create the daemon carried out while going down (its answer lost), or a create whose cleanup
+    could not reach the daemon any more, leaves a container no one knows of: the request failed,
+    the controller moved on, and Compose would count (and start) it in its next scale-up. Run
+    before the lock goes, when every request has had its outcome; none of these holds data (see
+    _ran), and volumes=True removes only the ones it made itself.
+    """
+    engine = workshop.connected()
+    for container_id in await engine.list_container_ids(labels):
+        inspect = await engine.inspect_container(container_id)
+        if inspect is None or is_lock(inspect) or _ran(inspect) or (created_at(inspect) or 0.0) < since:
+            continue
+        async with workshop.mutations:
+            await workshop.remove_unstarted(container_id)
+
+
 def _ran(inspect: Inspect) -> bool:
     """It was started once. One never started holds no data of its own: the volumes it made are
     empty, and those it took over (by name) are its predecessor's, which is still there - a
