@@ -18,7 +18,7 @@ from rollover.controller import Controller
 from rollover.core.events import EventKind
 from rollover.core.model import ProgressEvent, StaleLock
 from rollover.core.policy import FailurePolicy, OrderChoice, Policy, parse_step
-from rollover.report.output import JsonReporter
+from rollover.report.output import JsonReporter, TextReporter
 
 SOURCE = Path(rollover.__file__).parent
 # Where a kind is defined or only read, not emitted.
@@ -84,3 +84,15 @@ def test_every_event_kind_has_an_emitter() -> None:
     unemitted = {kind.name for kind in EventKind} - referenced
     assert not unemitted, f"listed in EventKind but emitted nowhere: {sorted(unemitted)}"
     assert referenced <= {kind.name for kind in EventKind}
+
+
+@pytest.mark.parametrize("rollout", list(ROLLOUTS), ids=list(ROLLOUTS))
+def test_the_text_output_says_every_event_in_words(rollout: str) -> None:
+    # A rollout-wide event (no replica) once printed as "[  4.0s] : took_over_lock".
+    out = io.StringIO()
+    reporter = TextReporter(out)
+    for event in ROLLOUTS[rollout]():
+        reporter(event)
+    lines = out.getvalue().splitlines()
+    assert lines
+    assert not [line for line in lines if "] : " in line], lines

@@ -89,6 +89,8 @@ class TextReporter:
         if event.kind == EventKind.REFILLING:
             return (f"{stamp} the dead rollout left {detail['missing']} of {detail['replicas']} replica(s) missing:"
                     " refilling them first")
+        if not event.replica:
+            return f"{stamp} {_rollout_words(event.kind, detail)}"
         words = {
             EventKind.REQUEST_SENT: _request_words(detail),
             EventKind.ACKNOWLEDGED: f"replacement {detail.get('replacement')} created",
@@ -98,11 +100,33 @@ class TextReporter:
             EventKind.SKIPPED: f"skipped: {detail.get('reason')}",
             EventKind.RETIRED: "old replica stopped and removed",
             EventKind.DISCARDED: f"failed replacement {detail.get('replacement')} removed",
+            EventKind.ADOPTED: f"the dead rollout's replacement {detail.get('replacement')} counts as replaced",
+            EventKind.CLEANUP_FAILED: f"cleanup failed: {detail.get('reason')}",
         }
         line = f"{stamp} {event.replica}: {words.get(event.kind, event.kind)}"
         if event.kind == EventKind.FAILED and isinstance(detail.get("diagnosis"), dict):
             line += "".join(f"\n    {text}" for text in diagnosis_text(detail["diagnosis"]))  # type: ignore[arg-type]
         return line
+
+
+def _rollout_words(kind: str, detail: dict[str, object]) -> str:
+    """An event of the rollout as a whole, in words (the ones with a line of their own are above)."""
+    match kind:
+        case EventKind.TOOK_OVER_LOCK:
+            return (f"took over the lock of a dead rollout ({detail.get('holder')}: {detail.get('reason')}): "
+                    "finishing its work")
+        case EventKind.SHORT:
+            return (f"the dead rollout left {detail.get('missing')} of {detail.get('replicas')} replica(s) missing:"
+                    " the platform makes them again by itself")
+        case EventKind.STREAM_LOST:
+            return f"the event stream was lost ({detail.get('reason')}): waiting for it to come back"
+        case EventKind.STREAM_RESTORED:
+            return "the event stream is back: looking up what it missed"
+        case EventKind.LOCK_NOT_RELEASED:
+            return f"the lock could not be released ({detail.get('reason')}): the next rollout finds it stale"
+        case EventKind.INTERRUPTED_AGAIN:
+            return f"interrupted again by {detail.get('signal')}: stopping at once"
+    return str(kind)
 
 
 def diagnosis_text(diagnosis: dict[str, object]) -> list[str]:
