@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -116,8 +117,8 @@ class SwarmWatch:
         self.replacements: set[str] = set()  # tasks our requests created: failed if Swarm stops
         self.latest: list[SwarmTask] = []
         self._last_reported: list[SwarmTask] = []
-        self._looks_begun = 0
-        self._newest_reported = 0
+        self._moments = itertools.count()  # orders every look's asking and answering
+        self._last_answered = -1  # the moment the manager answered the look _last_reported holds
 
     @property
     def slots_removed(self) -> set[str]:
@@ -197,17 +198,22 @@ class SwarmWatch:
         if self._service_id is None:
             found = await self._manager.inspect_service(self._service)
             self._service_id = str(found["ID"])
-        self._looks_begun += 1
-        ticket = self._looks_begun
+        asked = next(self._moments)
         raw = await self._manager.list_tasks(self._service_id)
+        answered = next(self._moments)
         tasks = [self._as_seen(parse_task(item)) for item in raw if item.get("ServiceID") == self._service_id]
         if report:
-            # Looks run in threads and may come back out of order: only a list newer than the last
-            # one reported can tell that a task vanished (an older one lacks tasks made since).
-            newest = ticket > self._newest_reported
-            self._report_changes(tasks, vanished=self._last_reported if newest else [])
-            if newest:
-                self._last_reported, self._newest_reported = tasks, ticket
+            # Looks run in threads, each on its own connection: of two that overlap, the manager may
+            # answer the one asked for second from the older state (its thread sent it first). Only
+            # a list asked for after the last reported one was answered is surely newer, and only
+            # such a list can tell that a task vanished: an older one lacks the tasks made since,
+            # and would report a replacement just made as removed. Worked example, in the order of
+            # ``_moments``: look A asked at 1 and answered at 3, look B asked at 2 -> B may be older
+            # than A: it reports ups and downs, not vanishings; look C asked at 4 can.
+            newer = asked >= self._last_answered
+            self._report_changes(tasks, vanished=self._last_reported if newer else [])
+            if newer:
+                self._last_reported, self._last_answered = tasks, answered
         self.latest = tasks
         return tasks
 
