@@ -64,7 +64,9 @@ def test_wrk_sees_no_error_during_a_start_first_step_2_rollout(
     assert run.exit_code == 0, run.describe()
     proxy.assert_clean()
     assert figures["non_2xx"] == 0 and figures["socket_errors"] == 0, output
-    assert figures["rate"] >= 200, output
+    # The proof needs real load, not a rate: a loaded machine lowers wrk's, and any rollout here
+    # lasts seconds while wrk answers thousands of requests a second through HAProxy.
+    assert figures["requests"] >= 1000, output
     assert run.probe["failed"] == 0, run.probe
     assert not [s for s in samples if not s.ok]
     assert len(v2_replicas(docker_client, service, app_images)) == REPLICAS
