@@ -50,10 +50,6 @@ def _balancer(front: NginxFront) -> NginxBalancer:
     return NginxBalancer(str(front.upstream_file), "web", master=front.master)
 
 
-def _reloads(front: NginxFront) -> int:
-    return front.error_log().count("(SIGHUP) received")
-
-
 def test_admit_then_drain_waits_for_the_request_in_flight(
     loop: asyncio.AbstractEventLoop, stubs: StubFarm, nginx: Launcher
 ) -> None:
@@ -92,9 +88,9 @@ def test_an_admit_and_a_drain_asked_together_take_one_reload(
     async def scenario() -> None:
         await balancer.attach([old1.replica, old2.replica])
         await asyncio.gather(balancer.admit(new.replica), balancer.drain(old1.replica, timeout=5))
-        assert _reloads(front) == 1
+        assert front.reloads() == 1
         await asyncio.gather(balancer.drain(old2.replica, timeout=5), balancer.forget(old1.replica))
-        assert _reloads(front) == 2  # forgetting what was drained already changes nothing
+        assert front.reloads() == 2  # forgetting what was drained already changes nothing
 
     loop.run_until_complete(scenario())
     assert front.routed() == [f"127.0.0.1:{new.port}"]
@@ -131,7 +127,7 @@ def test_attach_refuses_what_it_cannot_use_and_touches_nothing(
     front.upstream_file.write_text(refused)
     assert "nginx -t refuses" in _attach_error(loop, _balancer(front), replicas)
     assert front.upstream_file.read_text() == refused  # put back as it was
-    assert _reloads(front) == 0
+    assert front.reloads() == 0
 
 
 def test_a_refused_reload_leaves_nginx_and_the_file_as_they_were(
@@ -149,7 +145,7 @@ def test_a_refused_reload_leaves_nginx_and_the_file_as_they_were(
         loop.run_until_complete(balancer.admit(new.replica))
 
     assert front.upstream_file.read_text() == before
-    assert sorted(front.workers()) == workers and _reloads(front) == 0
+    assert sorted(front.workers()) == workers and front.reloads() == 0
     assert loop.run_until_complete(who_answers(front.url, 3)) == {"old": 3}
 
 

@@ -45,7 +45,7 @@ events {{ worker_connections 2048; }}
 http {{
     log_format rollover '$status $upstream_addr $request_time $msec';
     access_log {prefix}/access.log rollover;
-    include {upstreams}/web.conf;
+{front}    include {upstreams}/web.conf;
     server {{
         listen {listen};
         location / {{
@@ -57,9 +57,12 @@ http {{
 """
 
 
-def nginx_config(prefix: str, pid: str, upstreams: str, listen: str, keepalive: bool) -> str:
+def nginx_config(prefix: str, pid: str, upstreams: str, listen: str, keepalive: bool,
+                 front: Sequence[str] = ()) -> str:
+    """``front``: more directives of the ``http`` block (e.g. ``keepalive_timeout 0;``)."""
     proxy = '            proxy_http_version 1.1;\n            proxy_set_header Connection "";\n' if keepalive else ""
-    return CONFIG.format(prefix=prefix, pid=pid, upstreams=upstreams, listen=listen, keepalive_proxy=proxy)
+    return CONFIG.format(prefix=prefix, pid=pid, upstreams=upstreams, listen=listen, keepalive_proxy=proxy,
+                         front="".join(f"    {directive}\n" for directive in front))
 
 
 def upstream_block(servers: Sequence[str], keepalive: bool) -> str:
@@ -72,8 +75,10 @@ class NginxFront:
 
     balancer_address = "published"
 
-    def __init__(self, workdir: Path, servers: Sequence[str], *, keepalive: bool = False) -> None:
+    def __init__(self, workdir: Path, servers: Sequence[str], *, keepalive: bool = False,
+                 front: Sequence[str] = ()) -> None:
         self.workdir = workdir
+        self.front = tuple(front)
         self.host = "127.0.0.1"
         self.port = closed_port()
         self.servers = list(servers)
@@ -108,7 +113,8 @@ class NginxFront:
         self.upstream_file.parent.mkdir(parents=True, exist_ok=True)
         self.upstream_file.write_text(upstream_block(self.servers, self.keepalive))
         config = self.workdir / "nginx.conf"
-        config.write_text(nginx_config(prefix, pid, upstreams, f"{self.host}:{self.port}", self.keepalive))
+        config.write_text(nginx_config(prefix, pid, upstreams, f"{self.host}:{self.port}", self.keepalive,
+                                       self.front))
         return config
 
     def start(self) -> None:
@@ -148,6 +154,31 @@ class NginxFront:
     def assert_clean(self) -> None:
         statuses = self.statuses()
         assert statuses and not any(status >= 500 for status in statuses), self.describe()
+
+    def answered(self) -> int:
+        """Requests in the access log so far (a line each; cheap enough to poll)."""
+        return self.access_log.read_bytes().count(b"\n") if self.access_log.exists() else 0
+
+    def reloads(self) -> int:
+        """How many reloads the master was told to do (its error log notes each SIGHUP)."""
+        return self.error_log().count("(SIGHUP) received")
+
+    def bare_reloads(self, count: int, answered_between: int = 200) -> None:
+        """``nginx -s reload`` ``count`` times, changing nothing: the control of what nginx's reload
+        alone costs its clients. Each reload waits until the one before it is over (its old
+        workers have exited, as a rollover drain waits for them) and ``answered_between`` more
+        requests were answered (the clients are back to steady state)."""
+        for _ in range(count):
+            self._bare_reload(answered_between)
+
+    def _bare_reload(self, answered_between: int) -> None:
+        previous, done, answered = set(self.workers()), self.reloads(), self.answered()
+        subprocess.run([NGINX, "-c", str(self.workdir / "nginx.conf"), "-p", f"{self.workdir}/", "-s", "reload"],
+                       check=True, capture_output=True)
+        wait_until(lambda: self.reloads() > done and not previous & set(self.workers()), 30,
+                   "nginx's old workers to exit after a reload")
+        wait_until(lambda: self.answered() >= answered + answered_between, 30,
+                   f"{answered_between} requests answered after a reload")
 
     def workers(self) -> list[int]:
         assert self.process is not None

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -164,7 +164,7 @@ def wrk_figures(output: str) -> dict[str, float]:
     """Requests/s, requests, non-2xx responses and socket errors from wrk's report."""
     figures: dict[str, float] = {"non_2xx": 0, "socket_errors": 0, "read_errors": 0, "connect_write_timeout_errors": 0}
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    total = re.search(r"(\d+) requests in ([\d.]+)s", output)
+    total = re.search(r"(\d+) requests in ([\d.]+)(m?s)", output)  # "in 25.51s", "in 800.48ms"
     assert rate and total, output
     figures["rate"], figures["requests"] = float(rate.group(1)), float(total.group(1))
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
@@ -382,14 +382,16 @@ def prove_rollout(order: str, step: str, project: ZdProject, front: Front, docke
     return run
 
 
-def roll_under_wrk(project: ZdProject, args: Sequence[str], front: Front
-                   ) -> tuple[RolloverRun, list[Sample], str, dict[str, float]]:
-    """``roll_under_load`` with wrk (keep-alive, closed loop, 8 connections, 2 s timeout) hammering
-    the front for the whole rollout: the run, the probe's samples, wrk's output and its figures."""
-    wrk = subprocess.Popen(["wrk", "-t1", "-c8", "-d300s", "--timeout", "2s", front.url],
+@contextlib.contextmanager
+def wrk_running(url: str) -> Iterator[dict[str, Any]]:
+    """wrk (keep-alive, closed loop, 8 connections, 2 s timeout) against ``url`` for the block; on
+    leaving, it is interrupted (it prints its figures then) and the dict holds ``output`` and
+    ``figures`` (``wrk_figures``)."""
+    report: dict[str, Any] = {}
+    wrk = subprocess.Popen(["wrk", "-t1", "-c8", "-d300s", "--timeout", "2s", url],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        run, samples = asyncio.run(roll_under_load(project, args, front))
+        yield report
     finally:
         wrk.send_signal(signal.SIGINT)  # wrk prints its figures when interrupted
         try:
@@ -397,4 +399,14 @@ def roll_under_wrk(project: ZdProject, args: Sequence[str], front: Front
         except subprocess.TimeoutExpired:
             wrk.kill()
             output, _ = wrk.communicate()
-    return run, samples, output, wrk_figures(output)
+        report["output"] = output
+    report["figures"] = wrk_figures(output)
+
+
+def roll_under_wrk(project: ZdProject, args: Sequence[str], front: Front
+                   ) -> tuple[RolloverRun, list[Sample], str, dict[str, float]]:
+    """``roll_under_load`` with wrk (``wrk_running``) hammering the front for the whole rollout:
+    the run, the probe's samples, wrk's output and its figures."""
+    with wrk_running(front.url) as wrk:
+        run, samples = asyncio.run(roll_under_load(project, args, front))
+    return run, samples, wrk["output"], wrk["figures"]

@@ -22,6 +22,7 @@ requests.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 import uuid
@@ -45,6 +46,7 @@ from tests.support.zero_downtime import (
     roll_under_load,
     roll_under_wrk,
     v2_replicas,
+    wrk_running,
 )
 
 pytestmark = pytest.mark.engine
@@ -102,32 +104,48 @@ def test_rollout_through_nginx_loses_no_request(
     prove_rollout(order, step, project, front, docker_client, app_images)
 
 
-def test_wrk_keep_alive_through_nginx_sees_no_error_during_a_step_2_rollout(
+def race_slack(count: float) -> float:
+    """How far a second count of the same race may lie above ``count`` by chance: 3 standard
+    deviations of the difference of two counts of this size. Each reload loses a request on each
+    of wrk's 8 connections that is idle at that moment, or not: a sum of yes-or-no draws, whose
+    variance is at most its mean (as for a Poisson count), so the difference of two such counts
+    has a variance of at most twice the mean. 16 bare-reload errors (a measured run):
+    3 * sqrt(2 * 17) = 17.5, so rollover may see up to 33."""
+    return 3 * math.sqrt(2 * (count + 1))
+
+
+def test_wrk_keep_alive_through_nginx_loses_no_more_than_nginx_s_own_reloads(
     nginx_for: Callable[..., tuple[ZdProject, NginxFront]], docker_client: Any, app_images: dict[str, str],
 ) -> None:
     """wrk (keep-alive, closed loop, 8 connections) through nginx with ``keepalive 16`` upstream
-    connections, for the whole start-first step-2 rollout; the probe runs too, at 50/s.
+    connections, for the whole start-first step-2 rollout (the probe runs too, at 50/s); then the
+    control, in the same test through the same nginx: wrk again while only ``nginx -s reload`` is
+    sent, as many times as the rollout reloaded, changing nothing.
 
-    Every answer is a 200 and no request times out or fails to connect. What wrk does count are
-    read errors: each reload makes the old workers close their idle keep-alive connections at
-    once (nginx 1.22 has no way to answer one more request with ``Connection: close`` first), and
-    a closed-loop client like wrk has its next request already on the way on some of them. An
-    HTTP client retries such a request (RFC 9112, 9.3.1: the connection closed before any byte of
-    an answer); wrk counts it. They are counted, reported, and bounded by the reloads: at most one
-    per connection per reload.
+    Every answer is a 200 and no request times out or fails to connect or write, in both. What
+    wrk does count in both are read errors: at a reload, nginx 1.22's old workers close their
+    idle keep-alive connections at once (``ngx_close_idle_connections``, and the keep-alive
+    handler closes without reading what arrived), so a request a closed-loop client sent on one
+    at that moment is lost; no directive changes that (docs/benchmarks.md, "Through nginx").
+    rollover's share of it must be nginx's own: its read errors no more than the bare reloads'
+    plus a slack for the randomness of the race (``race_slack``).
     """
     project, front = nginx_for(keepalive=True)
     args = redeploy_args(project, front, "--order", "start-first", "--step", "2", probe_rate=50)
     run, samples, output, figures = roll_under_wrk(project, args, front)
     report("nginx wrk start-first step 2", run, samples, front)
-    print(f"ZD nginx wrk: {figures}")
+    reloads = front.reloads()
+    with wrk_running(front.url) as control:
+        front.bare_reloads(reloads)
+    print(f"ZD nginx wrk: rollover {figures}, {reloads} reloads; bare reloads {control['figures']}")
 
     assert run.exit_code == 0, run.describe()
     front.assert_clean()
-    reloads = (front.workdir / "error.log").read_text().count("(SIGHUP) received")
-    print(f"ZD nginx wrk: {reloads} reloads")
-    assert figures["non_2xx"] == 0 and figures["connect_write_timeout_errors"] == 0, output
-    assert figures["read_errors"] <= 8 * reloads, output
+    for seen, text in ((figures, output), (control["figures"], control["output"])):
+        assert seen["non_2xx"] == 0 and seen["connect_write_timeout_errors"] == 0, text
+    bare = control["figures"]["read_errors"]
+    assert figures["read_errors"] <= bare + race_slack(bare), (
+        f"rollover {figures}, bare reloads {control['figures']}, {reloads} reloads")
     assert figures["rate"] >= 200, output
     assert run.probe["failed"] == 0, run.probe
     assert not [s for s in samples if not s.ok]
