@@ -22,8 +22,10 @@ requests.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,12 +34,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.engine import APP_BROKEN, APP_V1, loopback_endpoints, service_containers
+from tests.support.engine import APP_BROKEN, APP_V1, APP_V2, loopback_endpoints, service_containers
 from tests.support.local_nginx import NGINX, NginxContainer, NginxFront, nginx_image
 from tests.support.zero_downtime import (
     MATRIX,
     RANDOM_LOOPBACK_PORT,
     REPLICAS,
+    ROLLOVER,
     ZdProject,
     assert_no_request_lost,
     prove_rollout,
@@ -207,3 +210,42 @@ def test_a_rollback_leaves_nginx_on_exactly_the_running_replicas(
     assert front.routed() == loopback_endpoints(docker_client, project.name)
     front.assert_clean()
     assert not [s for s in samples if not s.ok and s.answer != "timeout"], front.describe()
+
+
+def test_attach_refuses_an_upstream_file_rollover_cannot_replace(
+    nginx_for: Callable[..., tuple[ZdProject, NginxFront]], docker_client: Any,
+) -> None:
+    """The tests run as root, whom no permission bit stops: the two cases that stop root too. The
+    upstream file's directory on a read-only bind mount (``unshare -m``: a mount namespace of
+    rollover's own, as a ``:ro`` volume would be), then the file made immutable (``chattr +i``:
+    nothing can be renamed over it). Each time: exit 2, one line naming the file, and nothing
+    touched (the file, nginx's configuration, the containers, no lock left)."""
+    project, front = nginx_for()
+    project.write_version(APP_V2)
+    args = [ROLLOVER, *redeploy_args(project, front, "--step", "2")]
+    directory = front.upstream_file.parent
+    before = (front.upstream_file.read_text(), sorted(c.id for c in service_containers(docker_client, project.name)))
+    read_only = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                 'mount --bind -o ro "$1" "$1" && shift && exec "$@"', "sh", str(directory), *args]
+    refusals = [(_refusal(read_only), f"cannot create a file in {directory}: Read-only file system")]
+    subprocess.run(["chattr", "+i", str(front.upstream_file)], check=True)
+    try:
+        refusals.append((_refusal(args), f"{front.upstream_file} is not writable"))
+    finally:
+        subprocess.run(["chattr", "-i", str(front.upstream_file)], check=True)
+
+    for error, reason in refusals:
+        assert error.startswith("error: BalancerUnavailable: ") and reason in error, error
+    after = (front.upstream_file.read_text(), sorted(c.id for c in service_containers(docker_client, project.name)))
+    assert after == before and front.reloads() == 0
+    assert not docker_client.containers.list(all=True, filters={"name": f"rollover-lock-{project.name}-web"})
+
+
+def _refusal(command: list[str]) -> str:
+    """rollover's one line when it refuses with exit 2; before it, the JSON output holds the plan
+    alone (nothing was done)."""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    lines = done.stderr.strip().splitlines()
+    events = [json.loads(line)["event"] for line in done.stdout.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and events == ["plan"], (done.returncode, done.stdout, done.stderr)
+    return lines[0]

@@ -105,9 +105,9 @@ class NginxBalancer:
             raise BalancerUnavailable(f"{where}: {exc.strerror or exc}") from exc
         except (UpstreamFileError, UnicodeDecodeError) as exc:
             raise BalancerUnavailable(f"{where}: {exc}") from exc
-        if not os.access(self._path, os.W_OK) or not os.access(self._path.parent, os.W_OK | os.X_OK):
-            raise BalancerUnavailable(f"{where}: the file or its directory is not writable (rollover"
-                                      " replaces the file by a rename)")
+        unwritable = self._unwritable()
+        if unwritable is not None:
+            raise BalancerUnavailable(f"{where}: {unwritable} (rollover replaces the file by a rename)")
         addressed = [(str(i), *hp) for i, s in enumerate(parsed.servers) if (hp := s.host_port) is not None]
         try:
             found = match_servers(replicas, addressed, self._mode, self._container_port)
@@ -141,6 +141,21 @@ class NginxBalancer:
         self._container_port = found.container_port
         self._published_host = found.published_host
         await self._check_as_rollover_writes_it(text)
+
+    def _unwritable(self) -> str | None:
+        """Why rollover could not replace the file, else None: a temporary file is really made
+        beside it and removed (a permission bit says nothing to root, while a read-only mount or
+        an immutable directory stops root too), and the kernel is asked about the file itself (an
+        immutable or append-only file cannot be renamed over, even by root)."""
+        try:
+            descriptor, temporary = tempfile.mkstemp(prefix=f".{self._path.name}.", dir=self._path.parent)
+        except OSError as exc:
+            return f"cannot create a file in {self._path.parent}: {exc.strerror or exc}"
+        os.close(descriptor)
+        os.unlink(temporary)
+        if not os.access(self._path, os.W_OK):
+            return f"{self._path} is not writable"
+        return None
 
     async def _check_as_rollover_writes_it(self, original: str) -> None:
         """``nginx -t`` on the file as rollover will write it; the file is put back either way."""
