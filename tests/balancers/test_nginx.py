@@ -17,7 +17,7 @@ from rollover.balancers.nginx import NginxBalancer
 from rollover.core.model import Replica
 from rollover.errors import BalancerUnavailable, PlatformError
 from tests.support.http_stubs import StubFarm, StubServer, who_answers
-from tests.support.local_nginx import NGINX, NginxFront
+from tests.support.local_nginx import NGINX, NginxFront, upstream_block
 
 
 class Launcher:
@@ -166,3 +166,25 @@ def test_a_server_a_killed_rollout_added_for_a_replica_now_gone_is_dropped(
 
     loop.run_until_complete(scenario())
     assert front.routed() == sorted(["127.0.0.1:2", f"127.0.0.1:{old.port}", f"127.0.0.1:{new.port}"])
+
+
+def test_a_file_a_killed_rollout_wrote_but_never_reloaded_is_reloaded_before_the_drain_ends(
+    loop: asyncio.AbstractEventLoop, stubs: StubFarm, nginx: Launcher
+) -> None:
+    """A rollout SIGKILLed between writing the file without ``old`` and reloading: nginx still sends
+    to ``old``. The next rollout's drain of it (no server in the file) reloads once, and ends when
+    the workers that ran the older file have exited: only then may ``old`` stop."""
+    old, other = stubs.start("old"), stubs.start("other")
+    front = nginx.launch([old, other])
+    front.upstream_file.write_text(upstream_block([f"127.0.0.1:{other.port}"], keepalive=False))
+    assert loop.run_until_complete(who_answers(front.url, 6))["old"] > 0  # nginx runs the older file
+    balancer = _balancer(front)
+
+    async def scenario() -> None:
+        await balancer.attach([old.replica, other.replica])
+        result = await balancer.drain(old.replica, timeout=10)
+        assert result.complete, result
+
+    loop.run_until_complete(scenario())
+    assert front.reloads() == 1
+    assert loop.run_until_complete(who_answers(front.url, 6)) == {"other": 6}

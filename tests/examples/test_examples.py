@@ -72,6 +72,7 @@ EXAMPLE_LIST = (
     Example("haproxy", (8801,)),
     Example("caddy", (8802, 8812), own_network_namespace=True),
     Example("traefik", (8803, 8813)),
+    Example("nginx", (8804,)),
 )
 
 

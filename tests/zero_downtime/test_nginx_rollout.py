@@ -25,6 +25,7 @@ import asyncio
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -35,6 +36,9 @@ from typing import Any
 import pytest
 
 from tests.support.engine import APP_BROKEN, APP_V1, APP_V2, loopback_endpoints, service_containers
+from tests.support.faults import Rollover
+from tests.support.fronts import wait_until
+from tests.support.http_stubs import who_answers
 from tests.support.local_nginx import NGINX, NginxContainer, NginxFront, nginx_image
 from tests.support.zero_downtime import (
     MATRIX,
@@ -249,3 +253,43 @@ def _refusal(command: list[str]) -> str:
     events = [json.loads(line)["event"] for line in done.stdout.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1 and events == ["plan"], (done.returncode, done.stdout, done.stderr)
     return lines[0]
+
+
+def test_after_sigkill_mid_drain_the_next_rollout_leaves_nginx_on_exactly_the_v2_replicas(
+    nginx_for: Callable[..., tuple[ZdProject, NginxFront]], docker_client: Any, app_images: dict[str, str],
+) -> None:
+    """rollover (start-first, step 3) SIGKILLed while it drains its first old replica through nginx:
+    the drain is held open by a client that sent half a request before the rollout (nginx's old
+    worker keeps that connection until the request is complete), so the moment is sure. The next
+    rollout takes the lock over and finishes; then nginx's upstream file holds exactly the running
+    replicas, all v2, and nginx answers only v2, with no 5xx in its log over both runs. (Killed
+    between writing the file and reloading, rollover left the file ahead of nginx: the next
+    rollout stopped the drained replica while nginx still sent to it, 502s, until its drain
+    reloaded first; test_nginx.py has that case alone.)"""
+    project, front = nginx_for()
+    project.write_version(APP_V2)
+    initial = set(front.routed())
+    args = ["--project", project.name, "--balancer", front.spec, "--balancer-address", front.balancer_address,
+            "--probe", front.url, "--probe-rate", "50", "--step", "3", "--order", "start-first",
+            "--drain-timeout", "60"]
+    with socket.create_connection((front.host, front.port), timeout=10) as half_request:
+        half_request.sendall(b"GET /version.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no blank line: not done
+        killed = Rollover(args, project.directory, dict(os.environ))
+        try:
+            killed.wait_for("settled", deadline_s=90)  # the first replacement is in; its old replica drains
+            wait_until(lambda: not initial <= set(front.routed()), 30, "the drain's reload")
+            killed.kill()
+        finally:
+            killed.kill()
+    died = [event["event"] for event in killed.drain()]
+    assert "admitted" in died and "drained" not in died, died  # killed after an admission, mid-drain
+    assert service_containers(docker_client, project.name), "the dead rollout left the service"
+
+    outcome = Rollover(args, project.directory, dict(os.environ)).finish(deadline_s=150)
+    assert outcome.returncode == 0, outcome.text()
+    assert "is gone" in next(e for e in outcome.events if e["event"] == "took_over_lock")["reason"]
+    assert len(v2_replicas(docker_client, project, app_images)) == REPLICAS
+    assert front.routed() == loopback_endpoints(docker_client, project.name)
+    assert asyncio.run(who_answers(front.url, 24)) == {"v2": 24}
+    assert outcome.summary["probe"]["failed"] == 0, (died, outcome.text(), front.describe())
+    front.assert_clean()

@@ -56,6 +56,10 @@ DEFAULT_MASTER = "pid:/run/nginx.pid"
 Change = Callable[[dict[str | None, list[Server]]], object]
 
 
+def _reload_only(servers: dict[str | None, list[Server]]) -> None:
+    """No change, but a reload all the same: nginx then runs what the file says."""
+
+
 @dataclass(frozen=True)
 class Reloaded:
     """What a reload left: the workers of the generations before it (empty when nothing changed)."""
@@ -93,6 +97,9 @@ class NginxBalancer:
         self._servers: dict[str | None, list[Server]] = {}
         self._pending: list[tuple[Change, asyncio.Future[Reloaded]]] = []
         self._reload_lock = asyncio.Lock()
+        # The workers that ran before rollover's first reload: they may run an older file than
+        # the one attach read (see drain). None until that reload.
+        self._before_first_reload: frozenset[int] | None = None
 
     # --- attach ---------------------------------------------------------------------------------
 
@@ -187,10 +194,18 @@ class NginxBalancer:
         await self._submit(put, f"admit {replica.name}")
 
     async def drain(self, replica: Replica, timeout: float) -> DrainResult:
-        if not self._servers.get(replica.id):  # no server carries it: nginx sends it nothing
-            return DrainResult(sessions_left=0, waited_s=0.0)
         clock = self._clock or loop_clock()
         started = clock()
+        if not self._servers.get(replica.id):
+            # No server of the file carries it, but nginx may not run the file yet: a rollout
+            # killed between writing it and reloading left the file ahead of nginx, whose
+            # workers still send to the replica. One reload makes nginx run the file; then the
+            # workers from before it are waited for, as for any drain.
+            if self._before_first_reload is None:
+                await self._submit(_reload_only, f"drain {replica.name}")
+            assert self._before_first_reload is not None
+            left = await self._wait_for_exit(self._before_first_reload, deadline=started + timeout, clock=clock)
+            return DrainResult(sessions_left=left, waited_s=clock() - started)
         reloaded = await self._submit(lambda servers: servers.pop(replica.id, None), f"drain {replica.name}")
         left = await self._wait_for_exit(reloaded.previous_workers, deadline=started + timeout, clock=clock)
         return DrainResult(sessions_left=left, waited_s=clock() - started)
@@ -241,7 +256,7 @@ class NginxBalancer:
         wanted = {key: list(servers) for key, servers in self._servers.items()}
         for change in changes:
             change(wanted)
-        if self._rendered(wanted) == self._rendered(self._servers):
+        if self._rendered(wanted) == self._rendered(self._servers) and _reload_only not in changes:
             return Reloaded(frozenset())
         original = self._path.read_text()
         self._write(self._rendered(wanted))
@@ -264,6 +279,8 @@ class NginxBalancer:
             self._write(original)  # nginx stays on what the file said before (a failed reload keeps it)
             raise
         self._servers = wanted
+        if self._before_first_reload is None:
+            self._before_first_reload = previous
         return Reloaded(previous)
 
     async def _wait_for_new_generation(self, previous: frozenset[int]) -> None:
