@@ -10,7 +10,10 @@ configuration with ``nginx -t``, and reloads:
             workers runs (the old one was told to quit), not after a fixed sleep
     drain   the list without the outgoing replica; then wait (bounded by the drain timeout) until
             every worker of the generations before the reload has exited: they hold the requests
-            it was still serving. ``sessions_left`` is the count of those workers still running
+            it was still serving. ``sessions_left`` is the count of those workers still running.
+            A replica the file does not name may still get requests from workers that run an
+            older file (a rollout killed between writing and reloading): its drain reloads once
+            if nothing has yet, and waits for the workers from before rollover's first reload
     forget  the list without it, if it is still there (a discarded replacement)
 
 Reloads are batched: changes asked for while a reload is under way go out together in the next
