@@ -164,7 +164,7 @@ def wrk_figures(output: str) -> dict[str, float]:
     """Requests/s, requests, non-2xx responses and socket errors from wrk's report."""
     figures: dict[str, float] = {"non_2xx": 0, "socket_errors": 0, "read_errors": 0, "connect_write_timeout_errors": 0}
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    total = re.search(r"(\d+) requests in ([\d.]+)(m?s)", output)  # "in 25.51s", "in 800.48ms"
+    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h)", output)  # "in 800.48ms", "25.51s", "1.05m"
     assert rate and total, output
     figures["rate"], figures["requests"] = float(rate.group(1)), float(total.group(1))
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
