@@ -22,8 +22,8 @@ import docker
 from rich.console import Console
 from rich.text import Text
 
-from tests.engine.test_see_a_rollout import Terminal, roll
 from tests.support.browser import CHROMIUM
+from tests.support.see_a_rollout import Terminal, roll
 
 
 def photograph(page: Path, png: Path, size: str) -> None:

@@ -19,9 +19,9 @@ decides (log it, carry on) - the replica is out of rotation either way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from rollover.core.model import Replica
 
@@ -36,6 +36,37 @@ class DrainResult:
     @property
     def complete(self) -> bool:
         return self.sessions_left == 0
+
+
+@dataclass(frozen=True)
+class BalancerView:
+    """What a balancer says about the server that carries a replica, in its own words: HAProxy's
+    ``web/spare2`` in state ``drain`` with 3 current sessions (``scur`` + ``qcur``). ``sessions`` is
+    None when the balancer does not count them."""
+
+    balancer: str  # "haproxy"
+    server: str  # "web/spare2"
+    state: str  # "ready" (in rotation), "drain" (no new traffic), "maint" (out)
+    sessions: int | None = None
+
+    def record(self) -> dict[str, object]:
+        """As the JSON events carry it (report/events.schema.json, ``$defs/balancer_view``)."""
+        found: dict[str, object] = {"balancer": self.balancer, "server": self.server, "state": self.state}
+        if self.sessions is not None:
+            found["sessions"] = self.sessions
+        return found
+
+
+ViewObserver = Callable[[Replica, BalancerView], None]
+
+
+@runtime_checkable
+class Telling(Protocol):
+    """A balancer that tells what it did to a replica's server as it does it (admitted, drain,
+    sessions while draining, maintenance). The others are shown by phase only."""
+
+    def tell(self, observer: ViewObserver) -> None:
+        """From now on, call ``observer`` with each new view of a replica's server."""
 
 
 class Balancer(Protocol):

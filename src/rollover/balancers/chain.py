@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-from rollover.balancers.base import Balancer, DrainResult
+from rollover.balancers.base import Balancer, DrainResult, Telling, ViewObserver
 from rollover.clock import Clock, loop_clock
 from rollover.core.model import Replica
 
@@ -22,6 +22,11 @@ class BalancerChain:
     def __init__(self, balancers: Sequence[Balancer], *, clock: Clock | None = None) -> None:
         self.balancers = tuple(balancers)
         self._clock = clock
+
+    def tell(self, observer: ViewObserver) -> None:
+        for balancer in self.balancers:
+            if isinstance(balancer, Telling):
+                balancer.tell(observer)
 
     async def attach(self, replicas: Sequence[Replica]) -> None:
         for balancer in self.balancers:

@@ -22,7 +22,7 @@ import logging
 import re
 from collections.abc import Sequence
 
-from rollover.balancers.base import DrainResult
+from rollover.balancers.base import BalancerView, DrainResult, ViewObserver
 from rollover.balancers.endpoints import (
     AddressMode,
     Endpoint,
@@ -81,6 +81,14 @@ class HAProxyBalancer:
         self._servers: dict[str, str] = {}  # replica id -> server name
         self._spare_slots: list[str] = []
         self._slot_lock = asyncio.Lock()  # concurrent admits must not take the same spare slot
+        self._observer: ViewObserver | None = None
+
+    def tell(self, observer: ViewObserver) -> None:
+        self._observer = observer
+
+    def _told(self, replica: Replica, server: str, state: str, sessions: int | None = None) -> None:
+        if self._observer is not None:
+            self._observer(replica, BalancerView("haproxy", f"{self._backend}/{server}", state, sessions))
 
     async def attach(self, replicas: Sequence[Replica]) -> None:
         try:
@@ -137,6 +145,7 @@ class HAProxyBalancer:
                 await self._point(server, endpoint)
             self._servers[replica.id] = server
         await self._set_state(server, "ready")
+        self._told(replica, server, "ready")
 
     def _endpoint(self, replica: Replica) -> Endpoint:
         try:
@@ -175,19 +184,25 @@ class HAProxyBalancer:
         clock = self._clock or loop_clock()
         started = clock()
         await self._set_state(server, "drain")
-        sessions = await self._wait_for_sessions_to_end(server, deadline=started + timeout, clock=clock)
+        sessions = await self._wait_for_sessions_to_end(replica, server, deadline=started + timeout, clock=clock)
         await self._set_state(server, "maint")
+        self._told(replica, server, "maint", sessions)
         return DrainResult(sessions_left=sessions, waited_s=clock() - started)
 
-    async def _wait_for_sessions_to_end(self, server: str, deadline: float, clock: Clock) -> int:
-        """Sessions left on ``server`` when they reached 0 or the deadline passed.
+    async def _wait_for_sessions_to_end(self, replica: Replica, server: str, deadline: float, clock: Clock) -> int:
+        """Sessions left on ``server`` when they reached 0 or the deadline passed; each new count is
+        told (the first one too), so a live view shows the open connections as they go.
 
         Polling is unavoidable here, and only here: HAProxy has no event stream for session
         counts, so the runtime API is asked every ``poll_interval`` (15 ms by default; a local
         socket answers in well under a millisecond).
         """
+        told: int | None = None
         while True:
             sessions = await self._sessions(server)
+            if sessions != told:
+                self._told(replica, server, "drain", sessions)
+                told = sessions
             remaining = deadline - clock()
             if sessions == 0 or remaining <= 0:
                 return sessions

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 from rollover.backends.base import Backend, Diagnosing, Refilling
-from rollover.balancers.base import Balancer
+from rollover.balancers.base import Balancer, BalancerView, Telling
 from rollover.controller.liveness import Broken, Liveness, Report
 from rollover.controller.messages import Acknowledged, Admitted, Message, RequestFailed, Resynced
 from rollover.core.events import EventKind
@@ -24,6 +24,9 @@ from rollover.errors import PlatformError, RolloverError, TargetRemoved
 
 # How long the platform gets to say why a replacement failed, before the failure is told without it.
 DIAGNOSIS_TIMEOUT_S = 10.0
+# At most one 'draining' event per replica this often as its open connections change (HAProxy is
+# asked every 15 ms): a live count for the user, not a flood of JSON lines.
+DRAINING_EVERY_S = 0.25
 
 
 class Executor:
@@ -41,6 +44,11 @@ class Executor:
         # Failed replacements whose evidence is being gathered, by id: nothing removes or replaces
         # one before its diagnosis is in.
         self._explaining: dict[str, asyncio.Task[None]] = {}
+        # What the balancers last said about each replica's servers (by replica id, then server).
+        self._views: dict[str, dict[tuple[str, str], BalancerView]] = {}
+        self._draining_told: dict[str, float] = {}  # replica id -> when its last 'draining' event went
+        if isinstance(balancer, Telling):
+            balancer.tell(self._viewed)
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -91,6 +99,29 @@ class Executor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _viewed(self, replica: Replica, view: BalancerView) -> None:
+        """A balancer's word about a replica's server: kept for the admitted and drained events, and
+        while draining told at once as a 'draining' event with the open connections (throttled)."""
+        self._views.setdefault(replica.id, {})[view.balancer, view.server] = view
+        if view.state != "drain" or not self._admission:
+            return
+        now = self._now()
+        if now - self._draining_told.get(replica.id, float("-inf")) >= DRAINING_EVERY_S:
+            self._draining_told[replica.id] = now
+            self._report(EventKind.DRAINING, replica.name, **self._view_fields(replica))
+
+    def _view_fields(self, replica: Replica) -> dict[str, object]:
+        """``balancers`` (each server's view) and, while draining, ``sessions`` (their sum) when any
+        balancer counts them; nothing for a balancer that tells nothing."""
+        views = list(self._views.get(replica.id, {}).values())
+        if not views:
+            return {}
+        fields: dict[str, object] = {"balancers": [view.record() for view in views]}
+        counted = [view.sessions for view in views if view.sessions is not None]
+        if counted and all(view.state == "drain" for view in views):
+            fields["sessions"] = sum(counted)
+        return fields
 
     def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
@@ -178,7 +209,8 @@ class Executor:
         except RolloverError as exc:
             self._post(Admitted(item.target.id, self._now(), f"admission failed: {exc}"))
             return
-        self._report(EventKind.ADMITTED, item.target.name, replacement=item.replacement.name)
+        self._report(EventKind.ADMITTED, item.target.name, replacement=item.replacement.name,
+                     **self._view_fields(item.replacement))
         self._post(Admitted(item.target.id, self._now()))
 
     async def _drain(self, replica: Replica) -> None:
@@ -186,10 +218,16 @@ class Executor:
             # A replacement is recorded as acknowledged, before it ran: a pre-stop hook is told
             # its address as it is now (a rollback drains replacements).
             replica = await self._link.retrying(partial(self._backend.refresh, replica))
+            self._views.pop(replica.id, None)  # what it said at admission is over
+            self._report(EventKind.DRAINING, replica.name)  # the balancer's first count follows at once
         drained = await self._balancer.drain(replica, self._drain_timeout_s)
         if self._admission:
+            self._draining_told.pop(replica.id, None)
+            views = self._view_fields(replica)
+            views.pop("sessions", None)
+            self._views.pop(replica.id, None)
             self._report(EventKind.DRAINED, replica.name, sessions_left=drained.sessions_left,
-                         waited_s=round(drained.waited_s, 3))
+                         waited_s=round(drained.waited_s, 3), **views)
 
     async def _retire(self, item: TargetProgress) -> None:
         try:

@@ -32,6 +32,7 @@ class EventKind(StrEnum):
     SETTLED = "settled"  # the grace period is over: the target is replaced
     FAILED = "failed"  # the replacement failed (timeout, exit, unhealthy, refused)
     SKIPPED = "skipped"  # the target vanished before its turn (someone else removed it)
+    DRAINING = "draining"  # the balancer stopped sending a replica new requests; again as its open ones end
     DRAINED = "drained"  # the balancer stopped sending the old replica requests (with a balancer)
     RETIRED = "retired"  # the old replica was stopped and removed
     CLEANUP_FAILED = "cleanup_failed"  # a platform call owed after the replica's outcome failed

@@ -13,7 +13,9 @@ the plan. One row per target, its bars in order:
     draining   the old replica drains (drained event: it waited ``waited_s`` before it)
     restore    a rollback's request, starting and serving of the previous definition
 
-plus marks: ``failed``, ``retired``, ``skipped``, ``rolled back``.
+plus marks: ``failed``, ``retired``, ``skipped``, ``rolled back``; and the balancer's view where it
+tells one (the ``balancers`` of admitted, draining and drained events: HAProxy's server, its state
+and its open sessions), a ``BalancerMark`` each, on the row of the replica it is about.
 
 Worked example: request_sent web-1 at 0, acknowledged at 1, up at 11, settled at 11, retired at
 11.2 -> serving [0, 11.2], request [0, 1], starting [1, 11], admitted [11, end], mark retired 11.2
@@ -28,11 +30,28 @@ from dataclasses import dataclass, field
 Record = Mapping[str, object]
 
 
+@dataclass(frozen=True)
+class BalancerMark:
+    """One balancer's word about a server of the row: 'haproxy web/spare1 ready' at 1.4 s."""
+
+    event: str  # admitted, draining, drained
+    at: float
+    balancer: str
+    server: str
+    state: str
+    sessions: int | None
+
+    def text(self) -> str:
+        counted = "" if self.sessions is None else f", {self.sessions} open session(s)"
+        return f"{self.balancer} {self.server} {self.state}{counted}"
+
+
 @dataclass
 class GanttRow:
     name: str
     bars: list[tuple[str, float, float]] = field(default_factory=list)  # (phase, start, end)
     marks: list[tuple[str, float]] = field(default_factory=list)  # (what, when)
+    balancer: list[BalancerMark] = field(default_factory=list)  # in the events' order
 
     def phases(self) -> list[str]:
         """The row's bars' phases, in the order they start (how the browser test reads a row)."""
@@ -58,6 +77,19 @@ def _float(value: object) -> float:
     return float(value) if isinstance(value, (int, float)) else 0.0
 
 
+def _balancer_marks(record: Record, at: float) -> list[BalancerMark]:
+    views = record.get("balancers")
+    if record.get("event") not in ("admitted", "draining", "drained") or not isinstance(views, list):
+        return []
+    marks = []
+    for view in views:
+        if isinstance(view, dict):
+            sessions = view.get("sessions")
+            marks.append(BalancerMark(str(record["event"]), at, str(view.get("balancer")), str(view.get("server")),
+                                      str(view.get("state")), sessions if isinstance(sessions, int) else None))
+    return marks
+
+
 def gantt_rows(records: Iterable[Record]) -> tuple[list[GanttRow], float]:
     """The rows, in the plan's target order, and the chart's end (the summary's duration)."""
     records = list(records)
@@ -79,6 +111,7 @@ def gantt_rows(records: Iterable[Record]) -> tuple[list[GanttRow], float]:
         name = row_of[replica]
         row, state, at = rows[name], open_bars[name], _float(record.get("t"))
         kind = record.get("event")
+        row.balancer.extend(_balancer_marks(record, at))
         if kind == "request_sent" and record.get("restore"):
             state.restoring = True
         restore = state.restoring

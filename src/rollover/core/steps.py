@@ -25,8 +25,12 @@ def replica_steps(before: TargetProgress, after: TargetProgress, grace_s: float)
     if after.acked_at is not None and before.acked_at is None and after.replacement:
         # The platform may have replaced another waiting target than the one asked (Swarm).
         instead = {"instead_of": before.target.name} if before.target.id != after.target.id else {}
+        # Docker (and Swarm) call a container healthy after its first passing check, whatever the
+        # retries (those count failures): 1 pass expected; 0 without a healthcheck (up once running).
+        needed = 1 if after.replacement.has_healthcheck else 0
         yield EventKind.ACKNOWLEDGED, name, after.acked_at, {"replacement": after.replacement.name,
-                                                              "replacement_id": after.replacement.short_id, **instead}
+                                                              "replacement_id": after.replacement.short_id,
+                                                              "health_checks_needed": needed, **instead}
     if after.up_at is not None and before.up_at is None:
         yield EventKind.UP, name, after.up_at, {"grace_s": grace_s}
     if after.phase is not before.phase and after.phase in _FINISHED_AS:

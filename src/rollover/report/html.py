@@ -29,6 +29,8 @@ COLOURS = {
 }
 MARKS = {"failed": ("✕", "#c0392b"), "retired": ("■", "#555"), "skipped": ("s", "#777"),
          "discarded": ("⌫", "#c0392b"), "rolled back": ("R", "#7d4fa8")}
+# The balancer's view (HAProxy's server state), a small triangle under the row: its colour is the state.
+VIEW_COLOURS = {"ready": "#2e7d32", "drain": "#e38d2c", "maint": "#555"}
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
 h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 8px}
@@ -94,6 +96,7 @@ def _legend() -> str:
     items = [f"<span><i style='background:{colour}'></i>{escape(phase)}</span>" for phase, colour in COLOURS.items()]
     items += [f"<span style='color:{colour}'>{symbol} {escape(what)}</span>"
               for what, (symbol, colour) in MARKS.items()]
+    items += [f"<span style='color:{colour}'>▴ balancer: {state}</span>" for state, colour in VIEW_COLOURS.items()]
     return f"<div class=legend>{''.join(items)}</div>"
 
 
@@ -144,8 +147,24 @@ def _gantt_row(row: GanttRow, y: int, end: float) -> str:
         out.append(f"<text class=mark data-mark='{what.replace(' ', '-')}' x={_x(moment, end)} y={y + 15}"
                    f" fill='{colour}' text-anchor=middle data-tip='{escape(row.name)}: {what} at {moment:.2f}s'>"
                    f"{symbol}</text>")
+    out.extend(_balancer_view(row, y, end))
     out.append("</g>")
     return "\n".join(out)
+
+
+def _balancer_view(row: GanttRow, y: int, end: float) -> list[str]:
+    """What the balancer said about the row's servers (admitted, each open-session count while
+    draining, drained), at the bottom edge of the row, its tip in the balancer's words."""
+    out = []
+    for mark in row.balancer:
+        x = _x(mark.at, end)
+        sessions = "" if mark.sessions is None else f" data-sessions={mark.sessions}"
+        out.append(f"<path class=view data-event={mark.event} data-state='{escape(mark.state, quote=True)}'"
+                   f" data-server='{escape(mark.server, quote=True)}'{sessions}"
+                   f" d='M{x},{y + 16} l-3.5,5 h7 z' fill='{VIEW_COLOURS.get(mark.state, '#000')}'"
+                   f" data-tip='{escape(row.name, quote=True)}: {mark.event} at {mark.at:.2f}s,"
+                   f" {escape(mark.text(), quote=True)}'/>")
+    return out
 
 
 def _requests_panel(probe: Mapping[str, object], top: int, end: float) -> str:

@@ -30,16 +30,15 @@ from rollover.report.html import Recorder
 from rollover.report.output import TextReporter
 from rollover.report.redact import Redactor
 
-# What each step puts a replica in flight into, as the live line says it.
+# What each step puts a replica in flight into, as the live line says it (acknowledged, up and
+# draining are worded from their fields: see _phase).
 _PHASE_AFTER = {
     EventKind.REQUEST_SENT: "requesting",
-    EventKind.ACKNOWLEDGED: "starting, health checks running",
-    EventKind.UP: "health checks passed, admitting",
     EventKind.ADMITTED: "admitted, in its grace period",
     EventKind.SETTLED: "draining and stopping the old replica",
 }
 # Told above the live area too: the record a terminal keeps.
-_KEPT = {EventKind.PLAN, EventKind.SETTLED, EventKind.FAILED, EventKind.SKIPPED, EventKind.STOP_ISSUING,
+KEPT = {EventKind.PLAN, EventKind.SETTLED, EventKind.FAILED, EventKind.SKIPPED, EventKind.STOP_ISSUING,
          EventKind.ROLLBACK, EventKind.INTERRUPTED, EventKind.INTERRUPTED_AGAIN, EventKind.STREAM_LOST,
          EventKind.STREAM_RESTORED, EventKind.CLEANUP_FAILED, EventKind.LOCK_NOT_RELEASED, EventKind.SUMMARY,
          EventKind.TOOK_OVER_LOCK, EventKind.REFILLING, EventKind.SHORT}
@@ -49,20 +48,78 @@ _KEPT = {EventKind.PLAN, EventKind.SETTLED, EventKind.FAILED, EventKind.SKIPPED,
 class _InFlight:
     phase: str
     since: float  # monotonic
+    checks_needed: int | None = None  # passing health checks its replacement needs (acknowledged)
+
+
+def _checks(passed: int, needed: int | None) -> str:
+    """How the health gate stands, counted from the engine's health events: Docker and Swarm call a
+    container healthy after its first passing check, so a replacement with a healthcheck needs 1
+    (``health_checks_needed`` on the acknowledged event) and has passed it when it is up:
+    'health checks passed 0/1' while starting, '1/1' once up. None: an older event without the count."""
+    if needed is None:
+        return "health checks passed" if passed else "health checks running"
+    if needed == 0:
+        return "running (no healthcheck)" if passed else "no healthcheck: up once running"
+    return f"health checks passed {needed if passed else 0}/{needed}"
+
+
+class RolloutProgress:
+    """One rollout's state as its events tell it: the replicas in flight and their phases, and the
+    bar's figures (replaced / total). Not thread-safe: the caller holds its lock."""
+
+    def __init__(self) -> None:
+        self.flying: dict[str, _InFlight] = {}
+        self.total = 0
+        self.replaced = 0
+        self.rolling_back = False
+        self.started: float | None = None  # monotonic, when the plan was made
+
+    def follow(self, event: ProgressEvent) -> None:
+        now = time.monotonic()
+        if event.kind is EventKind.PLAN:
+            self.total = len(event.fields()["targets"])  # type: ignore[arg-type]
+            self.started = now - event.at
+        elif event.kind is EventKind.ROLLBACK:
+            self.rolling_back = True
+        elif event.kind is EventKind.REQUEST_SENT and event.fields().get("restore"):
+            self.flying[event.replica] = _InFlight("putting the previous definition back", now)
+        elif event.kind is EventKind.ACKNOWLEDGED and event.replica:
+            needed = event.fields().get("health_checks_needed")
+            needed = needed if isinstance(needed, int) else None
+            self.flying[event.replica] = _InFlight(f"starting, {_checks(0, needed)}", now, needed)
+        elif event.kind is EventKind.UP and event.replica:
+            before = self.flying.get(event.replica)
+            needed = before.checks_needed if before is not None else None
+            self.flying[event.replica] = _InFlight(f"{_checks(1, needed)}, admitting", now, needed)
+        elif event.kind in _PHASE_AFTER and event.replica:
+            self.flying[event.replica] = _InFlight(_PHASE_AFTER[event.kind], now)
+            if event.kind is EventKind.SETTLED and not self.rolling_back:
+                self.replaced += 1
+        elif event.kind is EventKind.DRAINING and event.replica in self.flying:
+            self.flying[event.replica] = _InFlight(_draining(event.fields()), self.flying[event.replica].since)
+        elif event.kind is EventKind.DRAINED and event.replica in self.flying:
+            left = event.fields().get("sessions_left")
+            self.flying[event.replica] = _InFlight(f"drained ({left} open connections left), stopping", now)
+        if event.kind in (EventKind.RETIRED, EventKind.FAILED, EventKind.SKIPPED, EventKind.DISCARDED):
+            self.flying.pop(event.replica, None)
+
+    def replica_lines(self, now: float, indent: str = "  ") -> list[RenderableType]:
+        return [Text(f"{indent}{name}  {flying.phase}  {now - flying.since:.1f}s")
+                for name, flying in self.flying.items()]
+
+
+def progress_bar(replaced: int, total: int) -> ProgressBar:
+    return ProgressBar(total=max(total, 1), completed=replaced, width=40)
 
 
 class LiveReporter:
     def __init__(self, out: TextIO, redact: Redactor, probe: Callable[[], ProbeReport] | None = None) -> None:
         self.console = Console(file=out, force_terminal=True)
         self.probe = probe  # set by the caller once the probe exists
-        self._text = TextReporter(out=cast(TextIO, _ConsoleLines(self.console)), redact=redact)
+        self._text = TextReporter(out=cast(TextIO, ConsoleLines(self.console)), redact=redact)
         self._records = Recorder(redact)
         self._lock = threading.Lock()
-        self._flying: dict[str, _InFlight] = {}
-        self._total = 0
-        self._replaced = 0
-        self._rolling_back = False
-        self._started: float | None = None
+        self._progress = RolloutProgress()
         self._eta: float | None = None
         self._eta_at = 0.0
         self._probe_seen: ProbeReport | None = None
@@ -82,8 +139,8 @@ class LiveReporter:
     def __call__(self, event: ProgressEvent) -> None:
         with self._lock:
             self._records(event)
-            self._follow(event)
-        if event.kind in _KEPT:
+            self._progress.follow(event)
+        if event.kind in KEPT:
             self._text(event)
         if event.kind is EventKind.PLAN:
             self._live.start()
@@ -97,25 +154,6 @@ class LiveReporter:
         (locked, the engine lost) before its summary."""
         if self._live.is_started:
             self._live.stop()
-
-    def _follow(self, event: ProgressEvent) -> None:
-        now = time.monotonic()
-        if event.kind is EventKind.PLAN:
-            self._total = len(event.fields()["targets"])  # type: ignore[arg-type]
-            self._started = now - event.at
-        elif event.kind is EventKind.ROLLBACK:
-            self._rolling_back = True
-        elif event.kind is EventKind.REQUEST_SENT and event.fields().get("restore"):
-            self._flying[event.replica] = _InFlight("putting the previous definition back", now)
-        elif event.kind in _PHASE_AFTER and event.replica:
-            self._flying[event.replica] = _InFlight(_PHASE_AFTER[event.kind], now)
-            if event.kind is EventKind.SETTLED and not self._rolling_back:
-                self._replaced += 1
-        elif event.kind is EventKind.DRAINED and event.replica in self._flying:
-            left = event.fields().get("sessions_left")
-            self._flying[event.replica] = _InFlight(f"drained ({left} open connections left), stopping", now)
-        if event.kind in (EventKind.RETIRED, EventKind.FAILED, EventKind.SKIPPED, EventKind.DISCARDED):
-            self._flying.pop(event.replica, None)
 
     def _estimate(self) -> None:
         """The simulator runs on its own (virtual) loop: in a thread, never in the rollout's."""
@@ -132,9 +170,10 @@ class LiveReporter:
     def __rich__(self) -> RenderableType:
         with self._lock:
             now = time.monotonic()
-            elapsed = now - self._started if self._started is not None else 0.0
-            head = Text(f"replaced {self._replaced}/{self._total}  ")
-            bar = ProgressBar(total=max(self._total, 1), completed=self._replaced, width=40)
+            progress = self._progress
+            elapsed = now - progress.started if progress.started is not None else 0.0
+            head = Text(f"replaced {progress.replaced}/{progress.total}  ")
+            bar = progress_bar(progress.replaced, progress.total)
             tail = Text(f"  {elapsed:5.1f}s elapsed, " + self._eta_text(now))
             grid = Table.grid(padding=(0, 0))
             grid.add_row(head, bar, tail)
@@ -145,19 +184,30 @@ class LiveReporter:
                 lines.append(Text(f"probe: {rate:.0f} requests/s, {seen.ok} ok, {seen.failed} failed"
                                   + (f" ({', '.join(f'{k} {v}' for k, v in seen.failures_by_kind.items())})"
                                      if seen.failed else ""), style="red" if seen.failed else ""))
-            for name, flying in self._flying.items():
-                lines.append(Text(f"  {name}  {flying.phase}  {now - flying.since:.1f}s"))
+            lines.extend(progress.replica_lines(now))
             return Group(*lines)
 
     def _eta_text(self, now: float) -> str:
-        if self._rolling_back:
+        if self._progress.rolling_back:
             return "rolling back"
         if self._eta is None:
             return "time left: known once a replacement is done"
         return f"about {max(0.0, self._eta - (now - self._eta_at)):.0f}s left"
 
 
-class _ConsoleLines:
+def _draining(fields: dict[str, object]) -> str:
+    """'draining, 3 open connections (haproxy web/spare2)' where the balancer counts them (HAProxy's
+    scur + qcur, read from its runtime API); the phase alone where it cannot say."""
+    sessions = fields.get("sessions")
+    if not isinstance(sessions, int):
+        return "draining"
+    views = fields.get("balancers")
+    servers = ", ".join(f"{view['balancer']} {view['server']}" for view in views
+                        if isinstance(view, dict)) if isinstance(views, list) else ""
+    return f"draining, {sessions} open connection{'' if sessions == 1 else 's'}" + (f" ({servers})" if servers else "")
+
+
+class ConsoleLines:
     """A file for TextReporter whose lines go above the live area."""
 
     def __init__(self, console: Console) -> None:
