@@ -226,7 +226,7 @@ _rollout_options: list[Callable[[Any], Any]] = [
 ]
 
 
-# redeploy and simulate (not up: one report draws one rollout)
+# redeploy, simulate and up (a section per rolled service)
 _report_option = click.option("--report", "report_file", default=None, envvar="ROLLOVER_REPORT",
                               help="Also write the rollout as a self-contained HTML report to this file.")
 
@@ -426,10 +426,11 @@ def report_command(events: str, html_file: str) -> int:
 @click.option("--max-probe-failures", type=int, default=None, envvar="ROLLOVER_MAX_PROBE_FAILURES",
               help="Every service's probe failure limit, over x-rollover.max_probe_failures.")
 @_with(_output_options)
+@_report_option
 def up(services: tuple[str, ...], files: tuple[str, ...], project_name: str | None, project_directory: str | None,
        env_files: tuple[str, ...], profiles: tuple[str, ...], dry_run: bool, force_recreate: bool,
        remove_orphans: bool, no_deps: bool, pull: bool, output: str, timeline: bool, verbose: int, quiet: bool,
-       **overrides: Any) -> int:
+       report_file: str | None, **overrides: Any) -> int:
     """What `docker compose up -d` does, without downtime: every changed service rolled, in order."""
     from rollover.project.command import run_up
 
@@ -437,7 +438,8 @@ def up(services: tuple[str, ...], files: tuple[str, ...], project_name: str | No
     return run_up(services, files=files, project_name=project_name, project_directory=project_directory,
                   env_files=env_files, profiles=profiles, dry_run=dry_run, force_recreate=force_recreate,
                   remove_orphans=remove_orphans, no_deps=no_deps, pull=pull,
-                  output=_output_choice(output, timeline, quiet, verbose), redact=_redactor(), **overrides)
+                  output=_output_choice(output, timeline, quiet, verbose, report_file=report_file), redact=_redactor(),
+                  **overrides)
 
 
 def _say_error(exc: BaseException, code_name: str, verbose: bool) -> None:

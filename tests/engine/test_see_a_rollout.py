@@ -13,7 +13,6 @@ Everything made here is named ``rrep-...`` and removed by name afterwards, pass 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -25,15 +24,19 @@ import pytest
 from tests.support.browser import browser, console_errors
 from tests.support.event_schema import assert_valid_events
 from tests.support.faults import ROLLOVER
-from tests.support.see_a_rollout import HEALTH_MESSAGE, SECRET, Rolled, roll, run_on_a_terminal
+from tests.support.see_a_rollout import (
+    ARTEFACTS,
+    HEALTH_MESSAGE,
+    SECRET,
+    Rolled,
+    assert_not_blank,
+    roll,
+    run_on_a_terminal,
+)
 
 __all__ = ["browser"]  # the fixture
 
 pytestmark = pytest.mark.engine
-
-# Screenshots the browser tests leave behind for a person to look at (CI keeps the folder).
-ARTEFACTS = Path(os.environ.get("ROLLOVER_TEST_ARTEFACTS", "/tmp/rollover-test-artefacts"))
-
 
 @pytest.fixture(scope="module")
 def failed_rollout(docker_client: Any, app_images: dict[str, str],
@@ -125,14 +128,6 @@ def _open_report(browser: Any, path: Path, screenshot: Path) -> None:
     browser.save_screenshot(str(screenshot))
 
 
-def _assert_not_blank(browser: Any, screenshot: Path) -> None:
-    """The control: a blank page's screenshot, same window, same browser. A PNG compresses a blank
-    page to almost nothing; the report's chart and tables make it many times larger."""
-    browser.get("about:blank")
-    blank = len(browser.get_screenshot_as_png())
-    assert screenshot.stat().st_size > 5 * blank, (screenshot.stat().st_size, blank)
-
-
 def test_the_report_draws_the_real_rollout_in_a_browser(failed_rollout: Rolled, browser: Any,
                                                        tmp_path: Path) -> None:
     events = events_of(failed_rollout)
@@ -159,6 +154,13 @@ def test_the_report_draws_the_real_rollout_in_a_browser(failed_rollout: Rolled, 
     assert collapsed == [["ready", "drain", "maint", "ready", "drain", "maint"], [], []], views
     assert all(view.get_attribute("data-server").startswith("web/")
                for view in rows[0].find_elements("css selector", ".view"))
+    # ... and the same as a panel, a lane per HAProxy server: the old web-1's (in rotation from the
+    # start, drained, out), the replacement's (admitted, drained by the rollback, out), the restore's.
+    lanes = browser.find_elements("css selector", "#balancer-view .balancer-lane")
+    assert sorted((lane.get_attribute("data-states") or "").split() for lane in lanes) == [
+        ["ready"], ["ready", "drain", "maint"], ["ready", "drain", "maint"]], [
+        (lane.get_attribute("data-server"), lane.get_attribute("data-states")) for lane in lanes]
+    assert all((lane.get_attribute("data-server") or "").startswith("haproxy web/") for lane in lanes)
 
     panel = browser.find_element("css selector", "#probe-requests")
     probe = summary["probe"]
@@ -167,7 +169,7 @@ def test_the_report_draws_the_real_rollout_in_a_browser(failed_rollout: Rolled, 
     assert browser.find_elements("css selector", "#probe-latency polyline.p50_ms")
     diagnosis = browser.find_element("css selector", "tr.event-failed pre.diagnosis").text
     assert f"health check exit 1: {HEALTH_MESSAGE}" in diagnosis and SECRET not in browser.page_source
-    _assert_not_blank(browser, screenshot)
+    assert_not_blank(browser, screenshot)
 
     # `rollover report` draws the same page from the saved JSON lines.
     saved = tmp_path / "events.jsonl"

@@ -27,6 +27,8 @@ from tests.support.engine import APP_V1, ComposeProject, haproxy_servers
 from tests.support.faults import LOOPBACK_PORT, ROLLOVER
 from tests.support.haproxy_front import HAProxy
 
+# Screenshots the browser tests leave behind for a person to look at (CI keeps the folder).
+ARTEFACTS = Path(os.environ.get("ROLLOVER_TEST_ARTEFACTS", "/tmp/rollover-test-artefacts"))
 SECRET = "rrep-hunter2-secret"
 ROLLOVER_ENV = {**os.environ, "RREP_API_TOKEN": SECRET}
 HEALTH_MESSAGE = "rrep: database unreachable"
@@ -152,3 +154,11 @@ def run_on_a_terminal(command: list[str], cwd: Path) -> tuple[int, str, str]:
         raise AssertionError("rollover never exited on the terminal; last screen:\n" + (screens or [""])[-1])
     finally:
         terminal.close()
+
+
+def assert_not_blank(browser: Any, screenshot: Path) -> None:
+    """The control: a blank page's screenshot, same window, same browser. A PNG compresses a blank
+    page to almost nothing; the report's chart and tables make it many times larger."""
+    browser.get("about:blank")
+    blank = len(browser.get_screenshot_as_png())
+    assert screenshot.stat().st_size > 5 * blank, (screenshot.stat().st_size, blank)

@@ -189,3 +189,74 @@ def test_the_eta_is_the_simulated_rest_minus_what_is_in_flight() -> None:
     assert remaining_s(records, now=14.0) == pytest.approx(20.0, abs=0.01)
     assert remaining_s(records[:1], now=0.5) is None  # nothing settled yet: nothing observed
     assert remaining_s([*records, {"event": "rollback", "t": 15.0, "replicas": []}], now=15.0) is None
+
+
+# -- the balancer's view ---------------------------------------------------------------------------
+
+
+def test_the_balancers_word_is_marked_on_its_row_and_drawn_as_a_lane_per_server() -> None:
+    """HAProxy's view of a start-first replacement: the replacement admitted on web/spare1 at 1.4 s,
+    the old replica drained on web/web1 from 1.5 s (2, then 0 sessions) and out at 1.6 s."""
+    from rollover.core.gantt import balancer_lanes
+    from rollover.report.html import render_report
+
+    def view(server: str, state: str, sessions: int | None = None) -> dict[str, object]:
+        found: dict[str, object] = {"balancer": "haproxy", "server": server, "state": state}
+        return found if sessions is None else {**found, "sessions": sessions}
+
+    records: list[dict[str, object]] = [
+        {"event": "plan", "t": 0.0, "targets": ["web-1"], "order": "start-first"},
+        {"event": "request_sent", "t": 0.1, "replica": "web-1", "restore": False, "refill": False},
+        {"event": "acknowledged", "t": 0.3, "replica": "web-1", "replacement": "web-2", "replacement_id": "b",
+         "health_checks_needed": 1},
+        {"event": "up", "t": 1.3, "replica": "web-1", "grace_s": 0},
+        {"event": "admitted", "t": 1.4, "replica": "web-1", "replacement": "web-2",
+         "balancers": [view("web/spare1", "ready")]},
+        {"event": "settled", "t": 1.4, "replica": "web-1", "reason": None},
+        {"event": "draining", "t": 1.5, "replica": "web-1"},
+        {"event": "draining", "t": 1.5, "replica": "web-1", "sessions": 2, "balancers": [view("web/web1", "drain", 2)]},
+        {"event": "draining", "t": 1.55, "replica": "web-1", "sessions": 0,
+         "balancers": [view("web/web1", "drain", 0)]},
+        {"event": "drained", "t": 1.6, "replica": "web-1", "sessions_left": 0, "waited_s": 0.1,
+         "balancers": [view("web/web1", "maint", 0)]},
+        {"event": "retired", "t": 1.7, "replica": "web-1"},
+        {"event": "summary", "t": 2.0, "duration_s": 2.0, "result": "completed"},
+    ]
+    rows, end = gantt_rows(records)
+    [row] = rows
+    assert [(mark.event, mark.at, mark.text()) for mark in row.balancer] == [
+        ("admitted", 1.4, "haproxy web/spare1 ready"),
+        ("draining", 1.5, "haproxy web/web1 drain, 2 open session(s)"),
+        ("draining", 1.55, "haproxy web/web1 drain, 0 open session(s)"),
+        ("drained", 1.6, "haproxy web/web1 maint, 0 open session(s)")]
+    lanes = balancer_lanes(rows, end)
+    assert [(lane.server, lane.segments) for lane in lanes] == [
+        ("haproxy web/spare1", [("ready", 1.4, 2.0, [], "web-1")]),
+        ("haproxy web/web1", [("ready", 0.0, 1.5, [], "web-1"), ("drain", 1.5, 1.6, [2, 0], "web-1"),
+                              ("maint", 1.6, 2.0, [0], "web-1")])]
+    page = render_report(records)
+    assert page.count("class=balancer-lane") == 2 and "sessions 2 → 0" in page
+
+
+def test_a_project_report_has_a_section_per_rolled_service_and_rollover_report_draws_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rollover up --output json` saved, drawn again by `rollover report`: the project's services,
+    then each rolled service (its own events, marked with its name) on an axis of its own."""
+    simulated = _records(["--replicas", "2", "--request-time", "1", "--redeploy-time", "2"], capsys)
+    api = [{**record, "service": "api"} for record in simulated]
+    services = [{"service": "api", "action": "roll", "why": "changed", "running": 2, "wanted": 2},
+                {"service": "db", "action": "untouched", "why": "unchanged", "running": 1, "wanted": 1}]
+    done = [{"service": "api", "action": "roll", "result": "completed", "replaced": 2, "failed": 0,
+             "duration_s": 3.0, "reason": None},
+            {"service": "db", "action": "untouched", "result": "untouched", "replaced": 0, "failed": 0,
+             "duration_s": 0.0, "reason": None}]
+    records = [{"event": "project_plan", "t": 0.0, "project": "shop", "dry_run": False, "services": services},
+               *api, {"event": "service_done", "t": 3.0, **done[0]},
+               {"event": "project_summary", "t": 3.1, "project": "shop", "result": "completed", "exit_code": 0,
+                "duration_s": 3.1, "services": done, "totals": {}}]
+    saved = tmp_path / "up.jsonl"
+    saved.write_text("".join(json.dumps(record) + "\n" for record in records))
+    assert main(["report", str(saved), "-o", str(tmp_path / "up.html")], environ={}) == 0
+    page = (tmp_path / "up.html").read_text()
+    assert page.count("<section class=service") == 1 and "data-service='api'" in page
+    assert page.count("class=gantt-row") == 2 and "<table id=services>" in page

@@ -156,3 +156,40 @@ def gantt_rows(records: Iterable[Record]) -> tuple[list[GanttRow], float]:
             row.bars.append((state.phase, state.since, end))
         row.bars.insert(0, ("serving", 0.0, serving_until.get(name, end)))
     return [rows[name] for name in targets], end
+
+
+@dataclass
+class BalancerLane:
+    """One balancer server across the rollout, as the balancer told it: its states in turn.
+
+    Worked example: web/web1 carries the old web-1 (in rotation before the plan: 'ready' from 0),
+    drained at 4.80 s with 2 then 0 sessions and out at 4.82 s -> segments ready [0, 4.80],
+    drain [4.80, 4.82] (sessions [2, 0]), maint [4.82, end].
+    """
+
+    server: str  # "haproxy web/web1"
+    segments: list[tuple[str, float, float, list[int], str]] = field(default_factory=list)
+    # (state, start, end, the sessions counted in it, the row it was about)
+
+    def states(self) -> list[str]:
+        return [state for state, *_rest in self.segments]
+
+
+def balancer_lanes(rows: Iterable[GanttRow], end: float) -> list[BalancerLane]:
+    """A lane per server the balancers named, in the order they were first named."""
+    marks = sorted(((mark, row.name) for row in rows for mark in row.balancer), key=lambda item: item[0].at)
+    lanes: dict[str, BalancerLane] = {}
+    for mark, row_name in marks:
+        key = f"{mark.balancer} {mark.server}"
+        lane = lanes.setdefault(key, BalancerLane(key))
+        counted = [mark.sessions] if mark.sessions is not None else []
+        if lane.segments and lane.segments[-1][0] == mark.state:
+            lane.segments[-1][3].extend(counted)
+            continue
+        if lane.segments:
+            state, start, _end, sessions, about = lane.segments[-1]
+            lane.segments[-1] = (state, start, mark.at, sessions, about)
+        elif mark.state != "ready":  # first named leaving rotation: it served from before the plan
+            lane.segments.append(("ready", 0.0, mark.at, [], row_name))
+        lane.segments.append((mark.state, mark.at, end, counted, row_name))
+    return list(lanes.values())

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Protocol
 
 from rollover.core.project import PlanRequest
 from rollover.core.settings import Overrides
 from rollover.errors import InvalidOption
+from rollover.project.live import ProjectLive
 from rollover.project.model import ProjectArgs
 from rollover.project.output import ProjectOutput
 from rollover.project.up import UpRequest, rollover_up
+from rollover.report.html import Recorder, write_report
 from rollover.report.redact import Redactor
 
 
@@ -20,6 +23,9 @@ class OutputChoice(Protocol):
 
     @property
     def quiet(self) -> bool: ...
+
+    @property
+    def report_file(self) -> str | None: ...
 
 
 def run_up(services: tuple[str, ...], *, files: tuple[str, ...], project_name: str | None,
@@ -40,5 +46,23 @@ def run_up(services: tuple[str, ...], *, files: tuple[str, ...], project_name: s
                          remove_orphans=remove_orphans, overrides=overrides),
         pull=pull, dry_run=dry_run,
     )
-    out = ProjectOutput(json=output.json, quiet=output.quiet, redact=redact)
-    return asyncio.run(rollover_up(request, out.emit, out.reporter_for))
+    # The live view on a terminal, as for redeploy; plain lines anywhere else.
+    live = ProjectLive(sys.stdout, redact) if not output.json and not output.quiet and sys.stdout.isatty() else None
+    recorder = Recorder(redact) if output.report_file is not None else None
+    out = ProjectOutput(json=output.json, quiet=output.quiet, redact=redact, live=live, recorder=recorder)
+    try:
+        return asyncio.run(_up(request, out))
+    finally:
+        if recorder is not None and output.report_file is not None and recorder.records:
+            write_report(output.report_file, recorder.records)
+
+
+async def _up(request: UpRequest, out: ProjectOutput) -> int:
+    ticking = asyncio.create_task(out.live.ticking()) if out.live is not None else None
+    try:
+        return await rollover_up(request, out.emit, out.reporter_for)
+    finally:
+        if ticking is not None:
+            ticking.cancel()
+        if out.live is not None:
+            out.live.close()

@@ -1,5 +1,6 @@
 """The HTML report: one self-contained file (inline SVG, CSS and a few lines of JS; no network) that
-draws a rollout from its JSON events on one time axis: a Gantt row per target replica, the probe's
+draws a rollout from its JSON events on one time axis: a Gantt row per target replica, the balancer's
+view (a lane per server it named, by state, where it tells: HAProxy), the probe's
 requests per 100 ms by outcome and its latency (p50/p99 per second); below, the plan, the summary
 and every event (failures with their diagnosis).
 
@@ -14,7 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from html import escape
 
-from rollover.core.gantt import GanttRow, gantt_rows
+from rollover.core.gantt import BalancerLane, GanttRow, balancer_lanes, gantt_rows
 from rollover.core.model import ProgressEvent
 from rollover.errors import InvalidOption, RolloverError
 from rollover.report.output import diagnosis_text, event_record
@@ -22,7 +23,7 @@ from rollover.report.redact import Redactor
 
 Record = Mapping[str, object]
 
-LABEL_W, CHART_W, ROW_H, PANEL_H = 190, 900, 22, 90
+LABEL_W, CHART_W, ROW_H, PANEL_H, LANE_H = 190, 900, 22, 90, 14
 COLOURS = {
     "serving": "#9db4c8", "request": "#f0c36d", "starting": "#7fb3e6", "up": "#a8d5a2", "admitted": "#3f9b4a",
     "draining": "#e38d2c", "restore request": "#d7b4f0", "restore starting": "#b58ad8", "restore serving": "#7d4fa8",
@@ -33,7 +34,7 @@ MARKS = {"failed": ("✕", "#c0392b"), "retired": ("■", "#555"), "skipped": ("
 VIEW_COLOURS = {"ready": "#2e7d32", "drain": "#e38d2c", "maint": "#555"}
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
-h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 8px}
+h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 8px} h3{font-size:14px;margin:16px 0 6px}
 .ok{color:#2e7d32} .bad{color:#c0392b}
 table{border-collapse:collapse} td,th{padding:2px 10px 2px 0;text-align:left;vertical-align:top}
 #events td{font-family:ui-monospace,monospace;font-size:12px;border-top:1px solid #eee}
@@ -54,6 +55,60 @@ document.querySelectorAll('[data-tip]').forEach(el=>{
 
 
 def render_report(records: Sequence[Record]) -> str:
+    """The page of one rollout, or of a ``rollover up`` run (a project plan among the records)."""
+    if any(record.get("event") == "project_plan" for record in records):
+        return render_project_report(records)
+    plan = next((record for record in records if record.get("event") == "plan"), {})
+    summary = next((record for record in records if record.get("event") == "summary"), {})
+    title = f"rollover: {plan.get('service', '?')} {summary.get('result', 'unfinished')}"
+    return _page(title, [f"<h1>{escape(str(plan.get('where', plan.get('service', ''))))}</h1>",
+                         *_rollout(records), "<h2>Events</h2>", _events(records)])
+
+
+def render_project_report(records: Sequence[Record]) -> str:
+    """``rollover up``: the project's plan and summary, then a section per rolled service drawn like
+    a rollout of its own (its events carry ``service``; their times count from its own plan)."""
+    plan = next((record for record in records if record.get("event") == "project_plan"), {})
+    summary = next((record for record in records if record.get("event") == "project_summary"), {})
+    result = str(summary.get("result", "unfinished"))
+    project = str(plan.get("project", "?"))
+    parts = [f"<h1>rollover up: {escape(project)}</h1>",
+             f"<div id=result class={'ok' if result == 'completed' else 'bad'}>{escape(result)}"
+             f" in {_seconds(summary.get('duration_s')):.1f}s</div>",
+             "<h2>Services</h2>", _services_table(summary.get("services") or plan.get("services"))]
+    rolled = [str(item["service"]) for item in plan.get("services", []) if item.get("action") == "roll"]  # type: ignore[attr-defined]
+    for service in rolled:
+        own = [record for record in records if record.get("service") == service and record.get("event") not in (
+            "service_done", "project_plan", "project_summary")]
+        if not any(record.get("event") == "plan" for record in own):
+            continue  # blocked or interrupted before its plan: nothing was drawn
+        parts += [f"<section class=service data-service='{escape(service, quote=True)}'>",
+                  f"<h2>{escape(service)}</h2>", *_rollout(own), "</section>"]
+    parts += ["<h2>Events</h2>", _events(records)]
+    return _page(f"rollover up: {project} {result}", parts)
+
+
+def _services_table(services: object) -> str:
+    if not isinstance(services, list):
+        return ""
+    keys = ("service", "action", "result", "replaced", "failed", "duration_s", "reason")
+    head = "".join(f"<th>{key}</th>" for key in keys)
+    rows = "".join("<tr>" + "".join(f"<td>{_cell(item.get(key))}</td>" for key in keys) + "</tr>"
+                   for item in services if isinstance(item, dict))
+    return f"<table id=services><tr>{head}</tr>{rows}</table>"
+
+
+def _page(title: str, parts: Sequence[str]) -> str:
+    return "\n".join([
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
+        *parts,
+        f"<div id=tip></div><script>{_JS}</script></body></html>",
+    ])
+
+
+def _rollout(records: Sequence[Record]) -> list[str]:
+    """One rollout on its time axis: the result, the chart (Gantt and probe), the plan and summary."""
     rows, end = gantt_rows(records)
     plan = next((record for record in records if record.get("event") == "plan"), {})
     summary = next((record for record in records if record.get("event") == "summary"), {})
@@ -63,21 +118,15 @@ def render_report(records: Sequence[Record]) -> str:
     if isinstance(series, dict):  # the probe stops after the last event: its last bars stay on the axis
         end = max(end, len(series["ok"]) * float(series["bucket_s"]))
     result = str(summary.get("result", "unfinished"))
-    title = f"rollover: {plan.get('service', '?')} {result}"
-    parts = [
-        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{escape(str(plan.get('where', plan.get('service', ''))))}</h1>",
-        f"<div id=result class={'ok' if result == 'completed' else 'bad'}>{escape(_summary_line(summary))}</div>",
+    return [
+        f"<div class='rollout-result {'ok' if result == 'completed' else 'bad'}'>"
+        f"{escape(_summary_line(summary))}</div>",
         _legend(),
         _chart(rows, end, probe),
-        "<h2>Plan</h2>", _table(plan, skip=("event", "t")),
-        "<h2>Summary</h2>", _table(summary, skip=("event", "t", "probe", "timeline")),
+        "<h3>Plan</h3>", _table(plan, skip=("event", "t")),
+        "<h3>Summary</h3>", _table(summary, skip=("event", "t", "probe", "timeline")),
         _probe_table(probe),
-        "<h2>Events</h2>", _events(records),
-        f"<div id=tip></div><script>{_JS}</script></body></html>",
     ]
-    return "\n".join(parts)
 
 
 def _summary_line(summary: Record) -> str:
@@ -114,8 +163,10 @@ def _ticks(end: float) -> list[float]:
 
 def _chart(rows: Sequence[GanttRow], end: float, probe: Mapping[str, object] | None) -> str:
     gantt_h = ROW_H * len(rows)
+    lanes = balancer_lanes(rows, end)
+    lanes_h = (20 + LANE_H * len(lanes)) if lanes else 0
     panels = 2 if probe is not None and "series" in probe else 0
-    height = 20 + gantt_h + panels * (PANEL_H + 20) + 20
+    height = 20 + gantt_h + lanes_h + panels * (PANEL_H + 20) + 20
     out = [f"<svg id=chart xmlns='http://www.w3.org/2000/svg' width={LABEL_W + CHART_W + 20} height={height}>"]
     for tick in _ticks(end):
         x = _x(tick, end)
@@ -123,9 +174,11 @@ def _chart(rows: Sequence[GanttRow], end: float, probe: Mapping[str, object] | N
                    f"<text x={x} y={height - 4} text-anchor=middle>{tick:g}s</text>")
     for index, row in enumerate(rows):
         out.append(_gantt_row(row, 20 + index * ROW_H, end))
+    if lanes:
+        out.append(_balancer_panel(lanes, 20 + gantt_h + 20, end))
     if panels:
         assert probe is not None
-        top = 20 + gantt_h + 20
+        top = 20 + gantt_h + lanes_h + 20
         out.append(_requests_panel(probe, top, end))
         out.append(_latency_panel(probe, top + PANEL_H + 20, end))
     out.append("</svg>")
@@ -165,6 +218,27 @@ def _balancer_view(row: GanttRow, y: int, end: float) -> list[str]:
                    f" data-tip='{escape(row.name, quote=True)}: {mark.event} at {mark.at:.2f}s,"
                    f" {escape(mark.text(), quote=True)}'/>")
     return out
+
+
+def _balancer_panel(lanes: Sequence[BalancerLane], top: int, end: float) -> str:
+    """The balancer's view: a lane per server it named, coloured by the state it was put in, on the
+    same axis as the Gantt rows above (a drain of a few ms is drawn 3 px wide, to be seen)."""
+    out = [f"<g id=balancer-view><text x=4 y={top - 6} font-weight=bold>balancer</text>"]
+    for index, lane in enumerate(lanes):
+        y = top + index * LANE_H
+        out.append(f"<g class=balancer-lane data-server='{escape(lane.server, quote=True)}'"
+                   f" data-states='{' '.join(lane.states())}'><text x=4 y={y + 10}>{escape(lane.server)}</text>")
+        for state, start, stop, sessions, about in lane.segments:
+            x = _x(start, end)
+            width = max(3.0, round(_x(stop, end) - x, 2)) if state == "drain" else max(0.5, round(_x(stop, end) - x, 2))
+            counted = f", sessions {' → '.join(str(count) for count in sessions)}" if sessions else ""
+            tip = f"{lane.server}: {state} {start:.2f}s → {stop:.2f}s ({about}){counted}"
+            out.append(f"<rect class=lane-state data-state={state} x={x} y={y + 2} width={width} height=9"
+                       f" fill='{VIEW_COLOURS.get(state, '#000')}' fill-opacity={0.35 if state == 'maint' else 1}"
+                       f" data-tip='{escape(tip, quote=True)}'/>")
+        out.append("</g>")
+    out.append("</g>")
+    return "\n".join(out)
 
 
 def _requests_panel(probe: Mapping[str, object], top: int, end: float) -> str:
@@ -232,7 +306,7 @@ def _probe_table(probe: Mapping[str, object] | None) -> str:
     if probe is None:
         return ""
     shown = {key: value for key, value in probe.items() if key not in ("series", "latency")}
-    return "<h2>Probe</h2>" + _table(shown, skip=())
+    return "<h3>Probe</h3>" + _table(shown, skip=())
 
 
 def _events(records: Sequence[Record]) -> str:
@@ -299,6 +373,6 @@ def read_events(path: str) -> list[dict[str, object]]:
         if not isinstance(record, dict) or "event" not in record:
             raise InvalidOption(f"events {path}, line {number}: not a rollover event")
         records.append(record)
-    if not any(record["event"] == "plan" for record in records):
+    if not any(record["event"] in ("plan", "project_plan") for record in records):
         raise InvalidOption(f"events {path}: no plan event: not the output of 'rollover ... --output json'")
     return records
