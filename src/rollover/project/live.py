@@ -60,7 +60,7 @@ class ProjectLive:
                 if item["action"] not in _IDLE:
                     replicas = int(item.get("running") or 0) if item["action"] == "roll" else 0
                     self._services[str(item["service"])] = _Service(str(item["action"]), replicas)
-        if self._services:
+        if self._services and not fields.get("dry_run"):  # a dry run stops at its plan
             self._live.start()
 
     def reporter(self, service: str) -> Reporter:
@@ -81,7 +81,9 @@ class ProjectLive:
             entry = self._services.get(str(fields["service"]))
             if entry is not None:
                 reason = f" ({fields['reason']})" if fields.get("reason") else ""
-                entry.outcome = f"{fields['result']} in {float(fields['duration_s']):.1f}s{reason}"  # type: ignore[arg-type]
+                seconds = fields["duration_s"]
+                entry.outcome = f"{fields['result']} in {seconds:.1f}s{reason}" if isinstance(
+                    seconds, (int, float)) else f"{fields['result']}{reason}"
 
     async def ticking(self, every_s: float = 0.25) -> None:
         while True:

@@ -44,9 +44,7 @@ class ProjectOutput:
         elif event.kind is EventKind.PROJECT_SUMMARY:
             self._say(summary_lines(fields))
         elif event.kind is EventKind.SERVICE_DONE and (not self._quiet or fields["result"] != "completed"):
-            reason = f" ({fields['reason']})" if fields.get("reason") else ""
-            self._say([f"{fields['service']}: {fields['action']} {fields['result']}"
-                       f" in {fields['duration_s']:.1f}s{reason}"])
+            self._say([_done_line(fields)])
 
     def _show(self, event: ProgressEvent) -> None:
         assert self.live is not None
@@ -56,6 +54,7 @@ class ProjectOutput:
             self.live.planned(fields)
         elif event.kind is EventKind.SERVICE_DONE:
             self.live.done(fields)
+            self.live.say([_done_line(fields)])
         elif event.kind is EventKind.PROJECT_SUMMARY:
             self.live.close()
             self.live.say(summary_lines(fields))
@@ -82,3 +81,8 @@ class ProjectOutput:
                 inner.finish(None)
 
         return report, flush
+
+
+def _done_line(fields: dict[str, object]) -> str:
+    reason = f" ({fields['reason']})" if fields.get("reason") else ""
+    return f"{fields['service']}: {fields['action']} {fields['result']} in {fields['duration_s']:.1f}s{reason}"
