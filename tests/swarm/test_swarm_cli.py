@@ -104,6 +104,19 @@ class TestThreeNodeRollouts:
         summary = outcome.summary
         assert summary["result"] == "rolled-back", outcome
         assert summary["failed"] >= 1 and summary["reason"], outcome
+        # The failure explains itself in Swarm's words: the task's error (or status message) and its
+        # slot's history from the manager (the v1 task it was to replace, then itself, oldest first),
+        # and from the node's own daemon the health checks that failed (wget's 404 for the file the
+        # image lacks). Seen: task_error 'starting', history [running 'started', starting].
+        for failed in outcome.of_kind("failed"):
+            diagnosis = failed["diagnosis"]
+            assert diagnosis["task_error"] and diagnosis["state"], diagnosis
+            history = diagnosis["task_history"]
+            assert len(history) >= 2 and all(entry["at"] and entry["state"] for entry in history), diagnosis
+            assert [entry["at"] for entry in history] == sorted(entry["at"] for entry in history), diagnosis
+            checks = diagnosis["health_checks"]
+            assert checks and all(check["exit_code"] != 0 for check in checks), diagnosis
+            assert any(check["exit_code"] == 1 and "404" in check["output"] for check in checks), diagnosis
         wait_for(lambda: images_running(cluster, name) == [APP_V1] * 6, 30, "six running v1 tasks")
         # Running means healthy for a task with a healthcheck; the tasks say so themselves too.
         assert answers(list(task_endpoints(cluster, name).values())) == ["v1"] * 6
