@@ -159,6 +159,15 @@ def test_a_report_into_a_missing_folder_is_bad_input_before_the_simulation(
     assert "does not exist" in captured.err and "rollover:" not in captured.out
 
 
+def test_up_with_a_report_into_a_missing_folder_is_bad_input_before_compose_is_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["up", "-f", str(tmp_path / "absent.yaml"), "--report", str(tmp_path / "nowhere" / "r.html")],
+                environ={})
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "the folder" in err and "does not exist" in err and "absent.yaml" not in err, err
+
+
 def test_simulate_report_draws_a_row_per_replica(tmp_path: Path) -> None:
     path = tmp_path / "sim.html"
     assert main(["simulate", "--replicas", "4", "--request-time", "1", "--redeploy-time", "3", "-q",
