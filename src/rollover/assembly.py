@@ -25,6 +25,7 @@ class Platform(StrEnum):
     AUTO = "auto"
     DOCKER = "docker"
     SWARM = "swarm"
+    PODMAN = "podman"
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,14 @@ class BackendChoice:
 
 async def make_backend(choice: BackendChoice, clock: Clock) -> Backend:
     """The backend for the service: Swarm when asked, or (auto) when neither a project nor a
-    selector was given and the engine is a swarm manager that has a service of that name."""
+    selector was given and the engine is a swarm manager that has a service of that name. Podman
+    (asked for, or recognised by auto from the engine's /version) is the Docker backend: the
+    engine client reads Podman's dialect as Docker's, and the backend runs the healthchecks
+    Podman does not run by itself."""
     if choice.platform is Platform.SWARM and (choice.project or choice.selector):
         raise InvalidOption("--project and --selector are for Compose and containers, not Swarm services")
+
+    podman = choice.platform is Platform.PODMAN  # Podman has no Swarm: a Compose service or a selector
     if choice.platform is Platform.SWARM or (
         choice.platform is Platform.AUTO and not choice.project and not choice.selector
         and await _is_swarm_service(choice.service)
@@ -55,7 +61,7 @@ async def make_backend(choice: BackendChoice, clock: Clock) -> Backend:
     from rollover.backends.docker.backend import DockerBackend
 
     return DockerBackend(choice.service, project=choice.project, selector=choice.selector, image=choice.image,
-                         pull=choice.pull, clock=clock)
+                         pull=choice.pull, clock=clock, podman=podman)
 
 
 async def _is_swarm_service(service: str) -> bool:

@@ -274,9 +274,10 @@ def _use_engine_endpoint() -> None:
 
 @cli.command()
 @click.argument("service", envvar="ROLLOVER_SERVICE", shell_complete=complete_service)
-@click.option("--platform", type=click.Choice(["auto", "docker", "swarm"], case_sensitive=False),
+@click.option("--platform", type=click.Choice(["auto", "docker", "swarm", "podman"], case_sensitive=False),
               default="auto", envvar="ROLLOVER_PLATFORM", show_default=True,
-              help="docker (Engine and Compose), swarm, or auto: swarm when SERVICE is a swarm service here.")
+              help="docker (Engine and Compose), swarm, podman (its Docker API; the engine must be Podman),"
+                   " or auto: swarm when SERVICE is a swarm service here, Podman when the engine is.")
 @click.option("--swarm-nodes", default=None, envvar="ROLLOVER_SWARM_NODES",
               help="NODE=DOCKER_HOST,... : each swarm node's own daemon (container events are per node).")
 @click.option("--project", default=None, envvar="ROLLOVER_PROJECT",

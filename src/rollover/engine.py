@@ -27,12 +27,23 @@ import docker.errors
 import docker.utils
 import requests
 
+from rollover.dialect import (
+    DEFAULT_EPHEMERAL_PORTS,
+    docker_shaped_event,
+    docker_shaped_inspect,
+    is_podman_version,
+    parse_port_range,
+    podman_event_filters,
+)
 from rollover.errors import EngineUnavailable, ImageNotFound, PlatformError, RolloverError
 
 T = TypeVar("T")
 Inspect = dict[str, Any]
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+# Podman's own API (beside its Docker-compatible one, on the same socket): the healthcheck run.
+_LIBPOD_API = "/v4.0.0/libpod"
+_LOCAL_PORT_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
 
 
 def engine_address(docker_host: str | None) -> str:
@@ -75,6 +86,18 @@ def _reason(exc: BaseException) -> str:
         assert inner is not None
         exc = inner
     return str(exc) or type(exc).__name__
+
+
+def _ephemeral_ports(address: str) -> tuple[int, int]:
+    """The range a local engine picks random host ports from (this host's); Linux's default for a
+    remote one, whose host cannot be read from here."""
+    if not address.startswith("unix://"):
+        return DEFAULT_EPHEMERAL_PORTS
+    try:
+        with open(_LOCAL_PORT_RANGE) as text:
+            return parse_port_range(text.read())
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL_PORTS
 
 
 # ssh:// addresses that answered once in this process: the check costs a handshake.
@@ -124,13 +147,19 @@ async def _check_ssh(address: str) -> None:
 class _EventStream(Iterator[dict[str, Any]]):
     """The SDK's event stream, closeable from another thread over ssh:// too. The SDK's own close()
     looks for a socket it does not find behind its ssh shell-out (docker-py 7.1, 7.2: an
-    UnboundLocalError); there the ssh process is the connection, so ending it ends the stream."""
+    UnboundLocalError); there the ssh process is the connection, so ending it ends the stream.
+    From Podman, each event is read as Docker would send it (dialect.py)."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, podman: bool = False) -> None:
         self._stream = stream
+        self._podman = podman
 
     def __next__(self) -> dict[str, Any]:
-        return cast(dict[str, Any], next(self._stream))
+        while True:
+            raw = cast(dict[str, Any], next(self._stream))
+            event = docker_shaped_event(raw) if self._podman else raw
+            if event is not None:
+                return event
 
     def close(self) -> None:
         raw = getattr(getattr(self._stream, "_response", None), "raw", None)
@@ -147,12 +176,16 @@ class Engine:
     The SDK client stays private: callers ask in the domain's words (inspect a container, list a
     service's tasks, take a Swarm config), so no SDK call or exception escapes this module."""
 
-    def __init__(self, client: Any, address: str, clock_offset_s: float) -> None:
+    def __init__(self, client: Any, address: str, clock_offset_s: float, *, podman: bool = False,
+                 ephemeral_ports: tuple[int, int] = DEFAULT_EPHEMERAL_PORTS) -> None:
         self._client = client
         self._api: Any = client.api
         self.address = address
         # engine wall time minus ours: event subscriptions ask "since now" in the engine's time.
         self._clock_offset_s = clock_offset_s
+        # Podman behind the Docker-compatible API: what it says is read as Docker's (dialect.py).
+        self.is_podman = podman
+        self._ephemeral_ports = ephemeral_ports
 
     @classmethod
     async def connect(cls, docker_host: str | None) -> Engine:
@@ -174,7 +207,9 @@ class Engine:
         system_time = datetime.fromisoformat(client.info()["SystemTime"]).timestamp()
         # Measured against the moment the answer arrived, the offset can only come out too small,
         # so "since now" may replay a few milliseconds but never skips any.
-        return cls(client, address, clock_offset_s=system_time - time.time())
+        offset = system_time - time.time()
+        podman = is_podman_version(client.version())
+        return cls(client, address, clock_offset_s=offset, podman=podman, ephemeral_ports=_ephemeral_ports(address))
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
@@ -191,9 +226,23 @@ class Engine:
 
     def _inspect_or_none(self, container_id: str) -> Inspect | None:
         try:
-            return cast(Inspect, self._api.inspect_container(container_id))
+            inspect = cast(Inspect, self._api.inspect_container(container_id))
         except docker.errors.NotFound:
             return None
+        return docker_shaped_inspect(inspect, self._ephemeral_ports) if self.is_podman else inspect
+
+    async def run_healthcheck(self, container_id: str) -> str | None:
+        """Podman only: run the container's healthcheck now (libpod's ``healthcheck run``); the
+        health status it leaves ("starting", "healthy", "unhealthy"), or None when the container
+        is gone or not running (any more)."""
+        return await self._call(f"run the healthcheck of container {container_id[:12]}", self._healthcheck_blocking,
+                                container_id)
+
+    def _healthcheck_blocking(self, container_id: str) -> str | None:
+        response = self._api._get(f"{self._api.base_url}{_LIBPOD_API}/containers/{container_id}/healthcheck")
+        if response.status_code in (404, 409):  # gone, or stopped: nothing to check
+            return None
+        return str(self._api._result(response, json=True).get("Status") or "")
 
     async def container_log_tail(self, container_id: str, lines: int) -> str | None:
         """The last ``lines`` lines of the container's log (stdout and stderr interleaved, as the
@@ -298,16 +347,18 @@ class Engine:
     def open_events(self, filters: dict[str, list[str]]) -> Iterator[dict[str, Any]]:
         """Subscribe to the event stream (blocking until the engine answered); closeable."""
         since = f"{self.now_on_engine():.9f}"
+        filters = podman_event_filters(filters) if self.is_podman else filters
         try:
-            return _EventStream(self._api.events(since=since, filters=filters, decode=True))
+            return _EventStream(self._api.events(since=since, filters=filters, decode=True), self.is_podman)
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
             raise engine_error(exc, "subscribe to events", self.address) from exc
 
     async def past_events(self, since: float, until: float, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         """The events the engine still holds between two engine times (it keeps the last few hundred)."""
         def read() -> list[dict[str, Any]]:
-            stream = self._api.events(since=f"{since:.9f}", until=f"{until:.9f}", filters=filters, decode=True)
-            return list(stream)
+            asked = podman_event_filters(filters) if self.is_podman else filters
+            stream = self._api.events(since=f"{since:.9f}", until=f"{until:.9f}", filters=asked, decode=True)
+            return list(_EventStream(stream, self.is_podman))
 
         return await self._call("read past events", read)
 

@@ -45,6 +45,7 @@ from rollover.backends.docker.events import (
     labels_of_event,
     replica_event,
 )
+from rollover.backends.docker.health_runs import HealthRuns
 from rollover.backends.docker.inspect import (
     created_at,
     is_lock,
@@ -58,8 +59,8 @@ from rollover.backends.docker.restore import restore_replica
 from rollover.backends.docker.scope import ServiceScope, replica_order
 from rollover.backends.docker.workshop import Workshop
 from rollover.backends.lease import LOCK_HOLDER_LABEL, LockRecord
-from rollover.core.model import Order, Replica, ReplicaDown, ReplicaEvent, ServiceSnapshot, StaleLock
-from rollover.errors import PlatformError, RolloverError, ServiceNotFound
+from rollover.core.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot, StaleLock
+from rollover.errors import InvalidOption, PlatformError, RolloverError, ServiceNotFound
 
 
 class DockerBackend:
@@ -76,10 +77,14 @@ class DockerBackend:
         docker_host: str | None = None,
         clock: Callable[[], float],
         compose_project: ComposeProject | None = None,
+        podman: bool = False,
     ) -> None:
+        """``podman``: the engine must be Podman (``--platform podman``); else any engine will do,
+        Podman included (its dialect is translated by the engine client either way)."""
         self._scope = ServiceScope(service, project, dict(selector) if selector is not None else None)
         self.platform = "compose" if self._scope.is_compose else "docker"
         self._docker_host = docker_host
+        self._expect_podman = podman
         self._clock = clock
         self._workshop = Workshop()
         self._replacements = replacements_for(self._scope, self._workshop, image=image, pull=pull,
@@ -89,11 +94,17 @@ class DockerBackend:
         self._feeds: list[EventFeed] = []
         self._snapshot_ids: tuple[str, ...] = ()  # the replicas the last snapshot found
         self._starts: set[asyncio.Task[None]] = set()  # acknowledged replacements being started
+        self._health_runs: HealthRuns | None = None  # Podman: the healthchecks rollover runs itself
 
     # -- connection and observation -------------------------------------------------------------
 
     async def connect(self) -> None:
         await self._workshop.connect(self._docker_host)
+        engine = self._workshop.connected()
+        if self._expect_podman and not engine.is_podman:
+            raise InvalidOption(f"--platform podman: the engine at {engine.address} is not Podman")
+        if engine.is_podman:  # without systemd Podman runs no healthcheck by itself (health_runs.py)
+            self._health_runs = HealthRuns(engine, self._clock, self._tell)
         if self._scope.is_compose and self._scope.project is None:
             project = await resolve_project_name(os.getcwd(), docker_cli_env(self._docker_host))
             self._scope = self._scope.in_project(project)
@@ -108,16 +119,34 @@ class DockerBackend:
     async def _replica_events(self, feed: EventFeed) -> AsyncIterator[ReplicaEvent]:
         while (arrival := await feed.next()) is not None:
             at, raw = arrival
-            if isinstance(raw, ReplicaDown):  # told by _start: the engine refused to start it
+            if isinstance(raw, ReplicaUp | ReplicaDown):  # told: a refused start, a healthcheck we ran
                 yield raw
                 continue
             container_id = container_of(raw)
             if self._workshop.is_internal(container_id) or LOCK_HOLDER_LABEL in labels_of_event(raw):
                 continue
             has_check = await self._workshop.has_healthcheck(container_id) if action_of(raw) == "start" else True
+            await self._run_healthchecks(container_id, action_of(raw), has_check)
             event = replica_event(raw, at, has_check)
             if event is not None:
                 yield event
+
+    async def _run_healthchecks(self, container_id: str, action: str, has_check: bool) -> None:
+        """Podman: a container that started with a healthcheck has it run from now on."""
+        if self._health_runs is None:
+            return
+        if action == "start" and has_check:
+            inspect = await self._workshop.connected().inspect_container(container_id)
+            if inspect is not None:
+                self._health_runs.started(container_id, inspect)
+        elif action in ("die", "destroy"):
+            self._health_runs.stopped(container_id)
+
+    def _tell(self, event: ReplicaEvent) -> None:
+        """Deliver an event the engine does not send on the live stream; without one, the resync
+        after it reopens finds the state by inspecting (observe())."""
+        if self._feeds:
+            self._feeds[-1].tell(event)
 
     async def observe(self, replica_ids: Sequence[str]) -> list[ReplicaEvent]:
         engine = self._workshop.connected()
@@ -148,7 +177,7 @@ class DockerBackend:
             name=self._scope.service,
             platform=self.platform,
             replicas=tuple(replica_from_inspect(inspect) for inspect in targets),
-            description=self._scope.description(),
+            description=self._scope.description() + (" on Podman" if engine.is_podman else ""),
         )
 
     async def prepare(self, snapshot: ServiceSnapshot) -> None:
@@ -220,10 +249,7 @@ class DockerBackend:
         try:
             await self._workshop.connected().start(container_id)
         except RolloverError as exc:
-            failed = ReplicaDown(container_id, self._clock(), f"could not start: {exc}")
-            if self._feeds:
-                self._feeds[-1].tell(failed)
-            # Without a live stream, the resync after it reopens finds it not running (observe()).
+            self._tell(ReplicaDown(container_id, self._clock(), f"could not start: {exc}"))
 
     async def refill(self, count: int) -> list[Replica]:
         """New replicas replacing nothing (a dead rollout removed replicas it never replaced):
@@ -255,6 +281,8 @@ class DockerBackend:
         for task in list(self._starts):
             task.cancel()
         await asyncio.gather(*self._starts, return_exceptions=True)
+        if self._health_runs is not None:
+            await self._health_runs.close()
         for feed in self._feeds:
             feed.close()
         self._feeds.clear()

@@ -94,14 +94,14 @@ class EventFeed:
         self._stream = stream
         self._clock = clock
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[tuple[float, RawEvent | ReplicaDown | _StreamEnded]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[float, RawEvent | ReplicaEvent | _StreamEnded]] = asyncio.Queue()
         self._closed = False
         self._reader = threading.Thread(target=self._pump, name="rollover-docker-events", daemon=True)
         self._reader.start()
 
-    async def next(self) -> tuple[float, RawEvent | ReplicaDown] | None:
+    async def next(self) -> tuple[float, RawEvent | ReplicaEvent] | None:
         """The next event with its arrival time; None once closed; PlatformError if it broke.
-        A ReplicaDown is one the backend told (``tell``), not the engine."""
+        A ReplicaEvent is one the backend told (``tell``), not the engine."""
         at, item = await self._queue.get()
         if not isinstance(item, _StreamEnded):
             return at, item
@@ -110,7 +110,7 @@ class EventFeed:
         reason = f": {item.failure}" if item.failure else " (the daemon closed it)"
         raise PlatformError(f"the Docker event stream broke{reason}")
 
-    def tell(self, event: ReplicaDown) -> None:
+    def tell(self, event: ReplicaEvent) -> None:
         """Deliver an event the engine does not send, in order with those it does."""
         self._queue.put_nowait((event.at, event))
 

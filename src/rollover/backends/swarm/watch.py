@@ -283,7 +283,7 @@ class SwarmWatch:
         try:
             while (item := await stream.feed.next()) is not None:
                 at, raw = item
-                if not isinstance(raw, ReplicaDown):  # nothing here tells its feed any
+                if isinstance(raw, dict):  # nothing here tells its feed any event
                     await self._on_event(raw, at, stream.engine)
         except PlatformError as exc:
             stream.ended = True  # the next events() subscribes again

@@ -1,0 +1,88 @@
+"""Healthchecks an engine does not run by itself, run by rollover (Podman without systemd).
+
+Podman schedules a container's healthcheck with a systemd timer; where there is no systemd (a
+container host, CI) the check never runs, the container stays "starting" for ever and no health
+event ever comes. So for each container of the service that starts with a healthcheck, a task
+runs it through Podman's own API (``healthcheck run``) on the container's interval, as the
+engine would, and reports each CHANGE of status as the event Docker would have sent: healthy ->
+up, unhealthy -> down. Podman applies the check's retries and start period itself and keeps the
+result in the container's state, so an inspect (a resync) agrees with what was reported.
+
+Podman's own ``health_status`` events are not used: each carries the status from before its run
+(dialect.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from rollover.backends.docker.inspect import healthcheck_of
+from rollover.core.model import ReplicaDown, ReplicaEvent, ReplicaUp
+from rollover.engine import Engine, Inspect
+from rollover.errors import RolloverError
+
+_NS = 1e9
+_DEFAULT_INTERVAL_S = 30.0  # the engine's default when the definition leaves the interval unset
+
+
+def check_interval_s(inspect: Inspect) -> float | None:
+    """Seconds between two runs of the container's healthcheck; None when it has none.
+    Interval 500000000 (ns) -> 0.5 s; unset (0) -> 30 s."""
+    check = healthcheck_of(inspect.get("Config") or {})
+    if check is None:
+        return None
+    return (check.get("Interval") or 0) / _NS or _DEFAULT_INTERVAL_S
+
+
+class HealthRuns:
+    """One task per started container that has a healthcheck, reporting through ``report``."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], float], report: Callable[[ReplicaEvent], None]) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._report = report
+        self._runs: dict[str, asyncio.Task[None]] = {}
+
+    def started(self, container_id: str, inspect: Inspect) -> None:
+        """The container started: run its healthcheck from now on (until it stops or is gone)."""
+        interval = check_interval_s(inspect)
+        if interval is None or container_id in self._runs:
+            return
+        task = asyncio.ensure_future(self._run(container_id, interval))
+        self._runs[container_id] = task
+        task.add_done_callback(lambda _: self._runs.pop(container_id, None))
+
+    def stopped(self, container_id: str) -> None:
+        task = self._runs.pop(container_id, None)
+        if task is not None:
+            task.cancel()
+
+    async def _run(self, container_id: str, interval_s: float) -> None:
+        reported = "starting"
+        while True:
+            # The container's own schedule: the first run one interval after the start, as Docker does.
+            await asyncio.sleep(interval_s)
+            try:
+                status = await self._engine.run_healthcheck(container_id)
+            except RolloverError:
+                # The engine did not answer this time (a lost stream is handled above us): the next
+                # run tells, and a replacement that never turns healthy runs out of its health budget.
+                continue
+            if status is None:  # stopped or gone: its die/destroy events say so
+                return
+            if status != reported:
+                reported = status
+                if status == "healthy":
+                    self._report(ReplicaUp(container_id, self._clock()))
+                elif status == "unhealthy":
+                    self._report(ReplicaDown(container_id, self._clock(), "unhealthy"))
+
+    async def close(self) -> None:
+        tasks = list(self._runs.values())
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._runs.clear()
