@@ -17,6 +17,9 @@ what its own create accepts, and from Docker's. Each difference was met on a rea
   and ``StopTimeout`` 0 on a container created through this API without one (Docker: 10 s), which
   read back and cloned would stop a replica with no grace period at all;
 - ``Cmd`` ``[]`` where Docker says null;
+- an anonymous volume (``-v /data``, Compose's ``- /data``) reported as a bind of the volume's
+  64-hex name in ``HostConfig.Binds``, where Docker reports ``Config.Volumes``: read back as it
+  is, every clone would mount that one volume, so replicas made by ``--scale`` would share it;
 - events: ``remove`` where Docker says ``destroy``, ``containerExitCode`` for ``exitCode``, and a
   ``health_status`` on every healthcheck run that carries the status from BEFORE the run (seen:
   "starting" on a run that found it healthy), so it is not passed on: whoever runs the check reads
@@ -25,6 +28,7 @@ what its own create accepts, and from Docker's. Each difference was met on a rea
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 Inspect = dict[str, Any]
@@ -36,6 +40,8 @@ DEFAULT_EPHEMERAL_PORTS = (32768, 60999)
 DOCKER_DEFAULT_STOP_TIMEOUT_S = 10
 
 _ENGINE_ENV = ("container=podman", "TERM=xterm")
+# The engine names an anonymous volume with 64 random hex digits (a named one is named by its user).
+_ANONYMOUS_VOLUME = re.compile(r"[0-9a-f]{64}")
 
 
 def is_podman_version(version: dict[str, Any]) -> bool:
@@ -59,6 +65,10 @@ def docker_shaped_inspect(inspect: Inspect, ephemeral: tuple[int, int] = DEFAULT
     config["Env"] = [
         entry for entry in config.get("Env") or [] if entry not in _ENGINE_ENV and entry != f"HOSTNAME={hostname}"
     ] or None
+    anonymous = _anonymous_volume_binds(inspect)
+    if anonymous:
+        host_config["Binds"] = [bind for bind in host_config.get("Binds") or [] if bind not in anonymous] or None
+        config["Volumes"] = {**(config.get("Volumes") or {}), **{path: {} for path in anonymous.values()}}
     if config.get("Cmd") == []:
         config["Cmd"] = None
     if not config.get("StopTimeout"):
@@ -89,6 +99,22 @@ def podman_event_filters(filters: dict[str, list[str]]) -> dict[str, list[str]]:
     if not events or "destroy" not in events:
         return filters
     return {**filters, "event": [*events, "remove"]}
+
+
+def _anonymous_volume_binds(inspect: Inspect) -> dict[str, str]:
+    """Binds of an anonymous volume, each with its path: '60c7...912c:/data:rw,rprivate' -> '/data'
+    (the mount list says it is a volume of that name)."""
+    volumes = {
+        str(mount.get("Name")): str(mount.get("Destination"))
+        for mount in inspect.get("Mounts") or []
+        if mount.get("Type") == "volume" and _ANONYMOUS_VOLUME.fullmatch(str(mount.get("Name", "")))
+    }
+    found = {}
+    for bind in (inspect.get("HostConfig") or {}).get("Binds") or []:
+        source, _, rest = str(bind).partition(":")
+        if source in volumes and rest.partition(":")[0] == volumes[source]:
+            found[bind] = volumes[source]
+    return found
 
 
 def _docker_ulimit(limit: dict[str, Any]) -> dict[str, Any]:

@@ -107,6 +107,7 @@ class ComposeProject:
     directory: Path
     client: Any
     volumes: set[str] = field(default_factory=set)
+    env: Mapping[str, str] | None = None  # Compose's environment (DOCKER_HOST for another engine); None: ours
 
     @property
     def file(self) -> Path:
@@ -116,7 +117,8 @@ class ComposeProject:
         self.file.write_text(compose_yaml(self.name, image, **options))
 
     def compose(self, *args: str) -> str:
-        return run("docker", "compose", "-p", self.name, "-f", str(self.file), *args, cwd=self.directory)
+        return run("docker", "compose", "-p", self.name, "-f", str(self.file), *args, cwd=self.directory,
+                   env=dict(self.env) if self.env is not None else None)
 
     def containers(self, service: str = "web") -> list[Any]:
         filters = {"label": [f"com.docker.compose.project={self.name}", f"com.docker.compose.service={service}"]}

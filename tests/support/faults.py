@@ -25,7 +25,7 @@ from typing import Any
 
 import docker.errors
 
-from tests.support.engine import APP_V1, ComposeProject, compose_yaml, haproxy_servers, loopback_endpoints, run
+from tests.support.engine import APP_V1, ComposeProject, compose_yaml, haproxy_servers, loopback_endpoints
 from tests.support.event_schema import assert_valid_events
 from tests.support.haproxy_front import HAProxy
 
@@ -236,11 +236,7 @@ def lock_exists(project: ComposeProject) -> bool:
 class EngineProject(ComposeProject):
     """A ComposeProject whose Compose commands go to the engine ``env`` names (DOCKER_HOST)."""
 
-    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-
-    def compose(self, *args: str) -> str:
-        return run("docker", "compose", "-p", self.name, "-f", str(self.file), *args, cwd=self.directory,
-                   env=dict(self.env))
+    env: Mapping[str, str] | None = field(default_factory=lambda: dict(os.environ))
 
 
 @dataclass

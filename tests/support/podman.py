@@ -21,6 +21,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 
 from tests.support.engine import APP_BROKEN, APP_V1, APP_V2
 
@@ -100,7 +101,8 @@ def _wait_answering(host: str, process: subprocess.Popen[bytes], log: Path) -> A
         if process.poll() is not None:
             raise AssertionError(f"podman system service exited {process.returncode}: {log.read_text()}")
         if Path(host.removeprefix("unix://")).exists():
-            with contextlib.suppress(docker.errors.DockerException):
+            # The socket may be there before the service accepts on it (or made anew meanwhile).
+            with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException, OSError):
                 client = docker.DockerClient(base_url=host, version="auto")
                 client.ping()
                 return client

@@ -102,3 +102,19 @@ def test_events_say_what_docker_would_and_health_status_is_dropped() -> None:
 
 def test_the_port_range_file_reads() -> None:
     assert parse_port_range("32768\t60999\n") == (32768, 60999)
+
+
+def test_an_anonymous_volume_is_reported_as_docker_reports_it_and_a_clone_takes_it_over() -> None:
+    volume = "60c77d7b50c19523f49c50d0ae2004c20583dcdaf49ecaa0045a4ad89128912c"
+    inspect = podman_inspect(Binds=[f"{volume}:/data:rw,rprivate,nosuid,nodev,rbind",
+                                    "proj_shared:/shared:rw,rprivate,nosuid,nodev,rbind"])
+    inspect["Mounts"] = [{"Type": "volume", "Name": volume, "Destination": "/data", "RW": True},
+                         {"Type": "volume", "Name": "proj_shared", "Destination": "/shared", "RW": True}]
+    shaped = docker_shaped_inspect(inspect, EPHEMERAL)
+    assert shaped["HostConfig"]["Binds"] == ["proj_shared:/shared:rw,rprivate,nosuid,nodev,rbind"]
+    assert shaped["Config"]["Volumes"] == {"/data": {}}
+    fresh = clone_request(shaped, image="localhost/rpod-test/app:v2")
+    assert fresh.body["Volumes"] == {"/data": {}} and not fresh.body["HostConfig"].get("Mounts")
+    taken_over = clone_request(shaped, image="localhost/rpod-test/app:v2", volumes_from=shaped)
+    assert taken_over.inherited_volumes == ("/data",)
+    assert taken_over.body["HostConfig"]["Mounts"][0]["Source"] == volume
