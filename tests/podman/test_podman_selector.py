@@ -91,10 +91,14 @@ def test_four_replicas_roll_to_v2_healthy(
     picked as if it had been asked for). Every replacement is up only once healthy, and Podman
     ran no healthcheck by itself: rollover ran them."""
     service = start_replicas()
-    run = roll(podman, service, "--image", RPOD_V2, "--order", order, "--step", "2" if order == "stop-first" else "1")
+    # auto recognises Podman by its /version; --platform podman insists on it.
+    platform = "podman" if order == "stop-first" else "auto"
+    run = roll(podman, service, "--image", RPOD_V2, "--order", order, "--step", "2" if order == "stop-first" else "1",
+               "--platform", platform)
     assert run.exit_code == 0, run.describe()
     assert plan_of(run)["order"] == ("stop-first" if order == "stop-first" else "start-first"), plan_of(run)
     assert run.summary["replaced"] == REPLICAS
+    assert plan_of(run)["where"].endswith("on Podman"), plan_of(run)
     running = assert_all_on(podman, service, podman_images[RPOD_V2])
     for container in running:
         health = container["State"]["Health"]
@@ -147,3 +151,12 @@ def test_an_image_podman_does_not_have_touches_nothing(
     assert "rpod-test/app:nowhere" in run.stderr, run.describe()
     running = assert_all_on(podman, service, podman_images[RPOD_V1])
     assert {c["Id"] for c in running} == set(service.originals.values())
+
+
+def test_platform_podman_refuses_an_engine_that_is_not_podman(docker_client: Any) -> None:
+    """Against the main dockerd: one line, exit 2, before anything is looked at."""
+    run = asyncio.run(run_rollover(["-H", "unix:///var/run/docker.sock", "redeploy", "rpod-none", "--selector",
+                                    "rpod.service=rpod-none", "--platform", "podman"], timeout=60))
+    assert run.exit_code == 2, run.describe()
+    assert run.stderr.strip() == ("error: InvalidOption: --platform podman: the engine at"
+                                  " unix:///var/run/docker.sock is not Podman"), run.describe()
