@@ -59,5 +59,14 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
 
 def run_virtual(main: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion on virtual time."""
+    results: list[T] = []
+
+    async def kept_aside() -> None:
+        # The main task's result stays out of the task: when the runner puts Ctrl-C's handler
+        # back, Python's signal module formats the repr of its handler, which names the task
+        # and so its result, a rollout of 10,000 targets (0.2 s of a 10,000-replica simulation).
+        results.append(await main)
+
     with asyncio.Runner(loop_factory=VirtualClockLoop) as runner:
-        return runner.run(main)
+        runner.run(kept_aside())
+    return results[0]

@@ -109,6 +109,8 @@ class Liveness:
     async def reachable(self) -> None:
         """Return once the event stream is open (at once unless it was lost); EngineLost when it
         stays lost for RECONNECT_TIMEOUT_S."""
+        if self._stream_ok.is_set():
+            return  # the usual case, every request: no wait to set up
         try:
             await asyncio.wait_for(self._stream_ok.wait(), RECONNECT_TIMEOUT_S)
         except TimeoutError:

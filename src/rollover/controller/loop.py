@@ -21,6 +21,7 @@ from rollover.backends.base import Backend, Refilling
 from rollover.balancers.base import Balancer, NoBalancer
 from rollover.controller.executor import Executor
 from rollover.controller.liveness import Broken, Liveness, StreamLost, StreamRestored
+from rollover.controller.mailbox import Mailbox
 from rollover.controller.messages import (
     Acknowledged,
     Admitted,
@@ -80,7 +81,7 @@ class Controller:
         self._drain_timeout_s = drain_timeout_s  # also bounds the lock's lease
         self._report_to = report or (lambda event: None)
         self._holder = holder or default_holder()
-        self._messages: asyncio.Queue[Message] = asyncio.Queue()
+        self._messages: Mailbox[Message] = Mailbox()
         # Event-stream outages so far, and whether the last one's resync is still to be applied:
         # until it is, deadlines wait (rollout.blinded).
         self._outages = 0
@@ -90,8 +91,8 @@ class Controller:
         self._interrupted_by: str | None = None
         # Set when the platform stayed away mid-rollout: the rollout ends where it stands, with a summary.
         self._engine_lost: EngineLost | None = None
-        self._link = Liveness(backend, self._messages.put_nowait, self._report)
-        self._effects = Executor(backend, self.balancer, self._link, self._messages.put_nowait, self._report,
+        self._link = Liveness(backend, self._messages.post, self._report)
+        self._effects = Executor(backend, self.balancer, self._link, self._messages.post, self._report,
                                  admission=self._admission, drain_timeout_s=drain_timeout_s)
         self._main: asyncio.Task[object] | None = None
         self._lock_wait_s = lock_wait_s
@@ -115,7 +116,7 @@ class Controller:
         self._signalled.set()
         if self._interrupted_by is None:
             self._interrupted_by = signal_name
-            self._messages.put_nowait(Interrupted(signal_name))
+            self._messages.post(Interrupted(signal_name))
         elif self._main is not None:
             self._report(EventKind.INTERRUPTED_AGAIN, signal=signal_name)
             self._main.cancel()
@@ -302,20 +303,27 @@ class Controller:
         if self._outages_unseen:
             state = rollout.blinded(state)
         try:
+            state = self._advance(state)
             while True:
-                state = self._apply(state, lambda s: rollout.advance(s, self._now()))
                 decision = decide(state, self.policy, self._order, self._now())
                 state = self._act(state, decision)
                 if decision.finished:
                     break
-                message = await self._next_message(decision.wake_at)
-                if message is not None:
-                    state = self._apply(state, partial(self._receive, message=message))
+                # Everything that arrived meanwhile (in a simulation: all of this instant), each
+                # message followed by what time made due, then one decision for them all.
+                messages = await self._messages.take(decision.wake_at)
+                for message in messages:
+                    state = self._advance(self._apply(state, partial(self._receive, message=message)))
+                if not messages:  # the deadline came first
+                    state = self._advance(state)
             await self._effects.settle()
         except EngineLost as lost:
             self._engine_lost = lost
             await self._effects.abandon()  # the engine that would carry them out is gone
         return state
+
+    def _advance(self, state: RolloutState) -> RolloutState:
+        return self._apply(state, lambda s: rollout.advance(s, self._now()))
 
     def _act(self, state: RolloutState, decision: Decision) -> RolloutState:
         if decision.stop_issuing:
@@ -335,13 +343,6 @@ class Controller:
             state = self._apply(state, lambda s: rollout.request_sent(s, ids, self._now()))
             self._effects.request(decision.request, self._order)
         return state
-
-    async def _next_message(self, wake_at: float | None) -> Message | None:
-        timeout = None if wake_at is None else max(0.0, wake_at - self._now())
-        try:
-            return await asyncio.wait_for(self._messages.get(), timeout)
-        except TimeoutError:
-            return None
 
     def _stop_on_interrupt(self, state: RolloutState, signal_name: str) -> RolloutState:
         self._report(EventKind.INTERRUPTED, signal=signal_name, in_flight=state.in_flight())
@@ -389,12 +390,11 @@ class Controller:
         new = change(state)
         for before, after in rollout.changes(state, new):
             # The changed targets only (see rollout.changes): 10,000 of them in a simulation.
-            if before != after:
-                for kind, name, at, detail in replica_steps(before, after, self.policy.grace_s):
-                    if kind is EventKind.FAILED:
-                        self._effects.explain_failure(after, at, detail)
-                    else:
-                        self._emit(kind, name, at, detail)
-                if after.phase is Phase.SKIPPED and before.phase is not Phase.SKIPPED:
-                    self._effects.forget_removed(after)
+            for kind, name, at, detail in replica_steps(before, after, self.policy.grace_s):
+                if kind is EventKind.FAILED:
+                    self._effects.explain_failure(after, at, detail)
+                else:
+                    self._emit(kind, name, at, detail)
+            if after.phase is Phase.SKIPPED and before.phase is not Phase.SKIPPED:
+                self._effects.forget_removed(after)
         return new

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from enum import StrEnum
 
 from rollover.core.model import Replica
@@ -63,6 +63,18 @@ class TargetProgress:
     cleaned_up: bool = False  # the platform action owed after the outcome was issued
 
 
+_FIELDS = frozenset(field.name for field in fields(TargetProgress))
+
+
+def evolved(item: TargetProgress, **changes: object) -> TargetProgress:
+    """``dataclasses.replace`` for a TargetProgress at the cost of one dict copy (``replace`` runs
+    ``__init__`` field by field): a simulated rollout of 10,000 replicas makes 50,000 of them."""
+    assert changes.keys() <= _FIELDS, f"not fields of TargetProgress: {changes.keys() - _FIELDS}"
+    new = object.__new__(TargetProgress)
+    object.__setattr__(new, "__dict__", {**item.__dict__, **changes})
+    return new
+
+
 class RolloutState:
     """The rollout's state, immutable like a frozen dataclass, and indexed: besides the targets'
     progress in order it keeps where each target and replacement is, how many targets are in each
@@ -96,6 +108,9 @@ class RolloutState:
     _failed_replaced: frozenset[int]  # FAILED with a replacement still to discard
     _settle_ends: list[tuple[float, int]]  # heap of (settle_until, position) of SETTLING targets
     _deadlines: list[tuple[float, int]]  # heap of (deadline, position) of REDEPLOYING targets
+    # (the items before the last _put, the positions it changed): what ``changes`` reads when it
+    # is asked about that one step, the usual case, instead of comparing every piece.
+    _delta: tuple[Pieces[TargetProgress], tuple[int, ...]]
 
     def __init__(
         self, progress: Sequence[TargetProgress], batch: int, grace_s: float, admission: bool = False,
@@ -174,7 +189,14 @@ class RolloutState:
 def changes(before: RolloutState, after: RolloutState) -> list[tuple[TargetProgress, TargetProgress]]:
     """(before, after) of every target a transition changed, in order; transitions keep an
     unchanged target as the same object, so identity finds them."""
-    return [(before._items[position], after._items[position]) for position in before._items.changed(after._items)]
+    mine, theirs = before._items, after._items
+    if mine is theirs:
+        return []
+    parent, positions = after._delta
+    if parent is not mine:  # several steps apart: compare them piece by piece
+        positions = tuple(mine.changed(theirs))
+    return [(mine[position], theirs[position]) for position in sorted(positions)
+            if mine[position] is not theirs[position]]
 
 
 def _indexed(progress: Sequence[TargetProgress]) -> dict[str, object]:
@@ -188,13 +210,14 @@ def _indexed(progress: Sequence[TargetProgress]) -> dict[str, object]:
         _items=items, _position={item.target.id: position for position, item in reversed(list(enumerate(progress)))},
         _replacement=Shards((item.replacement.id, position) for position, item in reversed(list(enumerate(progress)))
                             if item.replacement is not None),
-        _counts=counts, _first_waiting=first,
+        _counts=counts, _first_waiting=first, _delta=(items, ()),
     )
     memberships: dict[str, object] = {}
     for name in ("_to_admit", "_adopted_up", "_failed_replaced"):
-        memberships[name] = frozenset(position for position, item in enumerate(progress) if _MEMBER[name](item))
+        memberships[name] = frozenset(position for position, item in enumerate(progress)
+                                      if _membership(item) == name)
     memberships["_replaced_up"] = Shards((position, None) for position, item in enumerate(progress)
-                                         if _MEMBER["_replaced_up"](item))
+                                         if _membership(item) == "_replaced_up")
     settle_ends = [(item.settle_until, position) for position, item in enumerate(progress) if _settling(item)]
     deadlines = [(item.deadline, position) for position, item in enumerate(progress) if _redeploying(item)]
     heapq.heapify(settle_ends)
@@ -210,14 +233,20 @@ def _redeploying(item: TargetProgress) -> bool:
     return item.phase is Phase.REDEPLOYING and item.deadline is not None
 
 
-_MEMBER: dict[str, Callable[[TargetProgress], bool]] = {
-    "_to_admit": lambda item: item.phase is Phase.ADMITTING and not item.admission_issued,
-    "_adopted_up": lambda item: item.phase is Phase.UP and not item.cleaned_up and item.adopted and not item.refill,
-    "_replaced_up": lambda item: (item.phase is Phase.UP and not item.cleaned_up and not item.adopted
-                                  and not item.refill),
-    "_failed_replaced": lambda item: item.phase is Phase.FAILED and item.replacement is not None
-    and not item.cleaned_up,
-}
+def _membership(item: TargetProgress) -> str:
+    """Which of the index's cleanup memberships ``item`` is in ('' for none; they exclude each
+    other, by phase): ADMITTING not yet issued, UP adopted or replaced with its old replica still
+    to retire (a refill has none), FAILED with a replacement still to discard."""
+    phase = item.phase
+    if phase is Phase.UP:
+        if item.cleaned_up or item.refill:
+            return ""
+        return "_adopted_up" if item.adopted else "_replaced_up"
+    if phase is Phase.ADMITTING:
+        return "" if item.admission_issued else "_to_admit"
+    if phase is Phase.FAILED and item.replacement is not None and not item.cleaned_up:
+        return "_failed_replaced"
+    return ""
 
 
 def _put(state: RolloutState, changed: dict[int, TargetProgress], **fields: object) -> RolloutState:
@@ -225,8 +254,7 @@ def _put(state: RolloutState, changed: dict[int, TargetProgress], **fields: obje
     if not changed:
         return state._evolve(**fields) if fields else state
     items, counts = state._items, dict(state._counts)
-    sets: dict[str, frozenset[int]] = {name: getattr(state, name) for name in ("_to_admit", "_adopted_up",
-                                                                                 "_failed_replaced")}
+    sets: dict[str, frozenset[int]] = {}
     replaced_up, replacement = state._replaced_up, state._replacement
     settle_ends, deadlines = state._settle_ends, state._deadlines
     first_waiting = state._first_waiting
@@ -235,12 +263,18 @@ def _put(state: RolloutState, changed: dict[int, TargetProgress], **fields: obje
         items = items.with_item(position, new)
         counts[old.phase] -= 1
         counts[new.phase] += 1
-        for name, members in sets.items():
-            if _MEMBER[name](new) != (position in members):
-                sets[name] = members | {position} if _MEMBER[name](new) else members - {position}
-        if _MEMBER["_replaced_up"](new) != (position in replaced_up):
-            replaced_up = replaced_up.set(position, None) if _MEMBER["_replaced_up"](new) \
-                else replaced_up.without(position)
+        # The index's invariant: a target is in the membership its item says (_membership), so
+        # the old item says which one it leaves.
+        was, now = _membership(old), _membership(new)
+        if was != now:
+            if was == "_replaced_up":
+                replaced_up = replaced_up.without(position)
+            elif was:
+                sets[was] = sets.get(was, getattr(state, was)) - {position}
+            if now == "_replaced_up":
+                replaced_up = replaced_up.set(position, None)
+            elif now:
+                sets[now] = sets.get(now, getattr(state, now)) | {position}
         if new.replacement is not None and new.replacement is not old.replacement:
             replacement = replacement.set(new.replacement.id, position)
         if _settling(new) and not (_settling(old) and old.settle_until == new.settle_until):
@@ -255,11 +289,19 @@ def _put(state: RolloutState, changed: dict[int, TargetProgress], **fields: obje
         first_waiting += 1
     # Entries of targets that moved on stay in the heaps until they reach the top: pop them there,
     # so that the top is always a live grace end or deadline.
-    settle_ends = _pruned(settle_ends, items, lambda item, at: _settling(item) and item.settle_until == at)
-    deadlines = _pruned(deadlines, items, lambda item, at: _redeploying(item) and item.deadline == at)
+    settle_ends = _pruned(settle_ends, items, _settles_at)
+    deadlines = _pruned(deadlines, items, _due_at)
     return state._evolve(_items=items, _counts=counts, _replaced_up=replaced_up, _replacement=replacement,
                          _settle_ends=settle_ends, _deadlines=deadlines, _first_waiting=first_waiting,
-                         **sets, **fields)
+                         _delta=(state._items, tuple(changed)), **sets, **fields)
+
+
+def _settles_at(item: TargetProgress, at: float) -> bool:
+    return _settling(item) and item.settle_until == at
+
+
+def _due_at(item: TargetProgress, at: float) -> bool:
+    return _redeploying(item) and item.deadline == at
 
 
 def _pruned(heap: list[tuple[float, int]], items: Pieces[TargetProgress],
@@ -300,8 +342,7 @@ def start(
 
 def _update(state: RolloutState, ids: Iterable[str], **changes: object) -> RolloutState:
     positions = sorted({state._position[target_id] for target_id in ids if target_id in state._position})
-    return _put(state, {position: replace(state._items[position], **changes)  # type: ignore[arg-type]
-                        for position in positions})
+    return _put(state, {position: evolved(state._items[position], **changes) for position in positions})
 
 
 def request_sent(state: RolloutState, target_ids: Sequence[str], at: float) -> RolloutState:
@@ -339,8 +380,8 @@ def request_acknowledged(
     for asked, gone in swaps:
         mine, theirs = by_id[asked], by_id[gone]
         progress[mine], progress[theirs] = (
-            replace(at_place(mine), target=at_place(theirs).target, restore_from=at_place(theirs).restore_from),
-            replace(at_place(theirs), target=at_place(mine).target, restore_from=at_place(mine).restore_from),
+            evolved(at_place(mine), target=at_place(theirs).target, restore_from=at_place(theirs).restore_from),
+            evolved(at_place(theirs), target=at_place(mine).target, restore_from=at_place(mine).restore_from),
         )
         by_id[asked], by_id[gone] = theirs, mine
     # Each replacement goes to the place of the target it displaced; one that displaced nothing
@@ -353,7 +394,7 @@ def request_acknowledged(
     left = [place for place in places if place not in owners.values()]
     for number, (new, timeout) in enumerate(zip(replacements, timeouts, strict=True)):
         index = owners[number] if number in owners else left.pop(0)
-        progress[index] = replace(
+        progress[index] = evolved(
             at_place(index), phase=Phase.REDEPLOYING, replacement=new, acked_at=at, deadline=at + timeout
         )
     state = _put(state, dict(sorted(progress.items())), _position=by_id, request_outstanding=False)
@@ -442,7 +483,7 @@ def sighted(state: RolloutState, now: float) -> RolloutState:
     at 13 s."""
     passed = sorted({position for deadline, position in state._deadlines if deadline < now
                      and _redeploying(state._items[position]) and state._items[position].deadline == deadline})
-    return _put(state, {position: replace(state._items[position], deadline=now) for position in passed}, blind=False)
+    return _put(state, {position: evolved(state._items[position], deadline=now) for position in passed}, blind=False)
 
 
 def advance(state: RolloutState, now: float) -> RolloutState:
@@ -452,12 +493,12 @@ def advance(state: RolloutState, now: float) -> RolloutState:
     for position in _due(state._settle_ends, now):
         item = state._items[position]
         if _settling(item) and item.settle_until <= now:  # type: ignore[operator]
-            changed[position] = replace(item, phase=Phase.UP, finished_at=item.settle_until)
+            changed[position] = evolved(item, phase=Phase.UP, finished_at=item.settle_until)
     for position in _due(state._deadlines, now) if not state.blind else ():
         item = state._items[position]
         if _redeploying(item) and item.deadline <= now and position not in changed:  # type: ignore[operator]
             timeout = item.deadline - (item.acked_at or 0.0)  # type: ignore[operator]
-            changed[position] = replace(item, phase=Phase.FAILED, finished_at=item.deadline,
+            changed[position] = evolved(item, phase=Phase.FAILED, finished_at=item.deadline,
                                         failure=f"replacement not up within {timeout:g}s")
     return _put(state, dict(sorted(changed.items())))
 
