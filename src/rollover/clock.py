@@ -28,14 +28,26 @@ class _InstantSelector(selectors.DefaultSelector):
     """A selector that never blocks: where it would wait ``timeout`` seconds, it advances the
     owning loop's virtual clock by ``timeout`` and returns at once."""
 
+    # While callbacks are ready (``timeout`` 0) the loop asks every round; a signal's wakeup byte
+    # (Ctrl-C) is looked for every so many rounds and whenever time moves, which is soon enough,
+    # and spares a system call per round: a simulation of 10,000 replicas runs 50,000 of them.
+    _POLL_EVERY = 64
+
     def __init__(self, advance: Callable[[float], None]) -> None:
         super().__init__()
         self._advance = advance
+        self._busy_rounds = 0
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout == 0:
+            self._busy_rounds += 1
+            if self._busy_rounds % self._POLL_EVERY:
+                return []
         ready = super().select(0)
         if ready:
             return ready
+        if timeout == 0:
+            return []
         if timeout is None:
             # Nothing scheduled and nothing ready: in a simulation nothing can ever happen again.
             raise RuntimeError("virtual clock: every task is waiting and no timer is set (deadlock)")

@@ -329,18 +329,20 @@ class Controller:
         if decision.stop_issuing:
             state = rollout.stop_issuing(state)
             self._report(EventKind.STOP_ISSUING, policy=self.policy.on_failure.value)
+        cleanups = (*decision.retire, *decision.discard)
+        if decision.admit or cleanups or decision.request:
+            # One transition for all the decision issues (a simulation makes 20,000 decisions).
+            state = self._apply(state, lambda s: rollout.issued(
+                s, admissions=[item.target.id for item in decision.admit],
+                cleanups=[item.target.id for item in cleanups],
+                request=[item.target.id for item in decision.request], at=self._now()))
         for item in decision.admit:
-            state = rollout.admission_issued(state, item.target.id)
             self._effects.admit(item)
         for item in decision.retire:
-            state = rollout.cleaned_up(state, item.target.id)
             self._effects.retire(item)
         for item in decision.discard:
-            state = rollout.cleaned_up(state, item.target.id)
             self._effects.discard(item)
         if decision.request:
-            ids = [item.target.id for item in decision.request]
-            state = self._apply(state, lambda s: rollout.request_sent(s, ids, self._now()))
             self._effects.request(decision.request, self._order)
         return state
 

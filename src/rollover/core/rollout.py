@@ -5,13 +5,14 @@ here performs anything or reads a clock. ``plan.decide`` reads the state to say 
 
 One ``TargetProgress`` per target walks:
 
-    WAITING -> REQUESTED -> REDEPLOYING -> [ADMITTING] -> SETTLING -> UP
-                   \\             \\              \\             \\
-                    +-------------+--------------+-------------+--> FAILED
+    WAITING -> REQUESTED -> REDEPLOYING -> [ADMITTING] -> [SETTLING] -> UP
+                   \\             \\              \\              \\
+                    +-------------+--------------+--------------+--> FAILED
 
 REQUESTED: the request is out, not yet acknowledged. REDEPLOYING: the platform acknowledged; the
 replacement exists and is starting. ADMITTING (only with a balancer or a post-start hook): the
-replacement is up and is being put into rotation. SETTLING: it serves and the grace period runs.
+replacement is up and is being put into rotation. SETTLING: it serves and the grace period runs
+(without a grace period, none: it is UP the moment it serves).
 A rollback is a second rollout of the same shape whose targets are the replacements, each
 carrying the original it is restored from.
 """
@@ -165,19 +166,21 @@ class RolloutState:
         return self._items[self._first_waiting] if self._first_waiting < len(self._items) else None
 
     def to_admit(self) -> tuple[TargetProgress, ...]:
-        return tuple(self._items[position] for position in sorted(self._to_admit))
+        return self._in_order(self._to_admit)
 
     def retirable(self, replaced_too: bool) -> tuple[TargetProgress, ...]:
         """UP targets whose old replica is still to retire: adopted ones, and with ``replaced_too``
         (start-first) the replaced ones, in order."""
-        positions = set(self._adopted_up)
-        if replaced_too:
-            positions.update(self._replaced_up)
-        return tuple(self._items[position] for position in sorted(positions))
+        if not (replaced_too and self._replaced_up):
+            return self._in_order(self._adopted_up)
+        return self._in_order({*self._adopted_up, *self._replaced_up})
 
     def failed_replaced(self) -> tuple[TargetProgress, ...]:
         """FAILED targets whose replacement is still to discard, in order."""
-        return tuple(self._items[position] for position in sorted(self._failed_replaced))
+        return self._in_order(self._failed_replaced)
+
+    def _in_order(self, positions: Iterable[int]) -> tuple[TargetProgress, ...]:
+        return tuple(self._items[position] for position in sorted(positions)) if positions else ()
 
     def next_settle_end(self) -> float | None:
         return self._settle_ends[0][0] if self._settle_ends else None
@@ -288,9 +291,11 @@ def _put(state: RolloutState, changed: dict[int, TargetProgress], **fields: obje
     while first_waiting < len(items) and items[first_waiting].phase is not Phase.WAITING:
         first_waiting += 1
     # Entries of targets that moved on stay in the heaps until they reach the top: pop them there,
-    # so that the top is always a live grace end or deadline.
-    settle_ends = _pruned(settle_ends, items, _settles_at)
-    deadlines = _pruned(deadlines, items, _due_at)
+    # so that the top is always a live grace end or deadline (only a change can end a top's life).
+    if settle_ends and settle_ends[0][1] in changed:
+        settle_ends = _pruned(settle_ends, items, _settles_at)
+    if deadlines and deadlines[0][1] in changed:
+        deadlines = _pruned(deadlines, items, _due_at)
     return state._evolve(_items=items, _counts=counts, _replaced_up=replaced_up, _replacement=replacement,
                          _settle_ends=settle_ends, _deadlines=deadlines, _first_waiting=first_waiting,
                          _delta=(state._items, tuple(changed)), **sets, **fields)
@@ -333,8 +338,9 @@ def start(
         for old, new in adopted
     )
     missing = tuple(TargetProgress(target=stand_in, refill=True) for stand_in in refills)
+    waiting = TargetProgress(target=targets[0]) if targets else None  # the others are copies: 10,000 of them
     progress = tuple(
-        TargetProgress(target=target, restore_from=original)
+        evolved(waiting, target=target, restore_from=original)  # type: ignore[arg-type]
         for target, original in zip(targets, originals, strict=True)
     )
     return RolloutState(progress=done + missing + progress, batch=batch, grace_s=grace_s, admission=admission)
@@ -363,6 +369,12 @@ def request_acknowledged(
     trades with web-5 (web-5 redeploying, web-1 waiting), and each replacement belongs to the
     target it displaced, whatever the order of the answer.
     """
+    if (len(target_ids) == 1 and replacements[0].replaces in (None, target_ids[0]) and not state.extras_up
+            and not state.unclaimed_up and not state.unclaimed_down):
+        # The usual answer, without the bookkeeping below for the unusual ones (the same outcome).
+        only = state._position[target_ids[0]]
+        return _put(state, {only: evolved(state._items[only], phase=Phase.REDEPLOYING, replacement=replacements[0],
+                                           acked_at=at, deadline=at + timeouts[0])}, request_outstanding=False)
     progress: dict[int, TargetProgress] = {}  # the places changed, over the state's own
 
     def at_place(place: int) -> TargetProgress:
@@ -438,7 +450,7 @@ def replica_up(state: RolloutState, replica_id: str, at: float) -> RolloutState:
             return state  # a repeated healthy report
         if state.admission:
             return _update(state, [owner.target.id], phase=Phase.ADMITTING, up_at=at)
-        return _update(state, [owner.target.id], phase=Phase.SETTLING, up_at=at, settle_until=at + state.grace_s)
+        return _update(state, [owner.target.id], up_at=at, **_settling_from(state, at))
     if target is not None:
         return state  # a starting target came up: it still waits for its turn (the seed's rule)
     if state.request_outstanding:
@@ -530,7 +542,15 @@ def admitted(state: RolloutState, target_id: str, at: float) -> RolloutState:
     """The replacement is in rotation: its grace period starts now."""
     if not _admitting(state, target_id):
         return state  # it failed meanwhile, or the answer is for another phase's replica
-    return _update(state, [target_id], phase=Phase.SETTLING, settle_until=at + state.grace_s)
+    return _update(state, [target_id], **_settling_from(state, at))
+
+
+def _settling_from(state: RolloutState, at: float) -> dict[str, object]:
+    """A replacement's grace period starts at ``at``; without one it is UP at once (what
+    ``advance`` would make of it at that instant, one transition sooner)."""
+    if state.grace_s > 0:
+        return {"phase": Phase.SETTLING, "settle_until": at + state.grace_s}
+    return {"phase": Phase.UP, "settle_until": at, "finished_at": at}
 
 
 def admission_failed(state: RolloutState, target_id: str, reason: str, at: float) -> RolloutState:
@@ -545,3 +565,18 @@ def stop_issuing(state: RolloutState) -> RolloutState:
 
 def cleaned_up(state: RolloutState, target_id: str) -> RolloutState:
     return _update(state, [target_id], cleaned_up=True)
+
+
+def issued(state: RolloutState, *, admissions: Sequence[str] = (), cleanups: Sequence[str] = (),
+           request: Sequence[str] = (), at: float = 0.0) -> RolloutState:
+    """A decision's effects issued, as one transition: ``admission_issued`` for ``admissions``,
+    ``cleaned_up`` for ``cleanups``, then ``request_sent`` for ``request`` (if any) at ``at``."""
+    changed: dict[int, TargetProgress] = {}
+    for ids, changes in ((admissions, {"admission_issued": True}), (cleanups, {"cleaned_up": True}),
+                         (request, {"phase": Phase.REQUESTED, "requested_at": at})):
+        for target_id in ids:
+            position = state._position.get(target_id)
+            if position is not None:
+                changed[position] = evolved(changed.get(position, state._items[position]), **changes)
+    fields = {"request_outstanding": True} if request else {}
+    return _put(state, dict(sorted(changed.items())), **fields)

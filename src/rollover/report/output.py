@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from rollover.core.events import EventKind
@@ -91,19 +91,8 @@ class TextReporter:
                     " refilling them first")
         if not event.replica:
             return f"{stamp} {_rollout_words(event.kind, detail)}"
-        words = {
-            EventKind.REQUEST_SENT: _request_words(detail),
-            EventKind.ACKNOWLEDGED: f"replacement {detail.get('replacement')} created",
-            EventKind.UP: "replacement up",
-            EventKind.SETTLED: "done",
-            EventKind.FAILED: f"FAILED: {detail.get('reason')}",
-            EventKind.SKIPPED: f"skipped: {detail.get('reason')}",
-            EventKind.RETIRED: "old replica stopped and removed",
-            EventKind.DISCARDED: f"failed replacement {detail.get('replacement')} removed",
-            EventKind.ADOPTED: f"the dead rollout's replacement {detail.get('replacement')} counts as replaced",
-            EventKind.CLEANUP_FAILED: f"cleanup failed: {detail.get('reason')}",
-        }
-        line = f"{stamp} {event.replica}: {words.get(event.kind, event.kind)}"
+        words = _REPLICA_WORDS.get(event.kind)
+        line = f"{stamp} {event.replica}: {event.kind if words is None else words(detail)}"
         if event.kind == EventKind.FAILED and isinstance(detail.get("diagnosis"), dict):
             line += "".join(f"\n    {text}" for text in diagnosis_text(detail["diagnosis"]))  # type: ignore[arg-type]
         return line
@@ -163,6 +152,20 @@ def diagnosis_text(diagnosis: dict[str, object]) -> list[str]:
     return lines
 
 
+_REPLICA_WORDS: dict[EventKind, Callable[[dict[str, object]], str]] = {
+    EventKind.REQUEST_SENT: lambda detail: _request_words(detail),
+    EventKind.ACKNOWLEDGED: lambda detail: f"replacement {detail.get('replacement')} created",
+    EventKind.UP: lambda detail: "replacement up",
+    EventKind.SETTLED: lambda detail: "done",
+    EventKind.FAILED: lambda detail: f"FAILED: {detail.get('reason')}",
+    EventKind.SKIPPED: lambda detail: f"skipped: {detail.get('reason')}",
+    EventKind.RETIRED: lambda detail: "old replica stopped and removed",
+    EventKind.DISCARDED: lambda detail: f"failed replacement {detail.get('replacement')} removed",
+    EventKind.ADOPTED: lambda detail: f"the dead rollout's replacement {detail.get('replacement')} counts as replaced",
+    EventKind.CLEANUP_FAILED: lambda detail: f"cleanup failed: {detail.get('reason')}",
+}
+
+
 def _request_words(detail: dict[str, object]) -> str:
     if detail.get("refill"):
         return "making a new replica in place of one the dead rollout removed"
@@ -208,6 +211,10 @@ def event_record(event: ProgressEvent) -> dict[str, object]:
     return record
 
 
+# json.dumps(..., default=str) makes an encoder per call; one serves every line.
+_ENCODER = json.JSONEncoder(default=str)
+
+
 class JsonReporter:
     """One JSON object per line per event. The summary is held back and printed by ``finish``,
     so it is always the last line, with the timeline in it when one was asked for."""
@@ -225,7 +232,7 @@ class JsonReporter:
             self._print(record)
 
     def _print(self, record: dict[str, object]) -> None:
-        print(json.dumps(self.redact.value(record), default=str), file=self.out, flush=True)
+        print(_ENCODER.encode(self.redact.value(record)), file=self.out, flush=True)
 
     def finish(self, chart: str | None) -> None:
         if self.summary is None:

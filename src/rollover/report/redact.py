@@ -33,7 +33,8 @@ class Redactor:
         self._secrets = sorted(set(secrets), key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
-        text = _URL_PASSWORD.sub(lambda match: f"{match['scheme']}{match['user']}:{MASK}@", text)
+        if "://" in text:  # the pattern's own start, found far faster than the pattern (every line passes here)
+            text = _URL_PASSWORD.sub(lambda match: f"{match['scheme']}{match['user']}:{MASK}@", text)
         for secret in self._secrets:
             text = text.replace(secret, MASK)
         return text
