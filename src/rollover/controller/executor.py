@@ -10,8 +10,9 @@ so the rollout fails with the reason and still ends with its summary.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from functools import partial
+from typing import Any
 
 from rollover.backends.base import Backend, Diagnosing, Refilling
 from rollover.balancers.base import Balancer, BalancerView, Telling
@@ -123,8 +124,8 @@ class Executor:
             fields["sessions"] = sum(counted)
         return fields
 
-    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(work)
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task

@@ -54,17 +54,19 @@ def render_timeline(result: RolloutResult, marks: Sequence[float] = ()) -> str:
 class TextReporter:
     """Plain lines, one per step: readable live in a terminal and in a CI log alike."""
 
-    def __init__(self, out: TextIO | None = None, quiet: bool = False, redact: Redactor | None = None) -> None:
+    def __init__(self, out: TextIO | None = None, quiet: bool = False, redact: Redactor | None = None,
+                 flush: bool = True) -> None:
         self.out = out or sys.stdout
         self.quiet = quiet
         self.redact = redact or Redactor()
+        self.flush = flush  # each line as it happens; a simulation's lines all come within a second
 
     def __call__(self, event: ProgressEvent) -> None:
         if self.quiet and event.kind not in (EventKind.SUMMARY, EventKind.FAILED):
             return
         line = self._describe(event)
         if line:
-            print(self.redact(line), file=self.out, flush=True)
+            print(self.redact(line), file=self.out, flush=self.flush)
 
     def _describe(self, event: ProgressEvent) -> str:
         detail = event.fields()
@@ -219,9 +221,10 @@ class JsonReporter:
     """One JSON object per line per event. The summary is held back and printed by ``finish``,
     so it is always the last line, with the timeline in it when one was asked for."""
 
-    def __init__(self, out: TextIO | None = None, redact: Redactor | None = None) -> None:
+    def __init__(self, out: TextIO | None = None, redact: Redactor | None = None, flush: bool = True) -> None:
         self.out = out or sys.stdout
         self.redact = redact or Redactor()
+        self.flush = flush  # as TextReporter.flush
         self.summary: dict[str, object] | None = None
 
     def __call__(self, event: ProgressEvent) -> None:
@@ -232,7 +235,7 @@ class JsonReporter:
             self._print(record)
 
     def _print(self, record: dict[str, object]) -> None:
-        print(_ENCODER.encode(self.redact.value(record)), file=self.out, flush=True)
+        print(_ENCODER.encode(self.redact.value(record)), file=self.out, flush=self.flush)
 
     def finish(self, chart: str | None) -> None:
         if self.summary is None:

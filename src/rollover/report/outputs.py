@@ -24,10 +24,11 @@ class Outputs(NamedTuple):
 
 
 def choose_outputs(*, json: bool, quiet: bool, live: bool, report: bool,
-                   redactor: Callable[[], Redactor]) -> Outputs:
-    json_reporter = JsonReporter(redact=redactor()) if json else None
+                   redactor: Callable[[], Redactor], flush: bool = True) -> Outputs:
+    """``flush``: each line as it is told (a simulation, all told within a second, need not)."""
+    json_reporter = JsonReporter(redact=redactor(), flush=flush) if json else None
     live_view = LiveReporter(sys.stdout, redactor()) if live else None
-    shown: Reporter = json_reporter or live_view or TextReporter(quiet=quiet, redact=redactor())
+    shown: Reporter = json_reporter or live_view or TextReporter(quiet=quiet, redact=redactor(), flush=flush)
     if not report:
         return Outputs(shown, json_reporter, None, live_view)
     recorder = Recorder(redactor())
