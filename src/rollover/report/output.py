@@ -71,6 +71,8 @@ class TextReporter:
     def _describe(self, event: ProgressEvent) -> str:
         detail = event.fields()
         stamp = f"[{event.at:7.1f}s]"
+        if event.replica and event.kind in _REPLICA_WORDS:  # nearly every line: a replica's step
+            return self._replica_line(event, stamp, detail)
         if event.kind == EventKind.PLAN:
             return _plan_text(detail)
         if event.kind == EventKind.SUMMARY:
@@ -93,6 +95,10 @@ class TextReporter:
                     " refilling them first")
         if not event.replica:
             return f"{stamp} {_rollout_words(event.kind, detail)}"
+        return self._replica_line(event, stamp, detail)
+
+    @staticmethod
+    def _replica_line(event: ProgressEvent, stamp: str, detail: dict[str, object]) -> str:
         words = _REPLICA_WORDS.get(event.kind)
         line = f"{stamp} {event.replica}: {event.kind if words is None else words(detail)}"
         if event.kind == EventKind.FAILED and isinstance(detail.get("diagnosis"), dict):
