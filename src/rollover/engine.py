@@ -22,9 +22,6 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-import docker
-import docker.errors
-import docker.utils
 import requests
 
 from rollover.dialect import (
@@ -36,6 +33,14 @@ from rollover.dialect import (
     podman_event_filters,
 )
 from rollover.errors import EngineUnavailable, ImageNotFound, PlatformError, RolloverError
+from rollover.imports import withheld
+
+# The SDK imports paramiko (0.2 s of CPU, a third of the SDK's import) whenever it is installed,
+# for ssh:// engines only: it is withheld here and imported by _allow_ssh when one is used.
+with withheld("paramiko"):
+    import docker
+    import docker.errors
+    import docker.utils
 
 T = TypeVar("T")
 Inspect = dict[str, Any]
@@ -170,6 +175,17 @@ class _EventStream(Iterator[dict[str, Any]]):
         self._stream.close()
 
 
+def _allow_ssh() -> None:
+    """What the SDK would have set up at import with paramiko at hand: its SSH adapter, found by
+    the client under this name when it is given an ssh:// address."""
+    import docker.api.client
+    import docker.transport
+    from docker.transport.sshconn import SSHHTTPAdapter
+
+    docker.transport.SSHHTTPAdapter = SSHHTTPAdapter
+    docker.api.client.SSHHTTPAdapter = SSHHTTPAdapter
+
+
 class Engine:
     """A connected Docker client whose async methods never raise foreign exceptions.
 
@@ -203,6 +219,8 @@ class Engine:
         if docker_host is not None:
             environment["DOCKER_HOST"] = docker_host  # keeps DOCKER_TLS_VERIFY/CERT_PATH in play
         # ssh://: the system's ssh, as the docker CLI does (its config, agent and known_hosts apply).
+        if address.startswith("ssh://"):
+            _allow_ssh()
         client = docker.from_env(environment=environment, use_ssh_client=address.startswith("ssh://"))
         system_time = datetime.fromisoformat(client.info()["SystemTime"]).timestamp()
         # Measured against the moment the answer arrived, the offset can only come out too small,
