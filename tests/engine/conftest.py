@@ -57,7 +57,7 @@ def compose_project(
 @pytest.fixture(scope="session")
 def exits_image(docker_client: Any, app_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
                 ) -> Iterator[str]:
-    """rtest-fault/app:exits: the test app (FROM scratch + the host's busybox, same healthcheck) whose
+    """rtest-fault/app:exits-<session>: the test app (FROM scratch + the host's busybox, same healthcheck) whose
     entrypoint exits 1 at once. Removed afterwards: no other suite uses it."""
     context = app_image_context(tmp_path_factory.mktemp("rtest-fault-exits-image"))
     (context / "entrypoint.sh").write_text('#!/bin/sh\necho "rtest-fault: exiting at once" >&2\nexit 1\n')

@@ -30,7 +30,9 @@ from tests.support.event_schema import assert_valid_events
 from tests.support.haproxy_front import HAProxy
 
 ROLLOVER = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "rollover")
-APP_EXITS = "rtest-fault/app:exits"  # the test app whose entrypoint exits 1 at once
+# The test app whose entrypoint exits 1 at once; a tag of this session only: another session on the
+# same engine removes its own when it ends.
+APP_EXITS = f"rtest-fault/app:exits-{uuid.uuid4().hex[:8]}"
 
 # How long any one rollover run may take before the test calls it hung and kills it.
 HANG_S = 90.0
