@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -47,6 +48,16 @@ MATRIX = [
     pytest.param(order, step, id=f"{order}-step-{step}")
     for order in ("start-first", "stop-first") for step in ("1", "2", "half")
 ]
+# The whole matrix runs for HAProxy in the suite; for the other balancers the suite runs the cells
+# given (each proof costs 15-40 s) and ``python -m bench.balancer_matrix`` runs all six
+# (ROLLOVER_FULL_MATRIX=1).
+FULL_MATRIX = os.environ.get("ROLLOVER_FULL_MATRIX") == "1"
+
+
+def suite_cells(ids: set[str]) -> list[Any]:
+    """The matrix's cells named by ``ids`` (all six with ROLLOVER_FULL_MATRIX=1)."""
+    return [cell for cell in MATRIX if FULL_MATRIX or cell.id in ids]
+
 
 def zd_name(kind: str) -> str:
     """Everything this suite makes is named ``rtest-zd-...`` (other suites share the engine)."""

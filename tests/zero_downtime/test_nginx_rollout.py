@@ -11,8 +11,8 @@ The same proof as the other balancers': 0 failed requests (probe at 200/s and th
 client), no 5xx in nginx's access log, only v2 answers once the last old replica was drained,
 and the upstream holding exactly the v2 replicas at the end. The suite runs three cells of the
 matrix (two on the host, ``NGINX_SUITE_MATRIX``, and stop-first step 2 through nginx in a
-container); ``python -m bench.nginx_matrix`` runs all six on the host
-(``ROLLOVER_NGINX_FULL_MATRIX=1``). Beside it: ``wrk`` with keep-alive connections through an
+container); ``python -m bench.balancer_matrix nginx`` runs all six on the host
+(``ROLLOVER_FULL_MATRIX=1``). Beside it: ``wrk`` with keep-alive connections through an
 nginx that keeps connections to the replicas alive too (``keepalive 16``), nginx in a container
 with the upstream file's directory on a bind mount, and the control: the same drain done by hooks
 that only rewrite and reload (``nginx -s reload``'s way), without waiting for anything, loses
@@ -41,7 +41,6 @@ from tests.support.fronts import wait_until
 from tests.support.http_stubs import who_answers
 from tests.support.local_nginx import NGINX, NginxContainer, NginxFront, nginx_image
 from tests.support.zero_downtime import (
-    MATRIX,
     RANDOM_LOOPBACK_PORT,
     REPLICAS,
     ROLLOVER,
@@ -52,6 +51,7 @@ from tests.support.zero_downtime import (
     report,
     roll_under_load,
     roll_under_wrk,
+    suite_cells,
     v2_replicas,
     wrk_running,
 )
@@ -60,8 +60,7 @@ pytestmark = pytest.mark.engine
 
 # The suite's three cells: two here, stop-first step 2 through nginx in a container below.
 NGINX_SUITE_MATRIX = {"start-first-step-1", "start-first-step-half"}
-FULL = os.environ.get("ROLLOVER_NGINX_FULL_MATRIX") == "1"
-CELLS = [cell for cell in MATRIX if FULL or cell.id in NGINX_SUITE_MATRIX]
+CELLS = suite_cells(NGINX_SUITE_MATRIX)
 HOOK = Path(__file__).resolve().parent.parent / "support" / "nginx_naive_hook.py"
 
 
