@@ -32,6 +32,7 @@ import json
 import math
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -246,6 +247,9 @@ def main() -> None:
     parser.add_argument("--steps", default="1,2,25%,half")
     parser.add_argument("--runs", type=int, default=1)
     options = parser.parse_args()
+    # A SIGTERM (`timeout`, a CI job cancelled) ends the run like ^C does, so the cleanup below runs:
+    # by default Python dies at once and leaves up to 2 x N containers healthchecking.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     subprocess.run([str(ROOT / "scripts" / "build-images")], check=True)
     api = docker.APIClient(version="auto")
     load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
