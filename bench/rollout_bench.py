@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLLOVER = ROOT / ".venv" / "bin" / "rollover"
@@ -267,6 +268,8 @@ def main() -> None:
                 compose(directory, "down", "-v", "--remove-orphans", "-t", "1")
             for container in api.containers(all=True, filters={"label": f"com.docker.compose.project={PROJECT}"}):
                 api.remove_container(container["Id"], force=True, v=True)  # the control's, by the bench's label
+            with contextlib.suppress(docker.errors.NotFound):  # a rollover stopped mid-run leaves its lock
+                api.remove_container(f"rollover-lock-{PROJECT}-web", force=True, v=True)
     load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     report(rows, alone_s, (load_before, load_after))
 
