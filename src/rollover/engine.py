@@ -284,9 +284,11 @@ class Engine:
         except docker.errors.NotFound:  # ImageNotFound is a NotFound
             return None
 
-    async def list_container_ids(self, labels: dict[str, str]) -> list[str]:
-        """Ids of every container (running or not) carrying all ``labels``."""
+    async def list_container_ids(self, labels: dict[str, str], status: str | None = None) -> list[str]:
+        """Ids of every container (running or not, or only in ``status``) carrying all ``labels``."""
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        if status is not None:
+            filters["status"] = [status]
         found = await self._call("list containers", self._api.containers, all=True, filters=filters)
         return [str(summary["Id"]) for summary in found]
 

@@ -136,7 +136,9 @@ class DockerBackend:
         if self._health_runs is None:
             return
         if action == "start" and has_check:
-            inspect = await self._workshop.connected().inspect_container(container_id)
+            # What rollover made is recorded already; anything else is looked up once.
+            recorded = self._workshop.recorded(container_id)
+            inspect = recorded or await self._workshop.connected().inspect_container(container_id)
             if inspect is not None:
                 self._health_runs.started(container_id, inspect)
         elif action in ("die", "destroy"):
