@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
+from rollover.backends.docker.backend import DockerBackend
+from rollover.core.model import Order, ReplicaUp
 from tests.support.podman import RPOD_BROKEN, RPOD_V1, RPOD_V2, PodmanService, rpod_name
+from tests.support.swarm import EventLog
 from tests.support.zero_downtime import RolloverRun, run_rollover
 
 pytestmark = pytest.mark.podman
@@ -160,3 +163,46 @@ def test_platform_podman_refuses_an_engine_that_is_not_podman(docker_client: Any
     assert run.exit_code == 2, run.describe()
     assert run.stderr.strip() == ("error: InvalidOption: --platform podman: the engine at"
                                   " unix:///var/run/docker.sock is not Podman"), run.describe()
+
+
+def test_a_replacement_whose_start_event_was_lost_is_still_health_checked(
+    podman: PodmanService, podman_images: dict[str, str], start_replicas: Callable[..., SelectorService],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Podman runs no healthcheck here; rollover runs it from the container's start on. A start
+    event lost on the way (a loaded engine, a stream reconnecting) must not leave a replacement
+    unchecked until its health budget runs out: rollover's own start of it begins the checks too.
+    (The CI run that found it: 'replacement not up within 14s', no check ever run.)"""
+    service = start_replicas()
+    heard_actions: list[str] = []
+    forward = DockerBackend._run_healthchecks
+
+    async def start_event_lost(self: DockerBackend, container_id: str, action: str, has_check: bool) -> None:
+        heard_actions.append(action)
+        if action != "start":
+            await forward(self, container_id, action, has_check)
+
+    monkeypatch.setattr(DockerBackend, "_run_healthchecks", start_event_lost)
+
+    async def scenario() -> str:
+        loop = asyncio.get_running_loop()
+        backend = DockerBackend(service.name, selector={"rpod.service": service.name}, image=RPOD_V2,
+                                docker_host=podman.host, clock=loop.time, podman=True)
+        await backend.connect()
+        log = EventLog(backend.events())
+        try:
+            snapshot = await backend.snapshot()
+            await backend.prepare(snapshot)
+            await backend.acquire_lock("tester")
+            [made] = await backend.redeploy(snapshot.replicas[:1], Order.START_FIRST)
+            await log.wait_for(ReplicaUp, made.id, timeout_s=30)
+            await backend.release_lock()
+            return made.id
+        finally:
+            log.close()
+            await backend.close()
+
+    made_id = asyncio.run(scenario())
+    assert "start" in heard_actions  # the event came, and was dropped: the checks began elsewhere
+    made = podman.client.api.inspect_container(made_id)
+    assert made["State"]["Health"]["Status"] == "healthy"

@@ -60,6 +60,7 @@ from rollover.backends.docker.scope import ServiceScope, replica_order
 from rollover.backends.docker.workshop import Workshop
 from rollover.backends.lease import LOCK_HOLDER_LABEL, LockRecord
 from rollover.core.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp, ServiceSnapshot, StaleLock
+from rollover.engine import Inspect
 from rollover.errors import InvalidOption, PlatformError, RolloverError, ServiceNotFound
 
 
@@ -136,13 +137,25 @@ class DockerBackend:
         if self._health_runs is None:
             return
         if action == "start" and has_check:
-            # What rollover made is recorded already; anything else is looked up once.
-            recorded = self._workshop.recorded(container_id)
-            inspect = recorded or await self._workshop.connected().inspect_container(container_id)
-            if inspect is not None:
-                self._health_runs.started(container_id, inspect)
+            await self._check_from_now(container_id)
         elif action in ("die", "destroy"):
             self._health_runs.stopped(container_id)
+
+    async def _check_from_now(self, container_id: str, inspect: Inspect | None = None) -> None:
+        """Podman: run the healthcheck of a container seen started (its event, rollover's own
+        start of it, a resync), once whichever way it was seen (health_runs.py)."""
+        if self._health_runs is None or self._health_runs.is_checked(container_id):
+            return
+        # What rollover made is recorded already; anything else is looked up once.
+        inspect = inspect or self._workshop.recorded(container_id)
+        inspect = inspect or await self._workshop.connected().inspect_container(container_id)
+        if inspect is not None:
+            self._health_runs.started(container_id, inspect)
+
+    async def _check_started(self, replicas: Sequence[Replica]) -> list[Replica]:
+        for replica in replicas:
+            await self._check_from_now(replica.id)
+        return list(replicas)
 
     def _tell(self, event: ReplicaEvent) -> None:
         """Deliver an event the engine does not send on the live stream; without one, the resync
@@ -154,11 +167,14 @@ class DockerBackend:
         engine = self._workshop.connected()
         found = await asyncio.gather(*(engine.inspect_container(replica_id) for replica_id in replica_ids))
         at = self._clock()
-        return [
-            event
-            for replica_id, inspect in zip(replica_ids, found, strict=True)
-            if (event := current_event(replica_id, inspect, at)) is not None
-        ]
+        events = []
+        for replica_id, inspect in zip(replica_ids, found, strict=True):
+            event = current_event(replica_id, inspect, at)
+            if event is not None:
+                events.append(event)
+            elif inspect is not None:  # running, its health still starting: someone must check it
+                await self._check_from_now(replica_id, inspect)
+        return events
 
     async def refresh(self, replica: Replica) -> Replica:
         inspect = await self._workshop.connected().inspect_container(replica.id)
@@ -238,7 +254,7 @@ class DockerBackend:
             return made
         # The slow part, outside the mutation lock: each target gets its own grace period.
         await asyncio.gather(*(self._workshop.stop(target) for target in targets))
-        return await self._replacements.replace(self._scope, targets, order)
+        return await self._check_started(await self._replacements.replace(self._scope, targets, order))
 
     def _start_later(self, container_id: str) -> None:
         """Start an acknowledged replacement while the controller goes on; a start the engine
@@ -252,15 +268,18 @@ class DockerBackend:
             await self._workshop.connected().start(container_id)
         except RolloverError as exc:
             self._tell(ReplicaDown(container_id, self._clock(), f"could not start: {exc}"))
+            return
+        await self._check_from_now(container_id)
 
     async def refill(self, count: int) -> list[Replica]:
         """New replicas replacing nothing (a dead rollout removed replicas it never replaced):
         made by Compose as ``up --scale`` would make them, or, for a selector, cloned from one of
         the service's replicas on the target image."""
-        return await self._replacements.refill(self._scope, count, self._snapshot_ids)
+        return await self._check_started(await self._replacements.refill(self._scope, count, self._snapshot_ids))
 
     async def restore(self, replaced: Replica, original: Replica, order: Order) -> Replica:
-        return await restore_replica(self._workshop, self._scope.labels(), replaced, original, order)
+        restored = await restore_replica(self._workshop, self._scope.labels(), replaced, original, order)
+        return (await self._check_started([restored]))[0]
 
     async def retire(self, replica: Replica) -> None:
         await self._workshop.stop(replica)

@@ -15,6 +15,11 @@ loaded 2-core machine, replacements whose checks passed were reported up only 13
 were made, or not within their 14 s budget. The cost: on Podman, a replica that turns unhealthy
 after it was up is not seen by rollover (it dying still is).
 
+A container's runs begin from whichever comes first: its start event, rollover's own start of it
+returning, or a resync finding it running and still "starting". One path alone left a replacement
+unchecked on a loaded CI machine (no run at all in 14 s, the rollout rolled back); all three are
+idempotent, so a container gets one run loop whichever way it was seen.
+
 Podman's own ``health_status`` events are not used: each carries the status from before its run
 (dialect.py).
 """
@@ -51,17 +56,23 @@ class HealthRuns:
         self._clock = clock
         self._report = report
         self._runs: dict[str, asyncio.Task[None]] = {}
+        self._healthy: set[str] = set()  # runs ended healthy: not begun again until it stops
+
+    def is_checked(self, container_id: str) -> bool:
+        """Its checks run now, or ran until it was healthy."""
+        return container_id in self._runs or container_id in self._healthy
 
     def started(self, container_id: str, inspect: Inspect) -> None:
         """The container started: run its healthcheck from now on (until it stops or is gone)."""
         interval = check_interval_s(inspect)
-        if interval is None or container_id in self._runs:
+        if interval is None or self.is_checked(container_id):
             return
         task = asyncio.ensure_future(self._run(container_id, interval))
         self._runs[container_id] = task
         task.add_done_callback(lambda _: self._runs.pop(container_id, None))
 
     def stopped(self, container_id: str) -> None:
+        self._healthy.discard(container_id)
         task = self._runs.pop(container_id, None)
         if task is not None:
             task.cancel()
@@ -77,15 +88,25 @@ class HealthRuns:
                 # The engine did not answer this time (a lost stream is handled above us): the next
                 # run tells, and a replacement that never turns healthy runs out of its health budget.
                 continue
-            if status is None:  # stopped or gone: its die/destroy events say so
-                return
+            if status is None and not await self._still_running(container_id):
+                return  # stopped or gone: its die/destroy events say so
             if status == "healthy":
+                self._healthy.add(container_id)
                 self._report(ReplicaUp(container_id, self._clock()))
                 return  # up: see the module's note on why the runs end here
-            if status != reported:
+            if status is not None and status != reported:
                 reported = status
                 if status == "unhealthy":
                     self._report(ReplicaDown(container_id, self._clock(), "unhealthy"))
+
+    async def _still_running(self, container_id: str) -> bool:
+        """Podman refuses a check (409) while a container is not running: gone for good, or only
+        caught mid-start. Only the first ends the runs."""
+        try:
+            inspect = await self._engine.inspect_container(container_id)
+        except RolloverError:
+            return True  # ask again at the next run
+        return inspect is not None and bool((inspect.get("State") or {}).get("Running"))
 
     async def close(self) -> None:
         tasks = list(self._runs.values())
