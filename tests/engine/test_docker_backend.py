@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
+from rollover.backends.docker import backend as docker_backend
 from rollover.backends.docker.backend import DockerBackend
+from rollover.backends.docker.events import action_of, container_of, replica_event
 from rollover.core.model import Order, Replica, ReplicaDown, ReplicaEvent, ReplicaUp
 from rollover.engine import Engine
 from rollover.errors import EngineUnavailable, ImageNotFound, Locked, ServiceNotFound, Unsupported
@@ -510,3 +512,37 @@ def test_selector_service_redeploys_by_cloning(
     assert restored.image == app_images[APP_V1] and restored.name == f"{network}-2"
     assert "APP_VERSION=v1" in docker_client.containers.get(restored.id).attrs["Config"]["Env"]
     assert served_version(restored) == "v1"
+
+
+def test_a_replacement_the_engine_stayed_silent_about_is_seen_up_by_a_later_look(
+    labelled_containers: tuple[dict[str, str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine drops events for a subscriber that falls behind, with no sign on the stream.
+    Here every event of the replacement is lost on the way: rollover must still see it up (by
+    looking at it again, rechecks.py), not wait out its health budget and roll back."""
+    labels, _ = labelled_containers
+    dropped: list[str] = []
+    originals: set[str] = set()
+
+    def lossy(raw: dict[str, Any], at: float, has_check: bool) -> ReplicaEvent | None:
+        if container_of(raw) not in originals:
+            dropped.append(action_of(raw))
+            return None
+        return replica_event(raw, at, has_check)
+
+    monkeypatch.setattr(docker_backend, "replica_event", lossy)
+
+    async def scenario() -> None:
+        async with connected(selector=labels, image=APP_V2) as backend:
+            log = EventLog(backend.events())
+            snapshot = await backend.snapshot()
+            originals.update(replica.id for replica in snapshot.replicas)
+            await backend.prepare(snapshot)
+            await backend.acquire_lock("tester")
+            [beside] = await backend.redeploy(snapshot.replicas[:1], Order.START_FIRST)
+            await log.wait_up({beside.id}, timeout_s=30)
+            await backend.release_lock()
+            await log.stop()
+
+    asyncio.run(scenario())
+    assert "start" in dropped  # the engine did send it: it was lost on the way, and seen anyway

@@ -8,7 +8,9 @@ are started in the background, and a start the engine refuses comes back on the 
 the replacement's death. Selector replacements and every rollback are clones of a container's
 recorded definition (clone.py). The two ways of making replacements are two strategies
 (replacements.py), chosen once when the backend is built. Which containers are the service:
-scope.py; the primitives every path makes, starts and removes containers with: workshop.py.
+scope.py; the primitives every path makes, starts and removes containers with: workshop.py. A
+replacement the engine stays silent about (it drops events for a reader that falls behind) is
+inspected again after 5 s, then at doubling delays (rechecks.py).
 
 Rules that hold everywhere:
 - Data survives: a replacement mounts its predecessor's anonymous volumes by name wherever its own
@@ -54,6 +56,7 @@ from rollover.backends.docker.inspect import (
 )
 from rollover.backends.docker.leftovers import remove_never_started, settle_leftovers
 from rollover.backends.docker.lock import take_lock
+from rollover.backends.docker.rechecks import Rechecks
 from rollover.backends.docker.replacements import replacements_for
 from rollover.backends.docker.restore import restore_replica
 from rollover.backends.docker.scope import ServiceScope, replica_order
@@ -96,6 +99,8 @@ class DockerBackend:
         self._snapshot_ids: tuple[str, ...] = ()  # the replicas the last snapshot found
         self._starts: set[asyncio.Task[None]] = set()  # acknowledged replacements being started
         self._health_runs: HealthRuns | None = None  # Podman: the healthchecks rollover runs itself
+        # Replacements rollover started and has not heard of since: looked at again (rechecks.py).
+        self._rechecks = Rechecks(lambda: self._workshop.connected(), clock, self._tell)
 
     # -- connection and observation -------------------------------------------------------------
 
@@ -121,6 +126,7 @@ class DockerBackend:
         while (arrival := await feed.next()) is not None:
             at, raw = arrival
             if isinstance(raw, ReplicaUp | ReplicaDown):  # told: a refused start, a healthcheck we ran
+                self._rechecks.heard(raw.replica_id)
                 yield raw
                 continue
             container_id = container_of(raw)
@@ -130,6 +136,7 @@ class DockerBackend:
             await self._run_healthchecks(container_id, action_of(raw), has_check)
             event = replica_event(raw, at, has_check)
             if event is not None:
+                self._rechecks.heard(container_id)
                 yield event
 
     async def _run_healthchecks(self, container_id: str, action: str, has_check: bool) -> None:
@@ -140,6 +147,12 @@ class DockerBackend:
             await self._check_from_now(container_id)
         elif action in ("die", "destroy"):
             self._health_runs.stopped(container_id)
+
+    async def _started_here(self, container_id: str) -> None:
+        """rollover started it: look again if the engine stays silent about it (rechecks.py);
+        on Podman, run its healthcheck."""
+        self._rechecks.started(container_id)
+        await self._check_from_now(container_id)
 
     async def _check_from_now(self, container_id: str, inspect: Inspect | None = None) -> None:
         """Podman: run the healthcheck of a container seen started (its event, rollover's own
@@ -154,7 +167,7 @@ class DockerBackend:
 
     async def _check_started(self, replicas: Sequence[Replica]) -> list[Replica]:
         for replica in replicas:
-            await self._check_from_now(replica.id)
+            await self._started_here(replica.id)
         return list(replicas)
 
     def _tell(self, event: ReplicaEvent) -> None:
@@ -269,7 +282,7 @@ class DockerBackend:
         except RolloverError as exc:
             self._tell(ReplicaDown(container_id, self._clock(), f"could not start: {exc}"))
             return
-        await self._check_from_now(container_id)
+        await self._started_here(container_id)
 
     async def refill(self, count: int) -> list[Replica]:
         """New replicas replacing nothing (a dead rollout removed replicas it never replaced):
@@ -302,6 +315,7 @@ class DockerBackend:
         for task in list(self._starts):
             task.cancel()
         await asyncio.gather(*self._starts, return_exceptions=True)
+        await self._rechecks.close()
         if self._health_runs is not None:
             await self._health_runs.close()
         for feed in self._feeds:

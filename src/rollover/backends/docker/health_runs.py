@@ -27,9 +27,9 @@ Podman's own ``health_status`` events are not used: each carries the status from
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
+from rollover.backends.docker.container_tasks import ContainerTasks
 from rollover.backends.docker.inspect import healthcheck_of
 from rollover.core.model import ReplicaDown, ReplicaEvent, ReplicaUp
 from rollover.engine import Engine, Inspect
@@ -55,7 +55,7 @@ class HealthRuns:
         self._engine = engine
         self._clock = clock
         self._report = report
-        self._runs: dict[str, asyncio.Task[None]] = {}
+        self._runs = ContainerTasks()
         self._healthy: set[str] = set()  # runs ended healthy: not begun again until it stops
 
     def is_checked(self, container_id: str) -> bool:
@@ -67,15 +67,11 @@ class HealthRuns:
         interval = check_interval_s(inspect)
         if interval is None or self.is_checked(container_id):
             return
-        task = asyncio.ensure_future(self._run(container_id, interval))
-        self._runs[container_id] = task
-        task.add_done_callback(lambda _: self._runs.pop(container_id, None))
+        self._runs.spawn(container_id, self._run(container_id, interval))
 
     def stopped(self, container_id: str) -> None:
         self._healthy.discard(container_id)
-        task = self._runs.pop(container_id, None)
-        if task is not None:
-            task.cancel()
+        self._runs.cancel(container_id)
 
     async def _run(self, container_id: str, interval_s: float) -> None:
         reported = "starting"
@@ -109,9 +105,4 @@ class HealthRuns:
         return inspect is not None and bool((inspect.get("State") or {}).get("Running"))
 
     async def close(self) -> None:
-        tasks = list(self._runs.values())
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self._runs.clear()
+        await self._runs.close()
