@@ -156,17 +156,17 @@ def test_the_report_draws_the_real_rollout_in_a_browser(failed_rollout: Rolled, 
                for view in rows[0].find_elements("css selector", ".view"))
     # ... and the same as a panel, a lane per HAProxy server: the old web-1's (in rotation from the
     # start, drained, out), the replacement's (admitted, drained by the rollback, out), the restore's.
-    lanes = browser.find_elements("css selector", "#balancer-view .balancer-lane")
+    lanes = browser.find_elements("css selector", ".balancer-view .balancer-lane")
     assert sorted((lane.get_attribute("data-states") or "").split() for lane in lanes) == [
         ["ready"], ["ready", "drain", "maint"], ["ready", "drain", "maint"]], [
         (lane.get_attribute("data-server"), lane.get_attribute("data-states")) for lane in lanes]
     assert all((lane.get_attribute("data-server") or "").startswith("haproxy web/") for lane in lanes)
 
-    panel = browser.find_element("css selector", "#probe-requests")
+    panel = browser.find_element("css selector", ".probe-requests")
     probe = summary["probe"]
     assert (int(panel.get_attribute("data-ok")), int(panel.get_attribute("data-failed"))) == (
         probe["ok"], probe["failed"]), probe
-    assert browser.find_elements("css selector", "#probe-latency polyline.p50_ms")
+    assert browser.find_elements("css selector", ".probe-latency polyline.p50_ms")
     diagnosis = browser.find_element("css selector", "tr.event-failed pre.diagnosis").text
     assert f"health check exit 1: {HEALTH_MESSAGE}" in diagnosis and SECRET not in browser.page_source
     assert_not_blank(browser, screenshot)

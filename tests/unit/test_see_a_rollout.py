@@ -5,6 +5,7 @@ its text, and the report's bad input."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -253,19 +254,23 @@ def test_a_project_report_has_a_section_per_rolled_service_and_rollover_report_d
     then each rolled service (its own events, marked with its name) on an axis of its own."""
     simulated = _records(["--replicas", "2", "--request-time", "1", "--redeploy-time", "2"], capsys)
     api = [{**record, "service": "api"} for record in simulated]
+    web = [{**record, "service": "web"} for record in simulated]
     services = [{"service": "api", "action": "roll", "why": "changed", "running": 2, "wanted": 2},
+                {"service": "web", "action": "roll", "why": "changed", "running": 2, "wanted": 2},
                 {"service": "db", "action": "untouched", "why": "unchanged", "running": 1, "wanted": 1}]
     done = [{"service": "api", "action": "roll", "result": "completed", "replaced": 2, "failed": 0,
              "duration_s": 3.0, "reason": None},
             {"service": "db", "action": "untouched", "result": "untouched", "replaced": 0, "failed": 0,
              "duration_s": 0.0, "reason": None}]
     records = [{"event": "project_plan", "t": 0.0, "project": "shop", "dry_run": False, "services": services},
-               *api, {"event": "service_done", "t": 3.0, **done[0]},
+               *api, {"event": "service_done", "t": 3.0, **done[0]}, *web,
                {"event": "project_summary", "t": 3.1, "project": "shop", "result": "completed", "exit_code": 0,
                 "duration_s": 3.1, "services": done, "totals": {}}]
     saved = tmp_path / "up.jsonl"
     saved.write_text("".join(json.dumps(record) + "\n" for record in records))
     assert main(["report", str(saved), "-o", str(tmp_path / "up.html")], environ={}) == 0
     page = (tmp_path / "up.html").read_text()
-    assert page.count("<section class=service") == 1 and "data-service='api'" in page
-    assert page.count("class=gantt-row") == 2 and "<table id=services>" in page
+    assert page.count("<section class=service") == 2 and "data-service='api'" in page
+    assert page.count("class=gantt-row") == 4 and "<table id=services>" in page
+    ids = re.findall(r"\bid=['\"]?([\w-]+)", page)
+    assert len(ids) == len(set(ids)), ids  # one page, each id once (a chart per service is a class)

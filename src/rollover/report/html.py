@@ -167,7 +167,7 @@ def _chart(rows: Sequence[GanttRow], end: float, probe: Mapping[str, object] | N
     lanes_h = (20 + LANE_H * len(lanes)) if lanes else 0
     panels = 2 if probe is not None and "series" in probe else 0
     height = 20 + gantt_h + lanes_h + panels * (PANEL_H + 20) + 20
-    out = [f"<svg id=chart xmlns='http://www.w3.org/2000/svg' width={LABEL_W + CHART_W + 20} height={height}>"]
+    out = [f"<svg class=chart xmlns='http://www.w3.org/2000/svg' width={LABEL_W + CHART_W + 20} height={height}>"]
     for tick in _ticks(end):
         x = _x(tick, end)
         out.append(f"<line x1={x} x2={x} y1=14 y2={height - 16} stroke='#e4e4e4'/>"
@@ -223,7 +223,7 @@ def _balancer_view(row: GanttRow, y: int, end: float) -> list[str]:
 def _balancer_panel(lanes: Sequence[BalancerLane], top: int, end: float) -> str:
     """The balancer's view: a lane per server it named, coloured by the state it was put in, on the
     same axis as the Gantt rows above (a drain of a few ms is drawn 3 px wide, to be seen)."""
-    out = [f"<g id=balancer-view><text x=4 y={top - 6} font-weight=bold>balancer</text>"]
+    out = [f"<g class=balancer-view><text x=4 y={top - 6} font-weight=bold>balancer</text>"]
     for index, lane in enumerate(lanes):
         y = top + index * LANE_H
         out.append(f"<g class=balancer-lane data-server='{escape(lane.server, quote=True)}'"
@@ -250,7 +250,7 @@ def _requests_panel(probe: Mapping[str, object], top: int, end: float) -> str:
     totals = [ok_count + sum(kind[index] for kind in failed.values()) for index, ok_count in enumerate(ok)]
     peak = max(totals, default=0) or 1
     failed_sum = sum(sum(kind) for kind in failed.values())
-    out = [f"<g id=probe-requests data-ok='{sum(ok)}' data-failed='{failed_sum}'>",
+    out = [f"<g class=probe-requests data-ok='{sum(ok)}' data-failed='{failed_sum}'>",
            f"<text x=4 y={top + 12}>probe requests</text><text x=4 y={top + 26}>per {width_s * 1000:g} ms</text>",
            f"<text x=4 y={top + 40} class=ok>ok {sum(ok)}</text>"
            f"<text x=4 y={top + 54} class=bad>failed {failed_sum}</text>"]
@@ -277,7 +277,7 @@ def _latency_panel(probe: Mapping[str, object], top: int, end: float) -> str:
     width_s = float(latency["bucket_s"])
     values = [value for key in ("p50_ms", "p99_ms") for value in latency[key] if value is not None]
     peak = max(values, default=0) or 1
-    out = [f"<g id=probe-latency><text x=4 y={top + 12}>latency (ms)</text>"
+    out = [f"<g class=probe-latency><text x=4 y={top + 12}>latency (ms)</text>"
            f"<text x=4 y={top + 26} fill='#1f6fb5'>p50</text><text x=34 y={top + 26} fill='#c0392b'>p99</text>"
            f"<text x=4 y={top + 40}>peak {peak:g} ms</text>"]
     for key, colour in (("p50_ms", "#1f6fb5"), ("p99_ms", "#c0392b")):
