@@ -85,3 +85,11 @@ def test_a_list_asked_for_after_the_last_one_was_answered_tells_a_task_vanished(
         return watch
 
     assert asyncio.run(one_after_the_other()).slots_removed == {"new1"}
+
+
+def test_the_latest_list_is_not_replaced_by_one_that_may_be_older() -> None:
+    # The requests read the slot a replacement took from ``latest``: after the overlapping looks
+    # above it must still be the list with new1 in it.
+    manager = HeldManager([OLD_RUNNING], [OLD_STOPPING, NEW_STARTING], [OLD_RUNNING])
+    watch = asyncio.run(_two_overlapping_looks(manager))
+    assert {task.id for task in watch.latest} == {"old1", "new1"}

@@ -119,6 +119,7 @@ class SwarmWatch:
         self._last_reported: list[SwarmTask] = []
         self._moments = itertools.count()  # orders every look's asking and answering
         self._last_answered = -1  # the moment the manager answered the look _last_reported holds
+        self._latest_answered = -1  # the same for ``latest``
 
     @property
     def slots_removed(self) -> set[str]:
@@ -214,7 +215,10 @@ class SwarmWatch:
             self._report_changes(tasks, vanished=self._last_reported if newer else [])
             if newer:
                 self._last_reported, self._last_answered = tasks, answered
-        self.latest = tasks
+        # The same rule for ``latest``: a list that may be older than the one it holds (the
+        # requests read the slot a replacement took from it) does not replace it.
+        if asked >= self._latest_answered:
+            self.latest, self._latest_answered = tasks, answered
         return tasks
 
     def _as_seen(self, task: SwarmTask) -> SwarmTask:
