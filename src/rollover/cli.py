@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -55,10 +55,12 @@ from rollover.docker_cli.commands import (
 )
 from rollover.errors import InvalidOption, RolloverError
 from rollover.report.html import Recorder, check_report_path, read_events, write_report
-from rollover.report.live import LiveReporter
 from rollover.report.output import JsonReporter, render_timeline
 from rollover.report.outputs import Outputs, choose_outputs
 from rollover.report.redact import Redactor, secret_values
+
+if TYPE_CHECKING:
+    from rollover.report.live import LiveReporter
 
 # The seed script's variables, still honoured: (old name, new name).
 TUTUM_ALIASES = (

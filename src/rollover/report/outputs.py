@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from rollover.core.model import ProgressEvent
 from rollover.report.html import Recorder
-from rollover.report.live import LiveReporter
 from rollover.report.output import JsonReporter, TextReporter
 from rollover.report.redact import Redactor
+
+if TYPE_CHECKING:
+    from rollover.report.live import LiveReporter
 
 Reporter = Callable[[ProgressEvent], None]
 
@@ -27,7 +29,11 @@ def choose_outputs(*, json: bool, quiet: bool, live: bool, report: bool,
                    redactor: Callable[[], Redactor], flush: bool = True) -> Outputs:
     """``flush``: each line as it is told (a simulation, all told within a second, need not)."""
     json_reporter = JsonReporter(redact=redactor(), flush=flush) if json else None
-    live_view = LiveReporter(sys.stdout, redactor()) if live else None
+    live_view = None
+    if live:  # rich, imported only for a terminal (0.1 s of CPU a JSON or text run does not spend)
+        from rollover.report.live import LiveReporter
+
+        live_view = LiveReporter(sys.stdout, redactor())
     shown: Reporter = json_reporter or live_view or TextReporter(quiet=quiet, redact=redactor(), flush=flush)
     if not report:
         return Outputs(shown, json_reporter, None, live_view)
