@@ -18,7 +18,9 @@ Rules that hold everywhere:
 - One asyncio.Lock (the workshop's ``mutations``) serializes every Compose call, container
   creation and removal. Compose counts the service's containers itself; the ``--scale`` count is
   computed under the same lock, so no removal can land between our count and Compose's and make it
-  create one container too many. Slow stops happen outside it.
+  create one container too many. Slow stops happen outside it, and so does the removal of a
+  replaced replica: it holds only ``compose_counts``, the Compose run's own part of that lock, so it
+  never holds up the next request's create (workshop.py).
 - Names: stop-first replacements and rollbacks take the old name; a start-first clone is created
   as ``<name>-rollover-<6 hex>`` and renamed to the old name when retire() removed the old one.
   Compose replacements keep the names Compose gives them (``<project>-<service>-<n>``); a selector

@@ -170,9 +170,10 @@ class ComposeReplacements:
 
     async def _render(self, scope: ServiceScope) -> None:
         """Have Compose make one more container of the service (not started): the template."""
-        before = set(await self._workshop.connected().list_container_ids(scope.labels()))
-        # A stop-first target is still there, stopped: Compose counts it as one of the service's.
-        [template] = await self._create(scope, len(before) + 1, before)
+        async with self._workshop.compose_counts:  # no removal between the count and Compose's own
+            before = set(await self._workshop.connected().list_container_ids(scope.labels()))
+            # A stop-first target is still there, stopped: Compose counts it as one of the service's.
+            [template] = await self._create(scope, len(before) + 1, before)
         self._template, self._spare = template, str(template["Id"])
         self._workshop.remember(template)
         self._next_number = compose_number(template) + 1

@@ -2,7 +2,11 @@
 
 Every path shares it (Compose replacements, selector clones, refills, rollbacks, the lock):
 - ``mutations`` is the one lock of backend.py's rules; callers hold it around their Compose calls,
-  creations and removals, and a failed start_fresh() takes it for its cleanup.
+  creations and removals, and a failed start_fresh() takes it for its cleanup. The removal of a
+  replaced replica (retire, stop-first's last step) holds only ``compose_counts``, the part of
+  that rule it is about: Compose counts the service's containers and makes more (once per rollout),
+  and no removal may land in between. So a retire no longer queues the next request's create
+  behind it: with 15 replacements a wave on a busy engine, a request waited for up to 15 removals.
 - Nothing half-made is left behind: a container whose networks cannot be connected is removed,
   and when one of a batch of fresh containers cannot start, the whole batch is.
 - The inspect data of every replica seen is kept (``recorded``): a rollback clones it, and a
@@ -31,6 +35,7 @@ class Workshop:
         """``engine``: one already connected (tests pass a stand-in); else connect() makes one."""
         self._engine = engine
         self.mutations = asyncio.Lock()
+        self.compose_counts = asyncio.Lock()  # held by Compose's run (always inside mutations)
         self._definitions: dict[str, Inspect] = {}  # inspect data of every replica seen, by id
         self._healthchecked: dict[str, bool] = {}
         self._internal_ids: set[str] = set()  # containers we made and unmade on the way: no events
@@ -119,7 +124,7 @@ class Workshop:
         """Remove stopped replicas whose replacements now run on their volumes (stop-first's last
         step, and retire()), and hand each one's name over. Until now both were there, so a kill at
         any moment leaves every volume mounted by a container (see leftovers.py)."""
-        async with self.mutations:
+        async with self.compose_counts:
             for old_id in replaced_ids:
                 # Volumes stay: the replacement mounts the anonymous ones by name, and a rollback needs them.
                 await self.connected().remove(old_id, force=True, volumes=False)
