@@ -75,3 +75,21 @@ def test_unhealthy_is_reported_once_per_change_and_healthy_ends_it() -> None:
     asyncio.run(scenario())
     assert [type(event) for event in told] == [ReplicaDown, ReplicaUp]
     assert engine.checks == 3
+
+
+def test_a_container_stopped_and_started_again_keeps_its_new_runs() -> None:
+    """The cancelled loop of the first start ends after the second start's loop began: the second
+    must stay known (a later stop cancels it, a later sighting does not start a third)."""
+    engine = ScriptedEngine(["starting"] * 1000, running=True)
+
+    async def scenario() -> bool:
+        runs = HealthRuns(engine, asyncio.get_running_loop().time, lambda event: None)  # type: ignore[arg-type]
+        runs.started("c1", CHECKED)
+        runs.stopped("c1")
+        runs.started("c1", CHECKED)
+        await asyncio.sleep(0.01)  # the first loop's cancellation completes now
+        still_known = runs.is_checked("c1")
+        await runs.close()
+        return still_known
+
+    assert asyncio.run(scenario())

@@ -19,7 +19,13 @@ class ContainerTasks:
         """Run ``work`` for the container; it leaves the set when it ends, however it ends."""
         task = asyncio.ensure_future(work)
         self._tasks[container_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(container_id, None))
+        task.add_done_callback(lambda done: self._forget(container_id, done))
+
+    def _forget(self, container_id: str, done: asyncio.Task[None]) -> None:
+        # Only this task: one cancelled (the container stopped) may end after the next was spawned
+        # for the same container (it started again), which must stay.
+        if self._tasks.get(container_id) is done:
+            del self._tasks[container_id]
 
     def cancel(self, container_id: str) -> None:
         task = self._tasks.pop(container_id, None)
