@@ -294,7 +294,8 @@ class DockerBackend:
 
     async def restore(self, replaced: Replica, original: Replica, order: Order) -> Replica:
         restored = await restore_replica(self._workshop, self._scope.labels(), replaced, original, order)
-        return (await self._check_started([restored]))[0]
+        await self._started_here(restored.id)
+        return restored
 
     async def retire(self, replica: Replica) -> None:
         await self._workshop.stop(replica)
