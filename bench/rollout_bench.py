@@ -15,12 +15,13 @@ start-first at each step, alternately by two things:
   back to the image the compose file names.
 
 Each row: rollover's duration (from its plan), the control's, their ratio; from rollover's JSON
-events, request -> acknowledgement p50/p95 (per replica) and reaction p50/p95 (from the health event
-or acknowledgement that freed a slot to the next request); rollover's CPU per replaced replica
-(user + system of the rollover process and every child it started, the docker CLI and Compose
-included, divided by N). Also measured once: the time to healthy of a single container started
-alone. The machine's load average is printed with the figures: on a shared machine, the ratio
-against the same run's control is the figure that counts.
+events, request -> acknowledgement p50/p95 (per replica), beside the control's create p50/p95 (the
+engine's own create call, with as many replacements starting at once: the floor under a request)
+and reaction p50/p95 (from the health event or acknowledgement that freed a slot to the next
+request); rollover's CPU per replaced replica (user + system of the rollover process and every
+child it started, the docker CLI and Compose included, divided by N). Also measured once: the time
+to healthy of a single container started alone. The machine's load average is printed with the
+figures: on a shared machine, the ratio against the same run's control is the figure that counts.
 
     bench/run [--replicas 6,24,60] [--steps 1,2,25%,half] [--runs 1] [--interval 500ms]
 """
@@ -61,6 +62,7 @@ class Row:
     batch: int
     durations: list[float] = field(default_factory=list)
     controls: list[float] = field(default_factory=list)
+    control_create_ms: list[float] = field(default_factory=list)  # the engine's own create, at the same load
     request_ms: list[float] = field(default_factory=list)
     reaction_ms: list[float] = field(default_factory=list)
     cpu_per_replica_ms: list[float] = field(default_factory=list)
@@ -111,8 +113,10 @@ def copy_body(attrs: dict[str, Any], image: str) -> tuple[dict[str, Any], str]:
     return body, network
 
 
-def control_roll(api: Any, image: str, batch: int) -> float:
-    """Replace every replica of the service as described above; seconds it took."""
+def control_roll(api: Any, image: str, batch: int) -> tuple[float, list[float]]:
+    """Replace every replica of the service as described above; seconds it took, and how long
+    each create call took (ms): the floor under rollover's request -> acknowledgement, which is a
+    create too, at the same number of replacements starting at once."""
     targets = [c["Id"] for c in api.containers(filters={"label": [f"{k}={v}" for k, v in SERVICE_LABELS.items()]})]
     bodies = [copy_body(api.inspect_container(target), image)[0] for target in targets]
     # Health events only: unfiltered, every healthcheck's exec_create/exec_start/exec_die comes too
@@ -126,11 +130,14 @@ def control_roll(api: Any, image: str, batch: int) -> float:
     starts = ThreadPoolExecutor(max_workers=8)
     starting: dict[str, str] = {}  # replacement id -> the target it replaces
     queue = list(zip(targets, bodies, strict=True))
+    creates_ms: list[float] = []
     started = time.monotonic()
 
     def launch() -> None:
         target, body = queue.pop(0)
+        asked = time.perf_counter()
         made = api.create_container_from_config(body, name=f"{PROJECT}-ctl-{os.urandom(3).hex()}")
+        creates_ms.append((time.perf_counter() - asked) * 1000)
         starting[made["Id"]] = target
         starts.submit(api.start, made["Id"])
 
@@ -150,7 +157,7 @@ def control_roll(api: Any, image: str, batch: int) -> float:
         events.close()
     starts.shutdown(wait=True)
     retiring.shutdown(wait=True)
-    return time.monotonic() - started
+    return time.monotonic() - started, creates_ms
 
 
 def alone_to_healthy(api: Any, image: str) -> float:
@@ -213,7 +220,9 @@ def measure(directory: Path, api: Any, replicas: int, steps: list[str], runs: in
     for step in steps:
         row = Row(replicas, step, batch_of(step, replicas))
         for _ in range(runs):
-            row.controls.append(control_roll(api, IMAGES[1], row.batch))  # v1 -> v2, no rollover code
+            control_s, creates_ms = control_roll(api, IMAGES[1], row.batch)  # v1 -> v2, no rollover code
+            row.controls.append(control_s)
+            row.control_create_ms += creates_ms
             events, cpu = rollover_roll(directory, step)  # v2 -> v1, what compose.yaml says
             if events[-1]["result"] != "completed":  # reported, not averaged: the row says so
                 row.failures.append(f"{events[-1]['result']}: {events[-1].get('reason')}")
@@ -231,9 +240,9 @@ def measure(directory: Path, api: Any, replicas: int, steps: list[str], runs: in
 def report(rows: list[Row], alone_s: float, loads: tuple[str, str]) -> None:
     print(f"load average before: {loads[0]}; after: {loads[1]}")
     print(f"one container started alone: healthy after {alone_s:.2f} s")
-    print("| replicas | step | batch | duration | control | ratio | request→ack p50 / p95 | reaction p50 / p95 "
-          "| CPU per replica |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| replicas | step | batch | duration | control | ratio | request→ack p50 / p95 | control's create p50 / p95 "
+          "| reaction p50 / p95 | CPU per replica |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(format_row(row))
 
@@ -241,11 +250,12 @@ def report(rows: list[Row], alone_s: float, loads: tuple[str, str]) -> None:
 def format_row(row: Row) -> str:
     if not row.durations:
         return (f"| {row.replicas} | {row.step} | {row.batch} | failed: {'; '.join(row.failures)} | "
-                f"{statistics.mean(row.controls):.1f} s | — | — | — | — |")
+                f"{statistics.mean(row.controls):.1f} s | — | — | — | — | — |")
     duration, control = statistics.mean(row.durations), statistics.mean(row.controls)
-    rq, rx = row.request_ms, row.reaction_ms
+    rq, rx, cc = row.request_ms, row.reaction_ms, row.control_create_ms
     return (f"| {row.replicas} | {row.step} | {row.batch} | {duration:.1f} s | {control:.1f} s | "
             f"{duration / control:.2f} | {percentile(rq, .5):.0f} / {percentile(rq, .95):.0f} ms | "
+            f"{percentile(cc, .5):.0f} / {percentile(cc, .95):.0f} ms | "
             f"{percentile(rx, .5):.1f} / {percentile(rx, .95):.1f} ms | "
             f"{statistics.mean(row.cpu_per_replica_ms):.0f} ms |"
             + (f" ({len(row.failures)} failed: {'; '.join(row.failures)})" if row.failures else ""))

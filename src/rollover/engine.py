@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import ssl
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -49,6 +51,14 @@ DEFAULT_HOST = "unix:///var/run/docker.sock"
 # Podman's own API (beside its Docker-compatible one, on the same socket): the healthcheck run.
 _LIBPOD_API = "/v4.0.0/libpod"
 _LOCAL_PORT_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+# Engine calls in flight at once, each blocking a thread (and holding a pooled connection) until the
+# engine answers. asyncio's default pool has min(32, cores + 4) threads: 6 on 2 cores. A start
+# blocks its thread until the engine has the process running, which takes seconds on a busy
+# engine; so with 12 replacements starting (--step half of 24) the next request's create queued
+# behind them: request -> acknowledgement p95 774 ms, against 215 ms for the engine's own create
+# at the same load (bench/run, docs/benchmarks.md). 64 covers the starts, stops and removals of a
+# step of 30 and a request; threads are made only when that many calls wait at once.
+ENGINE_CALLS_AT_ONCE = 64
 
 
 def engine_address(docker_host: str | None) -> str:
@@ -202,6 +212,7 @@ class Engine:
         # Podman behind the Docker-compatible API: what it says is read as Docker's (dialect.py).
         self.is_podman = podman
         self._ephemeral_ports = ephemeral_ports
+        self._threads = ThreadPoolExecutor(ENGINE_CALLS_AT_ONCE, thread_name_prefix="rollover-engine")
 
     @classmethod
     async def connect(cls, docker_host: str | None) -> Engine:
@@ -221,7 +232,8 @@ class Engine:
         # ssh://: the system's ssh, as the docker CLI does (its config, agent and known_hosts apply).
         if address.startswith("ssh://"):
             _allow_ssh()
-        client = docker.from_env(environment=environment, use_ssh_client=address.startswith("ssh://"))
+        client = docker.from_env(environment=environment, use_ssh_client=address.startswith("ssh://"),
+                                 max_pool_size=ENGINE_CALLS_AT_ONCE)
         system_time = datetime.fromisoformat(client.info()["SystemTime"]).timestamp()
         # Measured against the moment the answer arrived, the offset can only come out too small,
         # so "since now" may replay a few milliseconds but never skips any.
@@ -231,7 +243,8 @@ class Engine:
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            call = functools.partial(fn, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(self._threads, call)
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
             raise engine_error(exc, what, self.address) from exc
 
@@ -505,4 +518,5 @@ class Engine:
         await self._call(f"send {signal_name} to container {container}", self._api.kill, container, signal_name)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._client.close)
+        await asyncio.get_running_loop().run_in_executor(self._threads, self._client.close)
+        self._threads.shutdown(wait=False)  # calls still blocked (a stop cut short) end on their own
