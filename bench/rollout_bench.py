@@ -12,7 +12,9 @@ start-first at each step, alternately by two things:
   stopped and removed once its replacement is healthy. Its duration runs until every replacement
   is healthy and every old one gone: the bound rollover is measured against;
 - **rollover** itself, the CLI as a user runs it (``rollover redeploy web --step S --output json``),
-  back to the image the compose file names.
+  back to the image the compose file names. With ``--kind selector`` the same containers are
+  rolled as a label-selected service (``--selector rfast.bench.service=web --image ...``): each
+  replacement a clone of its target, no Compose.
 
 Each row: rollover's duration (from its plan), the control's, their ratio; from rollover's JSON
 events, request -> acknowledgement p50/p95 (per replica), beside the control's create p50/p95 (the
@@ -23,7 +25,7 @@ child it started, the docker CLI and Compose included, divided by N). Also measu
 to healthy of a single container started alone. The machine's load average is printed with the
 figures: on a shared machine, the ratio against the same run's control is the figure that counts.
 
-    bench/run [--replicas 6,24,60] [--steps 1,2,25%,half] [--runs 1] [--interval 500ms]
+    bench/run [--replicas 6,24,60] [--steps 1,2,25%,half] [--runs 1] [--interval 500ms] [--kind compose]
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ ROLLOVER = ROOT / ".venv" / "bin" / "rollover"
 PROJECT = "rfast-bench"
 IMAGES = ("rollover-test/app:v1", "rollover-test/app:v2")
 SERVICE_LABELS = {"com.docker.compose.project": PROJECT, "com.docker.compose.service": "web"}
+# --kind selector rolls the same containers as a label-selected service (each replacement a clone
+# of its target, no Compose), by this label, which the control's copies carry too.
+SELECTOR_LABEL = "rfast.bench.service"
 
 
 @dataclass
@@ -72,7 +77,7 @@ class Row:
 def compose_file(image: str, replicas: int, interval: str = "500ms") -> str:
     return (
         f"name: {PROJECT}\nservices:\n  web:\n    image: {image}\n    init: true\n    stop_grace_period: 5s\n"
-        f"    deploy:\n      replicas: {replicas}\n"
+        f"    labels:\n      {SELECTOR_LABEL}: web\n    deploy:\n      replicas: {replicas}\n"
         # The image's check every 0.5 s (--interval), with room for a loaded shared machine: a probe
         # may take 5 s and fail 5 times before the replica counts as unhealthy.
         f"    healthcheck:\n      interval: {interval}\n      timeout: 5s\n      retries: 5\n"
@@ -183,10 +188,13 @@ def alone_to_healthy(api: Any, image: str) -> float:
 # -- rollover, as a user runs it ----------------------------------------------------------------------
 
 
-def rollover_roll(directory: Path, step: str) -> tuple[list[dict[str, Any]], float]:
+def rollover_roll(directory: Path, step: str, kind: str) -> tuple[list[dict[str, Any]], float]:
     """Run the CLI; its JSON events and the CPU seconds it and its children used."""
+    service = (["web", "--project", PROJECT] if kind == "compose"
+               # A selector service rolls each replica to its own image reference unless told.
+               else ["web", "--selector", f"{SELECTOR_LABEL}=web", "--image", IMAGES[0]])
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run([str(ROLLOVER), "redeploy", "web", "--project", PROJECT, "--step", step,
+    done = subprocess.run([str(ROLLOVER), "redeploy", *service, "--step", step,
                            "--output", "json"], cwd=directory, capture_output=True, text=True, check=False)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     events = [json.loads(line) for line in done.stdout.splitlines()]
@@ -213,7 +221,8 @@ def reactions_ms(events: list[dict[str, Any]], batch: int) -> list[float]:
 # -- the run -------------------------------------------------------------------------------------------
 
 
-def measure(directory: Path, api: Any, replicas: int, steps: list[str], runs: int, interval: str) -> list[Row]:
+def measure(directory: Path, api: Any, replicas: int, steps: list[str], runs: int, interval: str,
+            kind: str) -> list[Row]:
     (directory / "compose.yaml").write_text(compose_file(IMAGES[0], replicas, interval))
     compose(directory, "up", "-d", "--wait", "--wait-timeout", "300")
     rows = []
@@ -223,7 +232,7 @@ def measure(directory: Path, api: Any, replicas: int, steps: list[str], runs: in
             control_s, creates_ms = control_roll(api, IMAGES[1], row.batch)  # v1 -> v2, no rollover code
             row.controls.append(control_s)
             row.control_create_ms += creates_ms
-            events, cpu = rollover_roll(directory, step)  # v2 -> v1, what compose.yaml says
+            events, cpu = rollover_roll(directory, step, kind)  # v2 -> v1, what compose.yaml says
             if events[-1]["result"] != "completed":  # reported, not averaged: the row says so
                 row.failures.append(f"{events[-1]['result']}: {events[-1].get('reason')}")
                 continue
@@ -268,6 +277,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--interval", default="500ms",
                         help="the replicas' healthcheck interval (60 replicas every 0.5 s saturate 2 cores)")
+    parser.add_argument("--kind", choices=["compose", "selector"], default="compose",
+                        help="roll the service as Compose's, or as the containers carrying a label (--selector)")
     options = parser.parse_args()
     # A SIGTERM (`timeout`, a CI job cancelled) ends the run like ^C does, so the cleanup below runs:
     # by default Python dies at once and leaves up to 2 x N containers healthchecking.
@@ -281,7 +292,8 @@ def main() -> None:
         directory = Path(workdir)
         try:
             for replicas in map(int, options.replicas.split(",")):
-                rows += measure(directory, api, replicas, options.steps.split(","), options.runs, options.interval)
+                rows += measure(directory, api, replicas, options.steps.split(","), options.runs, options.interval,
+                                options.kind)
                 if math.isnan(alone_s):
                     alone_s = alone_to_healthy(api, IMAGES[1])
         finally:
@@ -292,7 +304,7 @@ def main() -> None:
             with contextlib.suppress(docker.errors.NotFound):  # a rollover stopped mid-run leaves its lock
                 api.remove_container(f"rollover-lock-{PROJECT}-web", force=True, v=True)
     load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    print(f"healthcheck interval {options.interval}")
+    print(f"{options.kind} service, healthcheck interval {options.interval}")
     report(rows, alone_s, (load_before, load_after))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from rollover.core.events import EventKind
 
@@ -103,10 +104,13 @@ class ReplicaDown:
 ReplicaEvent = ReplicaUp | ReplicaDown
 
 
-@dataclass(frozen=True)
-class ProgressEvent:
+class ProgressEvent(NamedTuple):
     """Something the user is told about, at ``at`` seconds from the start of the rollout;
-    every kind, and when it is emitted, is listed in ``rollover.core.events.EventKind``."""
+    every kind, and when it is emitted, is listed in ``rollover.core.events.EventKind``.
+
+    A named tuple, not a frozen dataclass: as immutable, and made at C speed (a simulation of
+    10,000 replicas makes 50,000 of them; a frozen dataclass sets each field through
+    ``object.__setattr__``)."""
 
     kind: EventKind
     at: float

@@ -5,7 +5,6 @@ every event is also recorded for the HTML report."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 import click
 
@@ -71,7 +70,7 @@ class ProjectOutput:
                            else TextReporter(quiet=self._quiet, redact=self._redact))
 
         def report(event: ProgressEvent) -> None:
-            marked = replace(event, detail=(("service", service), *event.detail))
+            marked = event._replace(detail=(("service", service), *event.detail))
             if self.recorder is not None:
                 self.recorder(marked)
             inner(marked)

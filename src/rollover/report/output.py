@@ -66,7 +66,9 @@ class TextReporter:
             return
         line = self._describe(event)
         if line:
-            print(self.redact(line), file=self.out, flush=self.flush)
+            self.out.write(self.redact(line) + "\n")
+            if self.flush:
+                self.out.flush()
 
     def _describe(self, event: ProgressEvent) -> str:
         detail = event.fields()
