@@ -518,5 +518,7 @@ class Engine:
         await self._call(f"send {signal_name} to container {container}", self._api.kill, container, signal_name)
 
     async def close(self) -> None:
+        # The pool stays usable, as the client does after close() (it reconnects): a late call
+        # (a background look finishing) must not meet a shut-down pool's RuntimeError. Its idle
+        # threads end when the Engine is collected, or at exit.
         await asyncio.get_running_loop().run_in_executor(self._threads, self._client.close)
-        self._threads.shutdown(wait=False)  # calls still blocked (a stop cut short) end on their own
