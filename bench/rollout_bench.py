@@ -303,6 +303,10 @@ def main() -> None:
                 api.remove_container(container["Id"], force=True, v=True)  # the control's, by the bench's label
             with contextlib.suppress(docker.errors.NotFound):  # a rollover stopped mid-run leaves its lock
                 api.remove_container(f"rollover-lock-{PROJECT}-web", force=True, v=True)
+            # Compose's down leaves its network while containers it does not count (the control's,
+            # a selector run's clones) are still on it: they are gone now.
+            with contextlib.suppress(docker.errors.NotFound):
+                api.remove_network(f"{PROJECT}_default")
     load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print(f"{options.kind} service, healthcheck interval {options.interval}")
     report(rows, alone_s, (load_before, load_after))
