@@ -304,8 +304,9 @@ def main() -> None:
             with contextlib.suppress(docker.errors.NotFound):  # a rollover stopped mid-run leaves its lock
                 api.remove_container(f"rollover-lock-{PROJECT}-web", force=True, v=True)
             # Compose's down leaves its network while containers it does not count (the control's,
-            # a selector run's clones) are still on it: they are gone now.
-            with contextlib.suppress(docker.errors.NotFound):
+            # a selector run's clones) are still on it: they are gone now. Best effort: the figures
+            # are printed below whatever the engine says (20.10 may keep a stale endpoint).
+            with contextlib.suppress(docker.errors.APIError):
                 api.remove_network(f"{PROJECT}_default")
     load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print(f"{options.kind} service, healthcheck interval {options.interval}")
