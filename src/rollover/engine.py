@@ -57,7 +57,8 @@ _LOCAL_PORT_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
 # engine; so with 12 replacements starting (--step half of 24) the next request's create queued
 # behind them: request -> acknowledgement p95 774 ms, against 215 ms for the engine's own create
 # at the same load (bench/run, docs/benchmarks.md). 64 covers the starts, stops and removals of a
-# step of 30 and a request; threads are made only when that many calls wait at once.
+# step of 30 and a request; threads are made only when that many calls wait at once. Only the
+# Docker backend's engine asks for them (workshop.py); the others keep asyncio's shared pool.
 ENGINE_CALLS_AT_ONCE = 64
 
 
@@ -203,7 +204,9 @@ class Engine:
     service's tasks, take a Swarm config), so no SDK call or exception escapes this module."""
 
     def __init__(self, client: Any, address: str, clock_offset_s: float, *, podman: bool = False,
-                 ephemeral_ports: tuple[int, int] = DEFAULT_EPHEMERAL_PORTS) -> None:
+                 ephemeral_ports: tuple[int, int] = DEFAULT_EPHEMERAL_PORTS, own_threads: int | None = None) -> None:
+        """``own_threads``: run the SDK's calls on a pool of this many threads of the engine's own
+        (None: asyncio's shared pool)."""
         self._client = client
         self._api: Any = client.api
         self.address = address
@@ -212,20 +215,21 @@ class Engine:
         # Podman behind the Docker-compatible API: what it says is read as Docker's (dialect.py).
         self.is_podman = podman
         self._ephemeral_ports = ephemeral_ports
-        self._threads = ThreadPoolExecutor(ENGINE_CALLS_AT_ONCE, thread_name_prefix="rollover-engine")
+        self._threads = (ThreadPoolExecutor(own_threads, thread_name_prefix="rollover-engine")
+                         if own_threads is not None else None)
 
     @classmethod
-    async def connect(cls, docker_host: str | None) -> Engine:
+    async def connect(cls, docker_host: str | None, own_threads: int | None = None) -> Engine:
         address = engine_address(docker_host)
         if address.startswith("ssh://"):
             await _check_ssh(address)
         try:
-            return await asyncio.to_thread(cls._connect_blocking, docker_host, address)
+            return await asyncio.to_thread(cls._connect_blocking, docker_host, address, own_threads)
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
             raise EngineUnavailable(f"cannot reach the Docker daemon at {address}: {_reason(exc)}") from exc
 
     @classmethod
-    def _connect_blocking(cls, docker_host: str | None, address: str) -> Engine:
+    def _connect_blocking(cls, docker_host: str | None, address: str, own_threads: int | None) -> Engine:
         environment = dict(os.environ)
         if docker_host is not None:
             environment["DOCKER_HOST"] = docker_host  # keeps DOCKER_TLS_VERIFY/CERT_PATH in play
@@ -233,13 +237,14 @@ class Engine:
         if address.startswith("ssh://"):
             _allow_ssh()
         client = docker.from_env(environment=environment, use_ssh_client=address.startswith("ssh://"),
-                                 max_pool_size=ENGINE_CALLS_AT_ONCE)
+                                 **({"max_pool_size": own_threads} if own_threads is not None else {}))
         system_time = datetime.fromisoformat(client.info()["SystemTime"]).timestamp()
         # Measured against the moment the answer arrived, the offset can only come out too small,
         # so "since now" may replay a few milliseconds but never skips any.
         offset = system_time - time.time()
         podman = is_podman_version(client.version())
-        return cls(client, address, clock_offset_s=offset, podman=podman, ephemeral_ports=_ephemeral_ports(address))
+        return cls(client, address, clock_offset_s=offset, podman=podman, ephemeral_ports=_ephemeral_ports(address),
+                   own_threads=own_threads)
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:

@@ -47,7 +47,7 @@ def test_an_inspect_answers_while_a_step_of_starts_is_still_blocked_in_the_engin
 
     async def scenario() -> tuple[dict[str, Any] | None, int]:
         api = SlowStarts()
-        engine = Engine(Client(api), "unix:///test.sock", clock_offset_s=0.0)
+        engine = Engine(Client(api), "unix:///test.sock", clock_offset_s=0.0, own_threads=ENGINE_CALLS_AT_ONCE)
         starts = [asyncio.create_task(engine.start(f"new-{n}")) for n in range(STARTS)]
         try:
             # Every start reached the (blocked) engine, and the inspect still gets its thread.

@@ -24,7 +24,7 @@ from collections.abc import Collection, Sequence
 from rollover.backends.docker.clone import CloneRequest, endpoint_for_connect
 from rollover.backends.docker.inspect import healthcheck_of, replica_from_inspect, stop_timeout_s
 from rollover.core.model import Replica
-from rollover.engine import Engine, Inspect
+from rollover.engine import ENGINE_CALLS_AT_ONCE, Engine, Inspect
 from rollover.errors import NameTaken, PlatformError, RolloverError
 
 
@@ -42,7 +42,8 @@ class Workshop:
         self._pending_renames: dict[str, tuple[str, str]] = {}  # old id -> (replacement id, name)
 
     async def connect(self, docker_host: str | None) -> None:
-        self._engine = await Engine.connect(docker_host)
+        # Its own threads: a step of starts must not hold up the next request (engine.py).
+        self._engine = await Engine.connect(docker_host, own_threads=ENGINE_CALLS_AT_ONCE)
 
     async def close(self) -> None:
         if self._engine is not None:
