@@ -41,6 +41,7 @@ from rollover.imports import withheld
 # for ssh:// engines only: it is withheld here and imported by _allow_ssh when one is used.
 with withheld("paramiko"):
     import docker
+    import docker.constants
     import docker.errors
     import docker.utils
 
@@ -237,7 +238,7 @@ class Engine:
         if address.startswith("ssh://"):
             _allow_ssh()
         client = docker.from_env(environment=environment, use_ssh_client=address.startswith("ssh://"),
-                                 **({"max_pool_size": own_threads} if own_threads is not None else {}))
+                                 max_pool_size=own_threads or docker.constants.DEFAULT_MAX_POOL_SIZE)
         system_time = datetime.fromisoformat(client.info()["SystemTime"]).timestamp()
         # Measured against the moment the answer arrived, the offset can only come out too small,
         # so "since now" may replay a few milliseconds but never skips any.

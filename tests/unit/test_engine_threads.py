@@ -1,5 +1,6 @@
-"""Engine calls run on the engine's own threads: a request is never queued behind the starts a
-busy engine holds (asyncio's shared pool has 6 threads on 2 cores; a step of 12 filled it)."""
+"""The Docker backend's engine runs its calls on threads of its own: a request is never queued
+behind the starts a busy engine holds (asyncio's shared pool has 6 threads on 2 cores; a step of
+12 filled it)."""
 
 from __future__ import annotations
 
